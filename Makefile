@@ -1,0 +1,40 @@
+# Squeeze: `make run` installs and starts the service; `make test` runs every test.
+PY ?= python3
+VENV ?= .venv
+BIN := $(VENV)/bin
+TORCH_VERSION ?= 2.13.0
+PORT ?= 8000
+
+.PHONY: install run test test-unit test-integration test-pg lint bench clean
+
+$(BIN)/.installed: pyproject.toml
+	test -x $(BIN)/python || $(PY) -m venv $(VENV)
+	$(BIN)/pip install -q --upgrade pip
+	# torch first and pinned: an unpinned torch would pull a multi-GB CUDA build.
+	$(BIN)/pip install -q torch==$(TORCH_VERSION)
+	$(BIN)/pip install -q -e '.[worker,test]'
+	touch $@
+
+install: $(BIN)/.installed
+
+run: install
+	PORT=$(PORT) $(BIN)/squeeze serve --port $(PORT)
+
+# Everything, on the embedded default (SQLite + filesystem broker), then the integration and
+# end-to-end suites again on PostgreSQL + Redis.
+test: install
+	$(BIN)/pytest tests
+	SQUEEZE_TEST_BACKEND=postgres-redis $(BIN)/pytest tests/integration tests/e2e
+
+test-unit: install
+	$(BIN)/pytest tests/unit
+
+lint: install
+	$(BIN)/ruff check app workers tests bench
+	$(BIN)/mypy
+
+bench: install
+	$(BIN)/python -m bench.minilm
+
+clean:
+	rm -rf $(VENV) var

@@ -1,0 +1,89 @@
+"""The job spec clients submit, and the job as the API shows it."""
+
+from datetime import datetime
+from typing import Any, Literal
+
+from pydantic import BaseModel, ConfigDict, Field, PositiveInt, field_validator
+
+from app.schemas.passes import PassConfig
+
+JobStatus = Literal["queued", "running", "succeeded", "failed", "cancelled"]
+
+
+class LatencySpec(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+    batch_sizes: list[PositiveInt] | None = Field(
+        None, max_length=8, description="batch sizes to time; default: the batch of input_shapes")
+    runs: int = Field(50, ge=1, le=10_000)
+    warmup: int = Field(5, ge=0, le=1_000)
+
+
+class EvaluateSpec(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+    samples: int = Field(32, ge=1, le=4096, description="evaluation samples made from the input signature, "
+                         "in batches of the input_shapes batch size")
+    latency: LatencySpec = Field(default_factory=LatencySpec)
+    min_conversion_cosine: float = Field(
+        0.99, ge=0, le=1, description="a conversion whose outputs fall below this cosine fails the job")
+
+
+class Constraints(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+    min_cosine: float | None = Field(None, ge=-1, le=1, description="result's mean cosine to the original")
+    min_size_ratio: float | None = Field(None, gt=0, description="original size / result size")
+
+
+class JobSpec(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    model_id: str
+    passes: list[PassConfig] = Field(min_length=1, max_length=20)
+    evaluate: EvaluateSpec = Field(default_factory=EvaluateSpec)
+    input_shapes: dict[str, list[PositiveInt]] | None = Field(
+        None, description="fixes the model's dynamic dimensions for evaluation, e.g. {'x': [1, 3, 48, 192]}")
+    constraints: Constraints | None = None
+    device: Literal["cpu", "cuda"] = "cpu"
+    seed: int = Field(0, ge=0, description="seeds the evaluation inputs, so a report can be reproduced")
+
+    @field_validator("input_shapes")
+    @classmethod
+    def _non_empty_shapes(cls, value: dict[str, list[int]] | None) -> dict[str, list[int]] | None:
+        if value is not None:
+            for name, shape in value.items():
+                if not shape:
+                    raise ValueError(f"input_shapes[{name!r}] is empty: give every dimension, e.g. [1, 128]")
+        return value
+
+
+class JobError(BaseModel):
+    code: str
+    message: str
+
+
+class JobOut(BaseModel):
+    id: str
+    model_id: str
+    status: JobStatus
+    progress: float = Field(description="0 to 1")
+    current_pass: str | None
+    attempts: int
+    queue: str
+    spec: dict[str, Any]
+    error: JobError | None
+    created_at: datetime
+    started_at: datetime | None
+    finished_at: datetime | None
+    duration_s: float | None = Field(None, description="finished_at - started_at")
+
+
+class ArtifactOut(BaseModel):
+    id: str
+    job_id: str
+    kind: Literal["model", "report"]
+    name: str
+    format: str
+    media_type: str
+    sha256: str
+    size_bytes: int
+    created_at: datetime
+    download_url: str

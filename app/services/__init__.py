@@ -1,0 +1,1 @@
+"""What the API does, independent of HTTP: uploads, model inspection, jobs, artifacts."""

@@ -1,0 +1,253 @@
+"""Tell what an uploaded file is and read its signature, without torch and without unpickling anything.
+
+ONNX is parsed with the onnx package (weights left on disk); ExportedProgram (.pt2) from the JSON
+program in its archive; TorchScript from the code in its archive; a Hugging Face folder from
+config.json, tokenizer_config.json and the safetensors headers. Pickles are refused by their bytes.
+"""
+
+import json
+import math
+import re
+import struct
+import zipfile
+from dataclasses import dataclass, field
+from pathlib import Path, PurePosixPath
+from typing import Any
+
+import onnx
+from onnx.helper import tensor_dtype_to_np_dtype
+
+from app.archives import UnsafeArchive, check_zip
+from app.errors import UnsafeModelFormat, UnsupportedModelFormat
+
+SAFE_FORMATS = (
+    "ONNX (.onnx, or a .zip of the .onnx with its external data), torch.export ExportedProgram (.pt2, "
+    "from torch.export.save), TorchScript (torch.jit.save), or a Hugging Face model folder zipped with "
+    "*.safetensors weights"
+)
+PICKLE_HELP = (
+    "Loading a pickle runs whatever code it carries, so Squeeze never unpickles an upload. Upload instead: "
+    + SAFE_FORMATS + "."
+)
+
+# torch.export's serialized ScalarType codes (torch/_export/serde/schema.py).
+_PT2_DTYPES = {1: "uint8", 2: "int8", 3: "int16", 4: "int32", 5: "int64", 6: "float16", 7: "float32",
+               8: "float64", 12: "bool", 13: "bfloat16"}
+_SAFETENSORS_DTYPES = {"F64", "F32", "F16", "BF16", "I64", "I32", "I16", "I8", "U8", "BOOL", "F8_E4M3",
+                       "F8_E5M2"}
+
+
+@dataclass
+class ModelInfo:
+    format: str
+    inputs: list[dict[str, Any]]
+    outputs: list[dict[str, Any]]
+    param_count: int | None = None
+    details: dict[str, Any] = field(default_factory=dict)
+
+
+def _looks_like_pickle(head: bytes) -> bool:
+    return len(head) >= 2 and head[0] == 0x80 and 2 <= head[1] <= 5
+
+
+def inspect_model(path: Path, filename: str, max_unpacked_bytes: int) -> ModelInfo:
+    """Detect the format of the file at `path` and read its inputs, outputs and size."""
+    with path.open("rb") as fh:
+        head = fh.read(8)
+    if _looks_like_pickle(head):
+        raise UnsafeModelFormat(f"{filename!r} is a Python pickle. {PICKLE_HELP}")
+    if zipfile.is_zipfile(path):
+        return _inspect_zip(path, filename, max_unpacked_bytes)
+    return _inspect_onnx(path, filename)
+
+
+def _tensor_info(value: onnx.ValueInfoProto) -> dict[str, Any]:
+    ttype = value.type.tensor_type
+    dims: list[int | str | None] = []
+    for d in ttype.shape.dim:
+        if d.HasField("dim_value"):
+            dims.append(d.dim_value)
+        else:
+            dims.append(d.dim_param or None)
+    return {"name": value.name, "dtype": tensor_dtype_to_np_dtype(ttype.elem_type).name, "shape": dims}
+
+
+def onnx_signature(model: onnx.ModelProto) -> tuple[list[dict[str, Any]], list[dict[str, Any]], int]:
+    """Graph inputs (initializers excluded), outputs and the number of weights in initializers."""
+    initializers = {init.name for init in model.graph.initializer}
+    inputs = [_tensor_info(v) for v in model.graph.input if v.name not in initializers]
+    outputs = [_tensor_info(v) for v in model.graph.output]
+    params = sum(math.prod(init.dims) for init in model.graph.initializer)
+    return inputs, outputs, params
+
+
+def _inspect_onnx(path: Path, filename: str) -> ModelInfo:
+    try:
+        model = onnx.load(str(path), load_external_data=False)
+    except Exception as exc:  # the protobuf parser raises several types on garbage
+        raise UnsupportedModelFormat(
+            f"{filename!r} is neither a zip nor a valid ONNX protobuf ({type(exc).__name__}). "
+            f"Accepted: {SAFE_FORMATS}.") from exc
+    if not model.graph.output:
+        raise UnsupportedModelFormat(f"{filename!r} parses as protobuf but has no ONNX graph outputs. "
+                                     f"Accepted: {SAFE_FORMATS}.")
+    external = [i.name for i in model.graph.initializer if i.data_location == onnx.TensorProto.EXTERNAL]
+    if external:
+        raise UnsupportedModelFormat(
+            f"{filename!r} keeps {len(external)} tensors in external data files that were not uploaded. "
+            "Zip the .onnx file together with its data files and upload the zip.")
+    inputs, outputs, params = onnx_signature(model)
+    return ModelInfo("onnx", inputs, outputs, params, {"opset": _opset(model), "ir_version": model.ir_version})
+
+
+def _opset(model: onnx.ModelProto) -> int | None:
+    return next((o.version for o in model.opset_import if o.domain in ("", "ai.onnx")), None)
+
+
+def _inspect_zip(path: Path, filename: str, max_unpacked_bytes: int) -> ModelInfo:
+    with zipfile.ZipFile(path) as zf:
+        try:
+            infos = check_zip(zf, max_unpacked_bytes)
+        except UnsafeArchive as exc:
+            raise UnsupportedModelFormat(f"{filename!r}: {exc}") from exc
+        names = [i.filename for i in infos if not i.is_dir()]
+        leaves = {PurePosixPath(n).name for n in names}
+        parts = {p for n in names for p in PurePosixPath(n).parts[:-1]}
+        if any(n.endswith("models/model.json") or n.endswith("serialized_exported_program.json") for n in names):
+            return _inspect_pt2(zf, names)
+        if "data.pkl" in leaves and "constants.pkl" in leaves and "code" in parts:
+            return _inspect_torchscript(zf, names)
+        if "config.json" in leaves:
+            return _inspect_hf(zf, names, filename)
+        onnx_files = [n for n in names if n.endswith(".onnx")]
+        if len(onnx_files) == 1:
+            return _inspect_onnx_zip(zf, onnx_files[0], filename)
+        if "data.pkl" in leaves:
+            raise UnsafeModelFormat(f"{filename!r} is a torch.save checkpoint (a zipped pickle). {PICKLE_HELP}")
+    raise UnsupportedModelFormat(f"{filename!r} is a zip, but not one Squeeze recognises. "
+                                 f"Accepted: {SAFE_FORMATS}.")
+
+
+def _inspect_onnx_zip(zf: zipfile.ZipFile, member: str, filename: str) -> ModelInfo:
+    try:
+        model = onnx.load_from_string(zf.read(member))
+    except Exception as exc:
+        raise UnsupportedModelFormat(f"{member!r} in {filename!r} is not a valid ONNX protobuf") from exc
+    folder = PurePosixPath(member).parent
+    names = set(zf.namelist())
+    for init in model.graph.initializer:
+        if init.data_location != onnx.TensorProto.EXTERNAL:
+            continue
+        location = next((e.value for e in init.external_data if e.key == "location"), "")
+        ref = PurePosixPath(location)
+        if ref.is_absolute() or ".." in ref.parts or str(folder / ref) not in names and location not in names:
+            raise UnsupportedModelFormat(
+                f"tensor {init.name!r} refers to external data {location!r}, which is not a file inside the "
+                "model's own folder in the zip. Keep data files beside the .onnx file.")
+    inputs, outputs, params = onnx_signature(model)
+    return ModelInfo("onnx_zip", inputs, outputs, params,
+                     {"opset": _opset(model), "ir_version": model.ir_version, "onnx_member": member})
+
+
+def _pt2_tensor(values: dict[str, Any], name: str, label: str) -> dict[str, Any]:
+    meta = values.get(name, {})
+    shape: list[int | str | None] = []
+    for size in meta.get("sizes", []):
+        if "as_int" in size:
+            shape.append(size["as_int"])
+        else:
+            match = re.search(r"Symbol\('([^']+)'", size.get("as_expr", {}).get("expr_str", ""))
+            shape.append(match.group(1) if match else None)
+    return {"name": label, "dtype": _PT2_DTYPES.get(meta.get("dtype", 0), "unknown"), "shape": shape}
+
+
+def _inspect_pt2(zf: zipfile.ZipFile, names: list[str]) -> ModelInfo:
+    member = next(n for n in names if n.endswith("models/model.json") or n.endswith("serialized_exported_program.json"))
+    program = json.loads(zf.read(member))
+    graph = program.get("graph_module", program.get("program", {}).get("graph_module", {}))
+    values = graph.get("graph", {}).get("tensor_values", {})
+    signature = graph.get("signature", {})
+    arg_names: list[str] = []
+    for call in graph.get("module_call_graph", []):
+        if call.get("fqn") == "" and call.get("signature"):
+            arg_names = call["signature"].get("forward_arg_names", []) or []
+    inputs, params = [], 0
+    user_index = 0
+    for spec in signature.get("input_specs", []):
+        if "user_input" in spec:
+            tensor = spec["user_input"]["arg"].get("as_tensor")
+            if tensor:
+                label = arg_names[user_index] if user_index < len(arg_names) else tensor["name"]
+                inputs.append(_pt2_tensor(values, tensor["name"], label))
+            user_index += 1
+        elif "parameter" in spec:
+            sizes = values.get(spec["parameter"]["arg"]["name"], {}).get("sizes", [])
+            params += math.prod(s.get("as_int", 0) for s in sizes)
+    outputs = []
+    for i, spec in enumerate(signature.get("output_specs", [])):
+        tensor = spec.get("user_output", {}).get("arg", {}).get("as_tensor")
+        if tensor:
+            outputs.append(_pt2_tensor(values, tensor["name"], f"output_{i}"))
+    return ModelInfo("pt2", inputs, outputs, params, {"torch_version": program.get("torch_version")})
+
+
+def _inspect_torchscript(zf: zipfile.ZipFile, names: list[str]) -> ModelInfo:
+    code_member = next((n for n in names if n.endswith("code/__torch__.py")), None)
+    inputs: list[dict[str, Any]] = []
+    if code_member:
+        code = zf.read(code_member).decode("utf-8", "replace")
+        match = re.search(r"def forward\(self[^,)]*,?(.*?)\)\s*->", code, re.S)
+        for arg in (match.group(1).split(",") if match else []):
+            arg_name = arg.split(":")[0].strip()
+            if arg_name:
+                inputs.append({"name": arg_name, "dtype": "float32", "shape": None})
+    return ModelInfo("torchscript", inputs, [{"name": "output_0", "dtype": "float32", "shape": None}], None,
+                     {"note": "TorchScript keeps no input shapes: give input_shapes for every input in a job"})
+
+
+def _safetensors_params(zf: zipfile.ZipFile, member: str) -> int:
+    with zf.open(member) as fh:
+        (length,) = struct.unpack("<Q", fh.read(8))
+        if length > 100 * 2**20:
+            raise UnsupportedModelFormat(f"{member!r} has an implausible safetensors header ({length} bytes)")
+        header = json.loads(fh.read(length))
+    total = 0
+    for name, meta in header.items():
+        if name == "__metadata__":
+            continue
+        if meta.get("dtype") not in _SAFETENSORS_DTYPES:
+            raise UnsupportedModelFormat(f"{member!r}: tensor {name!r} has unknown dtype {meta.get('dtype')!r}")
+        total += math.prod(meta["shape"])
+    return total
+
+
+def _inspect_hf(zf: zipfile.ZipFile, names: list[str], filename: str) -> ModelInfo:
+    config_member = min((n for n in names if PurePosixPath(n).name == "config.json"), key=len)
+    root = PurePosixPath(config_member).parent
+    in_root = [n for n in names if PurePosixPath(n).parent == root]
+    weights = [n for n in in_root if n.endswith(".safetensors")]
+    if not weights:
+        pickled = [PurePosixPath(n).name for n in in_root if n.endswith((".bin", ".pt", ".pth", ".ckpt", ".pkl"))]
+        detail = f" It has only pickled weights ({', '.join(pickled)})." if pickled else ""
+        raise UnsafeModelFormat(
+            f"{filename!r} is a Hugging Face folder without *.safetensors weights.{detail} {PICKLE_HELP} "
+            "Convert the weights with `model.save_pretrained(dir, safe_serialization=True)`.")
+    config = json.loads(zf.read(config_member))
+    tokenizer_config: dict[str, Any] = {}
+    tok_member = str(root / "tokenizer_config.json") if str(root) != "." else "tokenizer_config.json"
+    if tok_member in names:
+        tokenizer_config = json.loads(zf.read(tok_member))
+    input_names = tokenizer_config.get("model_input_names") or (
+        ["input_ids", "token_type_ids", "attention_mask"] if config.get("type_vocab_size") else
+        ["input_ids", "attention_mask"])
+    inputs = [{"name": n, "dtype": "int64", "shape": ["batch", "sequence"]} for n in input_names]
+    architecture = (config.get("architectures") or ["AutoModel"])[0]
+    output = "logits" if "For" in architecture else "last_hidden_state"
+    out_shape: list[int | str | None] = ["batch", config.get("num_labels", None)] if output == "logits" else \
+        ["batch", "sequence", config.get("hidden_size")]
+    params = sum(_safetensors_params(zf, w) for w in weights)
+    details = {"architecture": architecture, "model_type": config.get("model_type"),
+               "vocab_size": config.get("vocab_size"), "max_position_embeddings":
+               config.get("max_position_embeddings"), "has_tokenizer": tok_member in names, "root": str(root)}
+    return ModelInfo("hf_folder", inputs, [{"name": output, "dtype": "float32", "shape": out_shape}], params,
+                     details)

@@ -1,0 +1,141 @@
+"""Jobs: validate a spec against its model, record the job, publish its id; read, list and cancel.
+
+The database row is the truth. Publishing only carries the id; if the broker is unreachable the job
+stays queued in the database and the submit still succeeds.
+"""
+
+import hashlib
+import json
+import logging
+from collections.abc import Callable
+from typing import Any
+
+from pydantic import ValidationError
+from sqlalchemy import select, update
+from sqlalchemy.exc import IntegrityError
+from sqlalchemy.orm import Session
+
+from app.db.models import Artifact, Job, new_id, utcnow
+from app.errors import Conflict, NotFound, NotReady, UnresolvedInputShape, ValidationFailed
+from app.schemas.jobs import JobSpec
+from app.schemas.shapes import ShapeError, resolve_input_shapes
+from app.services.models import get_model
+from app.settings import Settings
+
+log = logging.getLogger(__name__)
+
+Publisher = Callable[[str, str], None]
+"""publish(job_id, queue): hand a job id to the broker."""
+
+TERMINAL = ("succeeded", "failed", "cancelled")
+
+
+def validation_errors(exc: ValidationError, prefix: str = "") -> list[dict[str, str]]:
+    """Pydantic errors as [{field, message}], the field as a dotted path a client can find in its JSON."""
+    return [{"field": prefix + ".".join(str(p) for p in err["loc"]), "message": err["msg"]} for err in exc.errors()]
+
+
+def parse_spec(raw: Any) -> JobSpec:
+    try:
+        return JobSpec.model_validate(raw)
+    except ValidationError as exc:
+        errors = validation_errors(exc)
+        summary = "; ".join(f"{e['field']}: {e['message']}" for e in errors[:5])
+        raise ValidationFailed(f"the job spec is not valid: {summary}", errors=errors) from exc
+
+
+def submit_job(session: Session, settings: Settings, publish: Publisher, tenant: str, raw_spec: Any,
+               idempotency_key: str | None) -> tuple[Job, bool]:
+    """Validate and record a job, then publish it. Returns (job, created); a retried key returns the first job."""
+    spec = parse_spec(raw_spec)
+    canonical = spec.model_dump(mode="json")
+    request_hash = hashlib.sha256(json.dumps(canonical, sort_keys=True).encode()).hexdigest()
+    if idempotency_key:
+        existing = session.scalar(select(Job).where(Job.tenant == tenant, Job.idempotency_key == idempotency_key))
+        if existing is not None:
+            return _replay(existing, request_hash, idempotency_key), False
+    try:
+        model = get_model(session, tenant, spec.model_id)
+    except NotFound as exc:
+        raise ValidationFailed(f"model_id: {exc.message}",
+                               errors=[{"field": "model_id", "message": exc.message}]) from exc
+    try:
+        resolve_input_shapes(model.inputs, spec.input_shapes)
+    except ShapeError as exc:
+        raise UnresolvedInputShape(str(exc), errors=[{"field": exc.field, "message": str(exc)}]) from exc
+    job = Job(id=new_id("job"), tenant=tenant, model_id=model.id, spec=canonical,
+              queue=settings.queue_name(spec.device), status="queued", progress=0.0, attempts=0,
+              cancel_requested=False, idempotency_key=idempotency_key, request_hash=request_hash)
+    session.add(job)
+    try:
+        session.commit()
+    except IntegrityError:  # a concurrent request with the same Idempotency-Key won the insert
+        session.rollback()
+        existing = session.scalar(select(Job).where(Job.tenant == tenant, Job.idempotency_key == idempotency_key))
+        if existing is None:
+            raise
+        return _replay(existing, request_hash, str(idempotency_key)), False
+    try:
+        publish(job.id, job.queue)
+    except Exception:  # the broker is down: the job is safe in the database and is published later
+        log.exception("could not publish job %s; it stays queued in the database", job.id)
+    return job, True
+
+
+def _replay(existing: Job, request_hash: str, key: str) -> Job:
+    if existing.request_hash != request_hash:
+        raise Conflict(f"Idempotency-Key {key!r} was already used for job {existing.id} with a different "
+                       "spec; use a new key for a new job")
+    return existing
+
+
+def get_job(session: Session, tenant: str, job_id: str) -> Job:
+    job = session.scalar(select(Job).where(Job.id == job_id, Job.tenant == tenant))
+    if job is None:
+        raise NotFound(f"no job {job_id!r}: list yours with GET /v1/jobs")
+    return job
+
+
+def list_jobs(session: Session, tenant: str, limit: int, cursor: str | None,
+              status: str | None) -> tuple[list[Job], str | None]:
+    query = select(Job).where(Job.tenant == tenant).order_by(Job.created_at.desc(), Job.id.desc())
+    if status:
+        query = query.where(Job.status == status)
+    if cursor:
+        anchor = get_job(session, tenant, cursor)
+        query = query.where((Job.created_at < anchor.created_at) |
+                            ((Job.created_at == anchor.created_at) & (Job.id < anchor.id)))
+    rows = list(session.scalars(query.limit(limit + 1)))
+    return rows[:limit], rows[limit - 1].id if len(rows) > limit else None
+
+
+def cancel_job(session: Session, tenant: str, job_id: str) -> Job:
+    """A queued job is cancelled at once; a running one is flagged and its worker kills the pipeline."""
+    job = get_job(session, tenant, job_id)
+    if job.status in TERMINAL:
+        raise Conflict(f"job {job_id!r} already ended as {job.status!r}; there is nothing to cancel")
+    session.execute(update(Job).where(Job.id == job_id, Job.status == "queued")
+                    .values(status="cancelled", finished_at=utcnow(), current_pass=None))
+    session.execute(update(Job).where(Job.id == job_id, Job.status == "running").values(cancel_requested=True))
+    session.commit()
+    session.refresh(job)
+    return job
+
+
+def get_report(session: Session, tenant: str, job_id: str) -> dict[str, Any]:
+    job = get_job(session, tenant, job_id)
+    if job.report is None:
+        raise NotReady(f"job {job_id!r} is {job.status!r} and has no report yet; poll GET /v1/jobs/{job_id}")
+    return job.report
+
+
+def list_artifacts(session: Session, tenant: str, job_id: str) -> list[Artifact]:
+    get_job(session, tenant, job_id)
+    return list(session.scalars(select(Artifact).where(Artifact.job_id == job_id).order_by(Artifact.created_at)))
+
+
+def get_artifact(session: Session, tenant: str, artifact_id: str) -> Artifact:
+    artifact = session.scalar(select(Artifact).where(Artifact.id == artifact_id, Artifact.tenant == tenant))
+    if artifact is None:
+        raise NotFound(f"no artifact {artifact_id!r}: list a job's with GET /v1/jobs/{{id}}/artifacts")
+    return artifact

@@ -1,0 +1,146 @@
+"""Receive an upload by streaming it to a temporary file: hashed while it arrives, never held in memory,
+cut off with 413 as soon as it passes the size limit.
+
+Accepts multipart/form-data (the file in field `file`, small text fields beside it, e.g. `spec`) or a
+raw body (`Content-Type: application/octet-stream`, name from `?filename=`).
+"""
+
+import hashlib
+import os
+import re
+import uuid
+from collections.abc import AsyncIterator
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from python_multipart.multipart import MultipartParser, parse_options_header
+
+from app.errors import PayloadTooLarge, ValidationFailed
+
+MAX_FIELD_BYTES = 1 << 20
+
+
+@dataclass
+class ReceivedUpload:
+    path: Path
+    filename: str
+    sha256: str
+    size_bytes: int
+    fields: dict[str, str] = field(default_factory=dict)
+
+    def discard(self) -> None:
+        self.path.unlink(missing_ok=True)
+
+
+def clean_filename(raw: str) -> str:
+    """A display name only (storage uses server-made keys): no folders, no control characters."""
+    name = raw.replace("\\", "/").rsplit("/", 1)[-1]
+    name = re.sub(r"[\x00-\x1f\x7f]", "", name).strip()[:200]
+    return name or "upload"
+
+
+class _FileSink:
+    def __init__(self, path: Path, max_bytes: int) -> None:
+        self.path = path
+        self.fh = path.open("wb")
+        self.hash = hashlib.sha256()
+        self.size = 0
+        self.max_bytes = max_bytes
+
+    def write(self, data: bytes) -> None:
+        self.size += len(data)
+        if self.size > self.max_bytes:
+            raise PayloadTooLarge(f"the upload passed the limit of {self.max_bytes} bytes; "
+                                  "upload a smaller model or raise MAX_UPLOAD_BYTES")
+        self.hash.update(data)
+        self.fh.write(data)
+
+
+async def receive_upload(stream: AsyncIterator[bytes], content_type: str, tmp_dir: Path, max_bytes: int,
+                         filename_hint: str | None = None, declared_length: int | None = None) -> ReceivedUpload:
+    """Stream the request body into tmp_dir; the caller owns (and must discard or keep) the file."""
+    if declared_length is not None and declared_length > max_bytes + MAX_FIELD_BYTES:
+        raise PayloadTooLarge(f"Content-Length {declared_length} is past the limit of {max_bytes} bytes")
+    tmp_dir.mkdir(parents=True, exist_ok=True)
+    sink = _FileSink(tmp_dir / f"upload-{uuid.uuid4().hex}", max_bytes)
+    try:
+        mime, params = parse_options_header(content_type or "")
+        if mime == b"multipart/form-data":
+            filename, fields = await _receive_multipart(stream, params.get(b"boundary", b""), sink)
+        elif mime in (b"application/octet-stream", b""):
+            async for chunk in stream:
+                sink.write(chunk)
+            filename, fields = filename_hint or "upload", {}
+        else:
+            raise ValidationFailed(f"unsupported Content-Type {mime.decode(errors='replace')!r}: send "
+                                   "multipart/form-data with the model in field 'file' (curl -F file=@model.onnx)")
+        sink.fh.close()
+        if sink.size == 0:
+            raise ValidationFailed("the upload is empty: send the model in multipart field 'file'")
+        return ReceivedUpload(sink.path, clean_filename(filename), sink.hash.hexdigest(), sink.size, fields)
+    except BaseException:
+        sink.fh.close()
+        sink.path.unlink(missing_ok=True)
+        raise
+
+
+async def _receive_multipart(stream: AsyncIterator[bytes], boundary: bytes,
+                             sink: _FileSink) -> tuple[str, dict[str, str]]:
+    if not boundary:
+        raise ValidationFailed("multipart body without a boundary in Content-Type")
+    fields: dict[str, bytearray] = {}
+    state: dict[str, object] = {"headers": {}, "field": b"", "value": b"", "name": None, "filename": None}
+    found: dict[str, str] = {}
+
+    def on_header_field(data: bytes, start: int, end: int) -> None:
+        state["field"] = bytes(state["field"]) + data[start:end]  # type: ignore[arg-type]
+
+    def on_header_value(data: bytes, start: int, end: int) -> None:
+        state["value"] = bytes(state["value"]) + data[start:end]  # type: ignore[arg-type]
+
+    def on_header_end() -> None:
+        headers: dict[bytes, bytes] = state["headers"]  # type: ignore[assignment]
+        headers[bytes(state["field"]).lower()] = bytes(state["value"])  # type: ignore[arg-type]
+        state["field"], state["value"] = b"", b""
+
+    def on_headers_finished() -> None:
+        headers: dict[bytes, bytes] = state["headers"]  # type: ignore[assignment]
+        _, disp = parse_options_header(headers.get(b"content-disposition", b""))
+        name = disp.get(b"name", b"").decode("utf-8", "replace")
+        state["name"] = name
+        if name == "file":
+            if "file" in found:
+                raise ValidationFailed("more than one 'file' field: upload one model per request")
+            found["file"] = disp.get(b"filename", b"upload").decode("utf-8", "replace")
+        else:
+            fields[name] = bytearray()
+
+    def on_part_data(data: bytes, start: int, end: int) -> None:
+        if state["name"] == "file":
+            sink.write(data[start:end])
+        else:
+            buf = fields[str(state["name"])]
+            buf.extend(data[start:end])
+            if len(buf) > MAX_FIELD_BYTES:
+                raise PayloadTooLarge(f"form field {state['name']!r} is longer than {MAX_FIELD_BYTES} bytes")
+
+    def on_part_end() -> None:
+        state["headers"], state["name"] = {}, None
+
+    parser = MultipartParser(boundary, {  # type: ignore[arg-type]
+        "on_header_field": on_header_field, "on_header_value": on_header_value, "on_header_end": on_header_end,
+        "on_headers_finished": on_headers_finished, "on_part_data": on_part_data, "on_part_end": on_part_end,
+    })
+    async for chunk in stream:
+        parser.write(chunk)
+    parser.finalize()
+    if "file" not in found:
+        raise ValidationFailed("no 'file' field in the multipart body: send the model as -F file=@model.onnx")
+    return found["file"], {k: v.decode("utf-8", "replace") for k, v in fields.items()}
+
+
+def remove_stale(tmp_dir: Path) -> None:
+    """Delete temporary uploads left by a crashed process (called at start-up)."""
+    if tmp_dir.is_dir():
+        for leftover in tmp_dir.glob("upload-*"):
+            os.unlink(leftover)

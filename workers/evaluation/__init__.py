@@ -1,0 +1,1 @@
+"""Measure a model against the original: evaluation inputs, fidelity, latency, and the report."""

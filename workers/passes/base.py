@@ -1,0 +1,32 @@
+"""What a pass is: a config type, the representation it takes (ONNX or torch), and a run."""
+
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, ClassVar, Literal
+
+from workers.evaluation.inputs import Feeds
+
+
+@dataclass
+class PassContext:
+    workdir: Path
+    step: int
+    device: str
+    example: Feeds
+    """one evaluation batch, for passes that trace or export the model"""
+
+    def path(self, name: str) -> Path:
+        return self.workdir / f"step{self.step:02d}-{name}"
+
+
+class Pass:
+    type: ClassVar[str]
+    takes: ClassVar[Literal["onnx", "torch", "any"]]
+    converts: ClassVar[bool] = False
+    """a conversion: its outputs must match the original (fidelity checked against a threshold)"""
+
+    def __init__(self, config: Any) -> None:
+        self.config = config
+
+    def run(self, handle: Any, ctx: PassContext) -> Any:
+        raise NotImplementedError

@@ -1,0 +1,70 @@
+"""convert: a torch model (ExportedProgram, TorchScript, Hugging Face) to ONNX with torch.onnx's
+dynamo exporter, keeping dynamic axes dynamic; or an ONNX model to another opset."""
+
+import inspect
+import logging
+from typing import Any
+
+import onnx
+import torch
+from onnx import version_converter
+
+from app.schemas.passes import ConvertConfig
+from workers.passes.base import Pass, PassContext
+from workers.runtime import ModelHandle, PassFailed
+
+log = logging.getLogger(__name__)
+
+
+def export_to_onnx(handle: ModelHandle, ctx: PassContext, opset: int) -> ModelHandle:
+    """torch.onnx.export(dynamo=True) with the handle's dynamic axes; weights kept inside the file."""
+    args = []
+    dynamic_shapes = []
+    for name in handle.input_names:
+        tensor = torch.from_numpy(ctx.example[name])
+        dims = handle.dynamic_axes.get(name, [])
+        # Batch 2 for the trace: 1 would be specialised away, and a size shared with another
+        # axis could be unified with it.
+        if 0 in dims and tensor.shape[0] != 2 and 2 not in tensor.shape[1:]:
+            tensor = torch.cat([tensor[:1], tensor[:1]]) if tensor.shape[0] == 1 else tensor[:2]
+        args.append(tensor)
+        dynamic_shapes.append({axis: torch.export.Dim.AUTO for axis in dims})
+    shapes: tuple[Any, ...] = tuple(dynamic_shapes)
+    params = list(inspect.signature(handle.module.forward).parameters.values())
+    if len(params) == 1 and params[0].kind is inspect.Parameter.VAR_POSITIONAL:
+        shapes = (shapes,)  # forward(*tensors): one positional structure holding every input
+    path = ctx.path("model.onnx")
+    try:
+        torch.onnx.export(handle.module, tuple(args), str(path), input_names=handle.input_names,
+                          output_names=handle.output_names, opset_version=opset, dynamo=True,
+                          external_data=False, dynamic_shapes=shapes, verbose=False)
+    except Exception as exc:  # the exporter raises many types; all mean "this model did not export"
+        root = exc
+        while root.__cause__ is not None:
+            root = root.__cause__
+        raise PassFailed("conversion_failed", f"torch.onnx.export failed: {type(root).__name__}: "
+                         f"{str(root)[:800]}") from exc
+    model = onnx.load(str(path), load_external_data=False)
+    return handle.with_onnx(path, [o.name for o in model.graph.output])
+
+
+class ConvertPass(Pass):
+    type = "convert"
+    takes = "any"
+    converts = True
+    config: ConvertConfig
+
+    def run(self, handle: ModelHandle, ctx: PassContext) -> ModelHandle:
+        if handle.kind == "torch":
+            return export_to_onnx(handle, ctx, self.config.opset)
+        model = onnx.load(str(handle.path))
+        current = next((o.version for o in model.opset_import if o.domain in ("", "ai.onnx")), None)
+        if current == self.config.opset:
+            return handle
+        try:
+            converted = version_converter.convert_version(model, self.config.opset)
+        except Exception as exc:  # onnx raises a bare RuntimeError subclass per unsupported adapter
+            raise PassFailed("conversion_failed", f"opset {current} -> {self.config.opset} failed: {exc}") from exc
+        path = ctx.path("model.onnx")
+        onnx.save(converted, str(path))
+        return handle.with_onnx(path)

@@ -1,0 +1,25 @@
+"""optimize: onnxruntime's offline graph optimization (constant folding, fusions), saved as ONNX."""
+
+import onnxruntime as ort
+
+from app.schemas.passes import OptimizeConfig
+from workers.passes.base import Pass, PassContext
+from workers.runtime import ModelHandle
+
+LEVELS = {"basic": ort.GraphOptimizationLevel.ORT_ENABLE_BASIC,
+          "extended": ort.GraphOptimizationLevel.ORT_ENABLE_EXTENDED}
+
+
+class OptimizePass(Pass):
+    type = "optimize"
+    takes = "onnx"
+    config: OptimizeConfig
+
+    def run(self, handle: ModelHandle, ctx: PassContext) -> ModelHandle:
+        path = ctx.path("model.onnx")
+        options = ort.SessionOptions()
+        options.graph_optimization_level = LEVELS[self.config.level]
+        options.optimized_model_filepath = str(path)
+        options.log_severity_level = 3
+        ort.InferenceSession(str(handle.path), options, providers=["CPUExecutionProvider"])
+        return handle.with_onnx(path)

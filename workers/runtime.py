@@ -1,0 +1,165 @@
+"""A model in the pipeline, in either representation, and how to load and run it.
+
+A ModelHandle is an ONNX file on disk or a torch module in memory, plus its input/output names and
+which input axes are dynamic (kept through exports). `run` gives the same numpy outputs either way,
+so evaluation compares any two handles.
+"""
+
+import json
+import math
+from dataclasses import dataclass, field, replace
+from pathlib import Path
+from typing import Any, Literal
+
+import numpy as np
+import onnx
+import torch
+
+from app.archives import safe_extract
+
+Feeds = dict[str, np.ndarray]
+
+
+class PassFailed(Exception):
+    """A pass or load that cannot go on: ends the job as failed with this code and message."""
+
+    def __init__(self, code: str, message: str) -> None:
+        super().__init__(message)
+        self.code = code
+        self.message = message
+
+
+@dataclass
+class ModelHandle:
+    kind: Literal["onnx", "torch"]
+    input_names: list[str]
+    output_names: list[str]
+    dynamic_axes: dict[str, list[int]]
+    path: Path | None = None
+    module: Any = None
+    vocab_size: int | None = None
+    origin: str = "onnx"
+    details: dict[str, Any] = field(default_factory=dict)
+
+    def with_onnx(self, path: Path, output_names: list[str] | None = None) -> "ModelHandle":
+        return replace(self, kind="onnx", path=path, module=None, output_names=output_names or self.output_names)
+
+
+def _dynamic(inputs: list[dict[str, Any]]) -> dict[str, list[int]]:
+    return {i["name"]: [a for a, d in enumerate(i.get("shape") or []) if not (isinstance(d, int) and d > 0)]
+            for i in inputs}
+
+
+def load_original(upload: Path, fmt: str, inputs: list[dict[str, Any]], outputs: list[dict[str, Any]],
+                  details: dict[str, Any], workdir: Path, max_unpacked: int) -> ModelHandle:
+    """Open an uploaded model in the child. Never unpickles: ONNX is protobuf, pt2 and TorchScript are
+    torch's own loaders, a Hugging Face folder loads safetensors only and never remote code."""
+    names_in = [i["name"] for i in inputs]
+    names_out = [o["name"] for o in outputs]
+    dynamic = _dynamic(inputs)
+    if fmt == "onnx":
+        path = workdir / "original.onnx"
+        path.symlink_to(upload)
+        return ModelHandle("onnx", names_in, names_out, dynamic, path=path, vocab_size=onnx_vocab_size(path),
+                           origin=fmt)
+    if fmt == "onnx_zip":
+        folder = workdir / "original"
+        safe_extract(upload, folder, max_unpacked)
+        path = folder / details["onnx_member"]
+        check_external_data(path)
+        return ModelHandle("onnx", names_in, names_out, dynamic, path=path, vocab_size=onnx_vocab_size(path),
+                           origin=fmt)
+    if fmt == "pt2":
+        program = torch.export.load(str(upload))
+        return ModelHandle("torch", names_in, names_out, dynamic, module=program.module(), origin=fmt)
+    if fmt == "torchscript":
+        module = torch.jit.load(str(upload), map_location="cpu").eval()
+        return ModelHandle("torch", names_in, names_out, dynamic, module=module, origin=fmt)
+    if fmt == "hf_folder":
+        folder = workdir / "original"
+        safe_extract(upload, folder, max_unpacked)
+        root = folder / details.get("root", ".")
+        module = HuggingFaceModule(root, names_in)
+        return ModelHandle("torch", names_in, names_out, dynamic, module=module, origin=fmt,
+                           vocab_size=details.get("vocab_size"))
+    raise PassFailed("unsupported_model_format", f"the worker cannot load format {fmt!r}")
+
+
+def check_external_data(path: Path) -> None:
+    """Every external-data location must be a plain file inside the model's own folder."""
+    model = onnx.load(str(path), load_external_data=False)
+    folder = path.parent.resolve()
+    for init in model.graph.initializer:
+        if init.data_location != onnx.TensorProto.EXTERNAL:
+            continue
+        location = next((e.value for e in init.external_data if e.key == "location"), "")
+        target = folder / location
+        if (target.is_symlink() or not target.resolve().is_relative_to(folder) or not target.is_file()):
+            raise PassFailed("unsafe_external_data", f"tensor {init.name!r} refers to external data "
+                             f"{location!r} outside the model's folder")
+
+
+def onnx_vocab_size(path: Path) -> int | None:
+    """The row count of an embedding table fed by a graph input (token ids), so generated ids are valid."""
+    model = onnx.load(str(path), load_external_data=False)
+    inputs = {i.name for i in model.graph.input}
+    tables = {i.name: i.dims for i in model.graph.initializer}
+    sizes = [tables[n.input[0]][0] for n in model.graph.node
+             if n.op_type == "Gather" and len(n.input) > 1 and n.input[1] in inputs and n.input[0] in tables]
+    return min(sizes) if sizes else None
+
+
+class HuggingFaceModule(torch.nn.Module):
+    """A transformers model taking its inputs positionally and returning its first output (the hidden
+    states, or the logits of a task head), which is what gets exported and compared."""
+
+    def __init__(self, root: Path, input_names: list[str]) -> None:
+        super().__init__()
+        import transformers
+
+        config = json.loads((root / "config.json").read_text())
+        architecture = (config.get("architectures") or ["AutoModel"])[0]
+        cls = getattr(transformers, architecture, None)
+        if cls is None or not hasattr(cls, "from_pretrained"):
+            cls = transformers.AutoModel
+        self.model = cls.from_pretrained(str(root), use_safetensors=True, trust_remote_code=False,
+                                         local_files_only=True).eval()
+        self.input_names = input_names
+
+    def forward(self, *tensors: Any) -> Any:
+        outputs = self.model(**dict(zip(self.input_names, tensors, strict=True)), return_dict=True)
+        return outputs[0]
+
+
+def run(handle: ModelHandle, feeds: Feeds, session: Any = None) -> list[np.ndarray]:
+    """Outputs of the model on one batch, as numpy arrays in output order."""
+    if handle.kind == "onnx":
+        sess = session or onnx_session(handle.path, threads=1)
+        return [np.asarray(o) for o in sess.run(None, {n: feeds[n] for n in handle.input_names})]
+    with torch.inference_mode():
+        result = handle.module(*[torch.from_numpy(feeds[n]) for n in handle.input_names])
+    tensors = result if isinstance(result, list | tuple) else [result]
+    return [t.detach().float().cpu().numpy() if t.dtype.is_floating_point else t.cpu().numpy() for t in tensors]
+
+
+def onnx_session(path: Path | None, threads: int) -> Any:
+    import onnxruntime as ort
+
+    options = ort.SessionOptions()
+    options.intra_op_num_threads = threads
+    options.inter_op_num_threads = 1
+    options.log_severity_level = 3
+    return ort.InferenceSession(str(path), options, providers=["CPUExecutionProvider"])
+
+
+def onnx_size_and_params(path: Path) -> tuple[int, int]:
+    """Bytes on disk (the .onnx file and its external data) and the number of weights."""
+    model = onnx.load(str(path), load_external_data=False)
+    size = path.stat().st_size
+    for location in {e.value for i in model.graph.initializer for e in i.external_data if e.key == "location"}:
+        size += (path.parent / location).stat().st_size
+    return size, sum(math.prod(i.dims) for i in model.graph.initializer)
+
+
+def torch_params(module: Any) -> int:
+    return sum(p.numel() for p in module.parameters())

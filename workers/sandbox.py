@@ -1,0 +1,134 @@
+"""Run a job's pipeline in a child process with limits; the worker survives whatever happens inside.
+
+The child is a fresh interpreter (`python -m workers.child WORKDIR`) in its own process group, with an
+address-space limit, no core dumps, a scrubbed environment (no database or broker credentials) and a
+wall-clock limit after which the whole group is killed. It reports progress as JSON lines on stdout
+and its outcome in WORKDIR/result.json.
+"""
+
+import json
+import os
+import queue
+import resource
+import signal
+import subprocess
+import sys
+import threading
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+@dataclass
+class Outcome:
+    status: str
+    """ok, failed, cancelled"""
+    result: dict[str, Any] | None = None
+    code: str | None = None
+    message: str | None = None
+
+
+def _child_env(workdir: Path, threads: int) -> dict[str, str]:
+    env = {"PATH": os.environ.get("PATH", "/usr/bin:/bin"), "HOME": str(workdir), "PYTHONPATH": str(ROOT),
+           "PYTHONUNBUFFERED": "1", "HF_HUB_OFFLINE": "1", "TRANSFORMERS_OFFLINE": "1",
+           "TOKENIZERS_PARALLELISM": "false", "OMP_NUM_THREADS": str(threads), "LANG": "C.UTF-8"}
+    for name in ("CUDA_VISIBLE_DEVICES", "LD_LIBRARY_PATH"):
+        if name in os.environ:
+            env[name] = os.environ[name]
+    return env
+
+
+def _limits(memory_bytes: int) -> Callable[[], None]:
+    def apply() -> None:
+        resource.setrlimit(resource.RLIMIT_AS, (memory_bytes, memory_bytes))
+        resource.setrlimit(resource.RLIMIT_CORE, (0, 0))
+
+    return apply
+
+
+def _tail(path: Path, lines: int = 8) -> str:
+    try:
+        return "\n".join(path.read_text(errors="replace").strip().splitlines()[-lines:])
+    except OSError:
+        return ""
+
+
+def run_child(workdir: Path, *, timeout_s: float, memory_bytes: int, threads: int,
+              on_event: Callable[[dict[str, Any]], None], should_cancel: Callable[[], bool],
+              poll_s: float = 0.5) -> Outcome:
+    """Run the pipeline for WORKDIR/task.json; returns how it ended. Never raises for the child's faults."""
+    log_path = workdir / "child.log"
+    with log_path.open("wb") as log:
+        proc = subprocess.Popen([sys.executable, "-m", "workers.child", str(workdir)], cwd=str(workdir),
+                                env=_child_env(workdir, threads), stdout=subprocess.PIPE, stderr=log,
+                                stdin=subprocess.DEVNULL, start_new_session=True,
+                                preexec_fn=_limits(memory_bytes))  # noqa: PLW1509 (no threads in the child yet)
+        events: queue.Queue[dict[str, Any]] = queue.Queue()
+
+        def read() -> None:
+            assert proc.stdout is not None
+            for line in proc.stdout:
+                try:
+                    events.put(json.loads(line))
+                except ValueError:
+                    continue  # stray output from a library; progress lines are JSON
+
+        reader = threading.Thread(target=read, daemon=True)
+        reader.start()
+        deadline = time.monotonic() + timeout_s
+        stopped: str | None = None
+        next_cancel_check = 0.0
+        while proc.poll() is None:
+            _drain(events, on_event)
+            now = time.monotonic()
+            if now > deadline:
+                stopped = "timeout"
+            elif now >= next_cancel_check:
+                next_cancel_check = now + poll_s
+                if should_cancel():
+                    stopped = "cancelled"
+            if stopped:
+                _kill_group(proc)
+                break
+            time.sleep(0.05)
+        reader.join(timeout=5)
+        _drain(events, on_event)
+    if stopped == "cancelled":
+        return Outcome("cancelled", code="cancelled", message="cancelled by the client")
+    if stopped == "timeout":
+        return Outcome("failed", code="timeout", message=f"the job ran past its limit of {timeout_s:.0f} s")
+    result_path = workdir / "result.json"
+    if proc.returncode == 0 and result_path.exists():
+        result = json.loads(result_path.read_text())
+        if result.get("ok"):
+            return Outcome("ok", result=result)
+        return Outcome("failed", code=result["error"]["code"], message=result["error"]["message"])
+    if proc.returncode < 0:
+        name = signal.Signals(-proc.returncode).name
+        code = "out_of_memory" if proc.returncode == -signal.SIGKILL else "crashed"
+        return Outcome("failed", code=code, message=f"the pipeline process died with {name}. {_tail(log_path)}")
+    return Outcome("failed", code="crashed",
+                   message=f"the pipeline process exited with status {proc.returncode}. {_tail(log_path)}")
+
+
+def _drain(events: "queue.Queue[dict[str, Any]]", on_event: Callable[[dict[str, Any]], None]) -> None:
+    latest = None
+    while True:
+        try:
+            latest = events.get_nowait()
+        except queue.Empty:
+            break
+    if latest is not None:  # only the newest progress matters
+        on_event(latest)
+
+
+def _kill_group(proc: subprocess.Popen[bytes]) -> None:
+    try:
+        os.killpg(proc.pid, signal.SIGKILL)
+    except ProcessLookupError:
+        pass
+    proc.wait()
