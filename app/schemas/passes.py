@@ -18,7 +18,8 @@ class ConvertConfig(_PassBase):
 
     type: Literal["convert"]
     to: Literal["onnx"] = "onnx"
-    opset: int = Field(18, ge=11, le=23, description="target ONNX opset")
+    opset: int | None = Field(None, ge=11, le=23, description="target ONNX opset; default: an ONNX model keeps "
+                              "its own, a torch model gets the exporter's default (18)")
 
 
 class OptimizeConfig(_PassBase):
@@ -36,14 +37,17 @@ class QuantizeConfig(_PassBase):
     method: Literal["dynamic", "fp16"] = Field(
         description="dynamic: int8 weights, activations quantized at run time; fp16: half-precision weights")
     weight_type: Literal["int8", "uint8"] = "int8"
-    per_channel: bool = False
+    per_channel: bool = Field(
+        True, description="one scale per output channel: same size, much closer outputs (MiniLM cosine 0.991 "
+                          "vs 0.966 per tensor)")
     op_types: list[str] | None = Field(None, description="restrict to these op types (dynamic only)")
     nodes_to_exclude: list[str] = Field(default_factory=list, description="node names left in float")
 
     @model_validator(mode="after")
     def _method_params(self) -> "QuantizeConfig":
-        if self.method == "fp16" and (self.per_channel or self.op_types or self.weight_type != "int8"):
-            raise ValueError("weight_type, per_channel and op_types apply to method 'dynamic' only")
+        dynamic_only = {"weight_type", "per_channel", "op_types"} & self.model_fields_set
+        if self.method == "fp16" and dynamic_only:
+            raise ValueError(f"{', '.join(sorted(dynamic_only))} apply to method 'dynamic' only, not 'fp16'")
         return self
 
 

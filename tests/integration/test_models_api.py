@@ -87,3 +87,21 @@ def test_health_readiness_and_openapi(client: httpx.Client) -> None:
     paths = client.get("/openapi.json").json()["paths"]
     assert {"/v1/models", "/v1/jobs", "/v1/jobs/{job_id}/cancel", "/v1/artifacts/{artifact_id}/content"} <= set(paths)
     assert client.get("/nope").json()["code"] == "not_found"
+
+
+def test_the_backend_under_test_is_the_one_asked_for(stack: Stack, client: httpx.Client, mlp_onnx: Path) -> None:
+    """Guards the CI matrix: the postgres-redis run must really write to PostgreSQL and publish to Redis."""
+    from sqlalchemy import create_engine, text
+
+    from tests.conftest import BACKEND
+
+    model = upload(client, mlp_onnx)
+    engine = create_engine(stack.database_url)
+    with engine.connect() as conn:
+        found = conn.execute(text("SELECT count(*) FROM models WHERE id = :id"), {"id": model["id"]}).scalar()
+    engine.dispose()
+    assert found == 1
+    expected_dialect = "postgresql" if BACKEND == "postgres-redis" else "sqlite"
+    assert stack.database_url.startswith(expected_dialect)
+    assert stack.env.get("BROKER_URL", "filesystem://").startswith("redis" if BACKEND == "postgres-redis"
+                                                                   else "filesystem")

@@ -14,6 +14,7 @@ from workers.passes.base import Pass, PassContext
 from workers.runtime import ModelHandle, PassFailed
 
 log = logging.getLogger(__name__)
+DEFAULT_OPSET = 18
 
 
 def export_to_onnx(handle: ModelHandle, ctx: PassContext, opset: int) -> ModelHandle:
@@ -56,10 +57,10 @@ class ConvertPass(Pass):
 
     def run(self, handle: ModelHandle, ctx: PassContext) -> ModelHandle:
         if handle.kind == "torch":
-            return export_to_onnx(handle, ctx, self.config.opset)
+            return export_to_onnx(handle, ctx, self.config.opset or DEFAULT_OPSET)
         model = onnx.load(str(handle.path))
         current = next((o.version for o in model.opset_import if o.domain in ("", "ai.onnx")), None)
-        if current == self.config.opset:
+        if self.config.opset is None or current == self.config.opset:
             return handle
         try:
             converted = version_converter.convert_version(model, self.config.opset)

@@ -33,7 +33,7 @@ class QuantizePass(Pass):
             return handle.with_onnx(path)
         source = ctx.path("preprocessed.onnx")
         try:
-            quant_pre_process(str(handle.path), str(source), skip_symbolic_shape=False)
+            quant_pre_process(str(handle.path), str(source), skip_symbolic_shape=True)
         except Exception as exc:  # pre-processing is an optimisation; quantize the model as it is
             log.warning("quantization pre-processing skipped: %s", exc)
             source = handle.path
