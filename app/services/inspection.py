@@ -7,6 +7,7 @@ config.json, tokenizer_config.json and the safetensors headers. Pickles are refu
 
 import json
 import math
+import pickletools
 import re
 import struct
 import zipfile
@@ -191,12 +192,25 @@ def _inspect_pt2(zf: zipfile.ZipFile, names: list[str]) -> ModelInfo:
     return ModelInfo("pt2", inputs, outputs, params, {"torch_version": program.get("torch_version")})
 
 
+def _torchscript_root_class(zf: zipfile.ZipFile, names: list[str]) -> tuple[str, str] | None:
+    """(code member, class name) of the scripted top module, read from data.pkl's first GLOBAL opcode.
+    pickletools only parses opcodes; nothing is unpickled."""
+    data_pkl = next(n for n in names if PurePosixPath(n).name == "data.pkl")
+    prefix = str(PurePosixPath(data_pkl).parent)
+    for opcode, arg, _ in pickletools.genops(zf.read(data_pkl)):
+        if opcode.name == "GLOBAL" and isinstance(arg, str) and arg.startswith("__torch__"):
+            module, cls = arg.split(" ", 1)
+            return f"{prefix}/code/{module.replace('.', '/')}.py", cls
+    return None
+
+
 def _inspect_torchscript(zf: zipfile.ZipFile, names: list[str]) -> ModelInfo:
-    code_member = next((n for n in names if n.endswith("code/__torch__.py")), None)
     inputs: list[dict[str, Any]] = []
-    if code_member:
-        code = zf.read(code_member).decode("utf-8", "replace")
-        match = re.search(r"def forward\(self[^,)]*,?(.*?)\)\s*->", code, re.S)
+    root = _torchscript_root_class(zf, names)
+    if root and root[0] in names:
+        code = zf.read(root[0]).decode("utf-8", "replace")
+        body = code[code.find(f"class {root[1]}("):]
+        match = re.search(r"def forward\(self[^,)]*,?(.*?)\)\s*->", body, re.S)
         for arg in (match.group(1).split(",") if match else []):
             arg_name = arg.split(":")[0].strip()
             if arg_name:

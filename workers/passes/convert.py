@@ -31,14 +31,23 @@ def export_to_onnx(handle: ModelHandle, ctx: PassContext, opset: int) -> ModelHa
         args.append(tensor)
         dynamic_shapes.append({axis: torch.export.Dim.AUTO for axis in dims})
     shapes: tuple[Any, ...] = tuple(dynamic_shapes)
-    params = list(inspect.signature(handle.module.forward).parameters.values())
+    try:
+        params = list(inspect.signature(handle.module.forward).parameters.values())
+    except ValueError:  # a TorchScript method has no Python signature; its inputs are positional
+        params = []
     if len(params) == 1 and params[0].kind is inspect.Parameter.VAR_POSITIONAL:
         shapes = (shapes,)  # forward(*tensors): one positional structure holding every input
     path = ctx.path("model.onnx")
     try:
-        torch.onnx.export(handle.module, tuple(args), str(path), input_names=handle.input_names,
-                          output_names=handle.output_names, opset_version=opset, dynamo=True,
-                          external_data=False, dynamic_shapes=shapes, verbose=False)
+        if isinstance(handle.module, torch.jit.ScriptModule):
+            # The dynamo exporter refuses ScriptModules; torch.onnx's TorchScript exporter still takes them.
+            torch.onnx.export(handle.module, tuple(args), str(path), input_names=handle.input_names,
+                              output_names=handle.output_names, opset_version=opset, dynamo=False,
+                              dynamic_axes={n: handle.dynamic_axes.get(n, []) for n in handle.input_names})
+        else:
+            torch.onnx.export(handle.module, tuple(args), str(path), input_names=handle.input_names,
+                              output_names=handle.output_names, opset_version=opset, dynamo=True,
+                              external_data=False, dynamic_shapes=shapes, verbose=False)
     except Exception as exc:  # the exporter raises many types; all mean "this model did not export"
         root = exc
         while root.__cause__ is not None:
