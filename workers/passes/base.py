@@ -1,6 +1,6 @@
 """What a pass is: a config type, the representation it takes (ONNX or torch), and a run."""
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, ClassVar, Literal
 
@@ -14,6 +14,9 @@ class PassContext:
     device: str
     example: Feeds
     """one evaluation batch, for passes that trace or export the model"""
+    datasets: dict[str, Feeds] = field(default_factory=dict)
+    """every dataset the spec references (any `dataset_id` field), loaded by the pipeline: arrays by
+    input name, plus `labels` when the dataset has them"""
 
     def path(self, name: str) -> Path:
         return self.workdir / f"step{self.step:02d}-{name}"
