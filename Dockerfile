@@ -1,0 +1,31 @@
+# Squeeze images. One file, three targets:
+#   docker build --target api -t squeeze-api .          the HTTP service: no torch, no onnxruntime
+#   docker build --target worker -t squeeze-worker .    a CPU worker (torch CPU wheel)
+#   docker build --target worker-gpu -t squeeze-gpu .   a CUDA worker (torch's CUDA wheel from PyPI)
+FROM python:3.11-slim AS base
+ENV PYTHONDONTWRITEBYTECODE=1 PYTHONUNBUFFERED=1 PIP_NO_CACHE_DIR=1 SQUEEZE_HOME=/data
+WORKDIR /srv/squeeze
+RUN useradd --create-home --uid 1000 squeeze && mkdir -p /data && chown squeeze /data
+COPY pyproject.toml alembic.ini ./
+COPY app ./app
+COPY workers ./workers
+COPY migrations ./migrations
+
+FROM base AS api
+RUN pip install .
+USER squeeze
+EXPOSE 8000
+CMD ["sh", "-c", "squeeze migrate && uvicorn --factory app.main:create_app --host 0.0.0.0 --port 8000"]
+
+FROM base AS worker
+# torch first and pinned, from the CPU index: the default PyPI wheel is the multi-GB CUDA build.
+RUN pip install torch==2.13.0 --index-url https://download.pytorch.org/whl/cpu && pip install '.[worker]'
+USER squeeze
+ENV HF_HUB_OFFLINE=1
+CMD ["squeeze", "worker", "--queues", "cpu"]
+
+FROM base AS worker-gpu
+RUN pip install torch==2.13.0 && pip install '.[worker]'
+USER squeeze
+ENV HF_HUB_OFFLINE=1
+CMD ["squeeze", "worker", "--queues", "gpu", "--name", "gpu@%h"]
