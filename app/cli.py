@@ -1,11 +1,14 @@
 """`squeeze` command line: `squeeze serve` runs migrations, then the API and one Celery worker;
-`squeeze worker` runs a worker alone; `squeeze migrate` only migrates."""
+`squeeze worker` runs a worker alone; `squeeze migrate` only migrates; `squeeze submit` is the client:
+upload, submit, follow with progress bars, download."""
 
 import argparse
+import json
 import os
 import signal
 import subprocess
 import sys
+from pathlib import Path
 from types import FrameType
 
 from app.settings import get_settings
@@ -63,7 +66,21 @@ def main() -> int:
     p_worker.add_argument("--queues", default="cpu", help="comma-separated: cpu, gpu")
     p_worker.add_argument("--name", default="worker@%h")
     sub.add_parser("migrate", help="apply database migrations")
+    p_submit = sub.add_parser("submit", help="upload a model, run a job, follow it, download the result")
+    p_submit.add_argument("model", help="a model file to upload, or the id of an uploaded model (mdl_...)")
+    p_submit.add_argument("--spec", required=True,
+                          help="the job spec: a JSON file, or inline JSON; model_id is filled in")
+    p_submit.add_argument("--url", default=os.environ.get("SQUEEZE_URL", "http://127.0.0.1:8000"))
+    p_submit.add_argument("--api-key", default=os.environ.get("SQUEEZE_API_KEY"),
+                          help="bearer key (default: $SQUEEZE_API_KEY)")
+    p_submit.add_argument("--out", type=Path, help="folder to download the artifacts into")
     args = parser.parse_args()
+    if args.command == "submit":
+        from app.client import submit
+
+        spec_path = Path(args.spec)
+        spec = json.loads(spec_path.read_text() if spec_path.is_file() else args.spec)
+        return submit(args.url, args.api_key, args.model, spec, args.out)
     if args.command == "serve":
         return serve(args.host, args.port, args.workers)
     if args.command == "worker":

@@ -60,6 +60,10 @@ class Stack:
     def client(self) -> httpx.Client:
         return httpx.Client(base_url=self.url, timeout=120)
 
+    def cli_env(self) -> dict[str, str]:
+        """What `squeeze submit` needs in its environment to talk to this stack as the test tenant."""
+        return {"SQUEEZE_URL": self.url}
+
     def wait_for(self, client: httpx.Client, job_id: str, timeout: float = 300,
                  until: tuple[str, ...] = ("succeeded", "failed", "cancelled")) -> dict:
         deadline = time.monotonic() + timeout

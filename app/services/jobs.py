@@ -63,7 +63,9 @@ def submit_job(session: Session, settings: Settings, publish: Publisher, tenant:
         resolve_input_shapes(model.inputs, spec.input_shapes)
     except ShapeError as exc:
         raise UnresolvedInputShape(str(exc), errors=[{"field": exc.field, "message": str(exc)}]) from exc
-    job = Job(id=new_id("job"), tenant=tenant, model_id=model.id, spec=canonical,
+    # Stored as the client set it: the worker re-validates this, and a validator that refuses a field
+    # for some method (weight_type with fp16) must not see the defaults filled in for another.
+    job = Job(id=new_id("job"), tenant=tenant, model_id=model.id, spec=spec.model_dump(mode="json", exclude_unset=True),
               queue=settings.queue_name(spec.device), status="queued", progress=0.0, attempts=0,
               cancel_requested=False, idempotency_key=idempotency_key, request_hash=request_hash)
     session.add(job)
