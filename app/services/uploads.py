@@ -15,9 +15,10 @@ from pathlib import Path
 
 from python_multipart.multipart import MultipartParser, parse_options_header
 
-from app.errors import PayloadTooLarge, ValidationFailed
+from app.errors import PayloadTooLarge, SqueezeError, ValidationFailed
 
 MAX_FIELD_BYTES = 1 << 20
+MAX_PART_HEADER_BYTES = 16 << 10
 
 
 @dataclass
@@ -92,15 +93,23 @@ async def _receive_multipart(stream: AsyncIterator[bytes], boundary: bytes,
     state: dict[str, object] = {"headers": {}, "field": b"", "value": b"", "name": None, "filename": None}
     found: dict[str, str] = {}
 
+    def grow(key: str, data: bytes) -> None:
+        value = bytes(state[key]) + data  # type: ignore[arg-type]
+        if len(value) > MAX_PART_HEADER_BYTES:
+            raise PayloadTooLarge(f"a multipart header is longer than {MAX_PART_HEADER_BYTES} bytes")
+        state[key] = value
+
     def on_header_field(data: bytes, start: int, end: int) -> None:
-        state["field"] = bytes(state["field"]) + data[start:end]  # type: ignore[arg-type]
+        grow("field", data[start:end])
 
     def on_header_value(data: bytes, start: int, end: int) -> None:
-        state["value"] = bytes(state["value"]) + data[start:end]  # type: ignore[arg-type]
+        grow("value", data[start:end])
 
     def on_header_end() -> None:
         headers: dict[bytes, bytes] = state["headers"]  # type: ignore[assignment]
         headers[bytes(state["field"]).lower()] = bytes(state["value"])  # type: ignore[arg-type]
+        if len(headers) > 32:
+            raise PayloadTooLarge("a multipart part has more than 32 headers")
         state["field"], state["value"] = b"", b""
 
     def on_headers_finished() -> None:
@@ -121,8 +130,8 @@ async def _receive_multipart(stream: AsyncIterator[bytes], boundary: bytes,
         else:
             buf = fields[str(state["name"])]
             buf.extend(data[start:end])
-            if len(buf) > MAX_FIELD_BYTES:
-                raise PayloadTooLarge(f"form field {state['name']!r} is longer than {MAX_FIELD_BYTES} bytes")
+            if sum(len(v) for v in fields.values()) > MAX_FIELD_BYTES:
+                raise PayloadTooLarge(f"the form fields beside 'file' pass {MAX_FIELD_BYTES} bytes in all")
 
     def on_part_end() -> None:
         state["headers"], state["name"] = {}, None
@@ -137,6 +146,28 @@ async def _receive_multipart(stream: AsyncIterator[bytes], boundary: bytes,
     if "file" not in found:
         raise ValidationFailed("no 'file' field in the multipart body: send the model as -F file=@model.onnx")
     return found["file"], {k: v.decode("utf-8", "replace") for k, v in fields.items()}
+
+
+async def read_small_body(stream: AsyncIterator[bytes], declared_length: int | None,
+                          limit: int = MAX_FIELD_BYTES) -> bytes:
+    """A JSON request body, refused with 413 past `limit` bytes (declared or streamed), never buffered past it."""
+    if declared_length is not None and declared_length > limit:
+        raise PayloadTooLarge(f"Content-Length {declared_length} is past the {limit} bytes a JSON body may have")
+    body = bytearray()
+    async for chunk in stream:
+        body.extend(chunk)
+        if len(body) > limit:
+            raise PayloadTooLarge(f"the JSON body passed the {limit} bytes it may have")
+    return bytes(body)
+
+
+def declared_length(value: str | None) -> int | None:
+    """The Content-Length header as a number; a malformed one is a 400."""
+    if value is None:
+        return None
+    if not value.strip().isdigit():
+        raise SqueezeError(f"Content-Length {value[:40]!r} is not a number")
+    return int(value)
 
 
 def remove_stale(tmp_dir: Path) -> None:
