@@ -7,7 +7,6 @@ import sys
 import time
 import uuid
 from collections.abc import Iterator
-from pathlib import Path
 
 import httpx
 import pytest
@@ -50,7 +49,6 @@ def tiny_onnx(initializer_location: str | None = None, constant_dims: list[int] 
     """y = x + w for x of shape [1, 4]: with `initializer_location`, w lives in that external data file;
     with `constant_dims`, w is a Constant node declaring those dims but carrying 16 bytes."""
     import numpy as np
-    import onnx
     from onnx import TensorProto, helper, numpy_helper
 
     w = numpy_helper.from_array(np.ones((1, 4), np.float32), "w")
