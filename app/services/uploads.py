@@ -13,6 +13,7 @@ from collections.abc import AsyncIterator
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from python_multipart.exceptions import MultipartParseError
 from python_multipart.multipart import MultipartParser, parse_options_header
 
 from app.errors import PayloadTooLarge, SqueezeError, ValidationFailed
@@ -93,23 +94,15 @@ async def _receive_multipart(stream: AsyncIterator[bytes], boundary: bytes,
     state: dict[str, object] = {"headers": {}, "field": b"", "value": b"", "name": None, "filename": None}
     found: dict[str, str] = {}
 
-    def grow(key: str, data: bytes) -> None:
-        value = bytes(state[key]) + data  # type: ignore[arg-type]
-        if len(value) > MAX_PART_HEADER_BYTES:
-            raise PayloadTooLarge(f"a multipart header is longer than {MAX_PART_HEADER_BYTES} bytes")
-        state[key] = value
-
     def on_header_field(data: bytes, start: int, end: int) -> None:
-        grow("field", data[start:end])
+        state["field"] = bytes(state["field"]) + data[start:end]  # type: ignore[arg-type]
 
     def on_header_value(data: bytes, start: int, end: int) -> None:
-        grow("value", data[start:end])
+        state["value"] = bytes(state["value"]) + data[start:end]  # type: ignore[arg-type]
 
     def on_header_end() -> None:
         headers: dict[bytes, bytes] = state["headers"]  # type: ignore[assignment]
         headers[bytes(state["field"]).lower()] = bytes(state["value"])  # type: ignore[arg-type]
-        if len(headers) > 32:
-            raise PayloadTooLarge("a multipart part has more than 32 headers")
         state["field"], state["value"] = b"", b""
 
     def on_headers_finished() -> None:
@@ -136,13 +129,18 @@ async def _receive_multipart(stream: AsyncIterator[bytes], boundary: bytes,
     def on_part_end() -> None:
         state["headers"], state["name"] = {}, None
 
+    # The parser bounds each part's headers (count and line length), so a hostile header cannot grow memory.
     parser = MultipartParser(boundary, {  # type: ignore[arg-type]
         "on_header_field": on_header_field, "on_header_value": on_header_value, "on_header_end": on_header_end,
         "on_headers_finished": on_headers_finished, "on_part_data": on_part_data, "on_part_end": on_part_end,
-    })
-    async for chunk in stream:
-        parser.write(chunk)
-    parser.finalize()
+    }, max_header_size=MAX_PART_HEADER_BYTES)
+    try:
+        async for chunk in stream:
+            parser.write(chunk)
+        parser.finalize()
+    except MultipartParseError as exc:
+        raise ValidationFailed(f"the multipart body is malformed ({exc}); send the model as -F file=@model.onnx "
+                               f"with part headers under {MAX_PART_HEADER_BYTES} bytes") from exc
     if "file" not in found:
         raise ValidationFailed("no 'file' field in the multipart body: send the model as -F file=@model.onnx")
     return found["file"], {k: v.decode("utf-8", "replace") for k, v in fields.items()}

@@ -62,7 +62,7 @@ def tiny_onnx(initializer_location: str | None = None, constant_dims: list[int] 
             entry.key, entry.value = key, value
     if constant_dims is not None:
         initializers = []
-        const = helper.make_tensor("w", TensorProto.FLOAT, constant_dims, b"\0" * 16, raw=True)
+        const = TensorProto(name="w", data_type=TensorProto.FLOAT, dims=constant_dims, raw_data=b"\0" * 16)
         nodes.insert(0, helper.make_node("Constant", [], ["w"], value=const))
     graph = helper.make_graph(nodes, "tiny", [helper.make_tensor_value_info("x", TensorProto.FLOAT, [1, 4])],
                               [helper.make_tensor_value_info("y", TensorProto.FLOAT, [1, 4])], initializers)
