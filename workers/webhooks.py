@@ -104,7 +104,6 @@ def deliver(url: str, secret: str, msg_id: str, payload: dict[str, Any], how: De
             status = _post_once(target, body, headers, how.timeout_s)
         except (OSError, http.client.HTTPException) as exc:
             how.log.append(f"attempt {attempt}: {type(exc).__name__}")
-            status = None
         else:
             how.log.append(f"attempt {attempt}: {status}")
             if 200 <= status < 300:
