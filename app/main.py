@@ -14,8 +14,8 @@ from starlette.exceptions import HTTPException as StarletteHTTPException
 from app import __version__
 from app.api import artifacts, health, jobs, models, tenant
 from app.errors import SqueezeError
-from app.schemas.common import Problem
 from app.queue import RUN_JOB_TASK, make_celery
+from app.schemas.common import Problem
 from app.services.ratelimit import TokenBuckets
 from app.services.uploads import remove_stale
 from app.settings import Settings, get_settings

@@ -75,7 +75,8 @@ class Stack:
 
     def client(self, tenant: str = "default") -> httpx.Client:
         """An HTTP client that sends `tenant`'s API key (tests of a second tenant pass another name)."""
-        return httpx.Client(base_url=self.url, timeout=120, headers={"Authorization": f"Bearer {self.key(tenant)}"})
+        headers = {"Authorization": f"Bearer {self.key(tenant)}"}
+        return httpx.Client(base_url=self.url, timeout=120, headers=headers)
 
     def wait_for(self, client: httpx.Client, job_id: str, timeout: float = 300,
                  until: tuple[str, ...] = ("succeeded", "failed", "cancelled")) -> dict:

@@ -127,7 +127,8 @@ def notify_job_ended(job_id: str, settings: Settings, how: Delivery | None = Non
             return False
         tenant = session.get(Tenant, job.tenant)
         if tenant is None:
-            log.warning("job %s has a webhook but tenant %s has no signing secret; not sent", job_id, job.tenant)
+            log.warning("job %s has a webhook but tenant %s has no signing secret; not sent", job_id,
+                        job.tenant)
             return False
         secret = tenant.webhook_secret
         data = {"id": job.id, "model_id": job.model_id, "status": job.status, "attempts": job.attempts,

@@ -41,8 +41,8 @@ async def submit_job(request: Request, response: Response, session: SessionDep, 
     content_type = request.headers.get("content-type", "")
     length = declared_length(request.headers.get("content-length"))
     if content_type.startswith("multipart/form-data"):
-        upload = await receive_upload(request.stream(), content_type, settings.tmp_dir, settings.max_upload_bytes,
-                                      declared_length=length)
+        upload = await receive_upload(request.stream(), content_type, settings.tmp_dir,
+                                      settings.max_upload_bytes, declared_length=length)
         raw = _parse_json(upload.fields.get("spec", ""), "spec form field")
         model = await create_model(session, store, settings, tenant, upload)
         raw["model_id"] = model.id

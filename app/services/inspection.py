@@ -39,7 +39,8 @@ _SAFETENSORS_DTYPES = {"F64", "F32", "F16", "BF16", "I64", "I32", "I16", "I8", "
 
 
 # What a file name's extension claims; a file whose bytes are another format is refused (422).
-CLAIMED_FORMATS = {".onnx": {"onnx"}, ".pt2": {"pt2"}, ".zip": {"onnx_zip", "hf_folder", "pt2", "torchscript"}}
+CLAIMED_FORMATS = {".onnx": {"onnx"}, ".pt2": {"pt2"},
+                   ".zip": {"onnx_zip", "hf_folder", "pt2", "torchscript"}}
 
 
 @dataclass(frozen=True)
@@ -107,19 +108,21 @@ def check_graph_limits(model: onnx.ModelProto, filename: str, limits: GraphLimit
     inline bytes disagree with its declared shape (a runtime would trust the shape)."""
     nodes, tensors = _graph_tensors(model.graph)
     if nodes > limits.max_nodes:
-        raise ModelLimitsExceeded(f"{filename!r} has {nodes} graph nodes; at most {limits.max_nodes} are accepted "
-                                  "(MAX_GRAPH_NODES)")
+        raise ModelLimitsExceeded(f"{filename!r} has {nodes} graph nodes; at most {limits.max_nodes} are "
+                                  "accepted (MAX_GRAPH_NODES)")
     for tensor in tensors:
         try:
             declared = _tensor_bytes(tensor)
         except (KeyError, ValueError) as exc:
-            raise UnsupportedModelFormat(f"{filename!r}: tensor {tensor.name!r} has an unknown data type") from exc
+            raise UnsupportedModelFormat(f"{filename!r}: tensor {tensor.name!r} has an unknown data type"
+                                         ) from exc
         if declared > limits.max_tensor_bytes:
-            raise ModelLimitsExceeded(f"{filename!r}: tensor {tensor.name!r} declares {declared} bytes; at most "
-                                      f"{limits.max_tensor_bytes} are accepted (MAX_TENSOR_BYTES)")
+            raise ModelLimitsExceeded(f"{filename!r}: tensor {tensor.name!r} declares {declared} bytes; at "
+                                      f"most {limits.max_tensor_bytes} are accepted (MAX_TENSOR_BYTES)")
         if tensor.HasField("raw_data") and len(tensor.raw_data) != declared:
-            raise UnsupportedModelFormat(f"{filename!r}: tensor {tensor.name!r} holds {len(tensor.raw_data)} bytes "
-                                         f"but its shape {list(tensor.dims)} needs {declared}; the file is corrupt")
+            raise UnsupportedModelFormat(f"{filename!r}: tensor {tensor.name!r} holds {len(tensor.raw_data)} "
+                                         f"bytes but its shape {list(tensor.dims)} needs {declared}; the "
+                                         "file is corrupt")
 
 
 def _tensor_info(value: onnx.ValueInfoProto) -> dict[str, Any]:
@@ -191,7 +194,8 @@ def _inspect_zip(path: Path, filename: str, max_unpacked_bytes: int, limits: Gra
                                  f"Accepted: {SAFE_FORMATS}.")
 
 
-def _inspect_onnx_zip(zf: zipfile.ZipFile, member: str, filename: str, limits: GraphLimits | None) -> ModelInfo:
+def _inspect_onnx_zip(zf: zipfile.ZipFile, member: str, filename: str,
+                      limits: GraphLimits | None) -> ModelInfo:
     try:
         model = onnx.load_from_string(zf.read(member))
     except Exception as exc:

@@ -46,7 +46,8 @@ def ensure_tenant(session: Session, tenant: str) -> Tenant:
     """The tenant's row, made (with a new webhook secret) on first use."""
     row = session.get(Tenant, tenant)
     if row is None:
-        row = Tenant(name=tenant, webhook_secret="whsec_" + base64.b64encode(secrets.token_bytes(24)).decode())
+        secret = "whsec_" + base64.b64encode(secrets.token_bytes(24)).decode()
+        row = Tenant(name=tenant, webhook_secret=secret)
         session.add(row)
         session.flush()
     return row
@@ -58,7 +59,8 @@ def create_key(session: Session, tenant: str) -> NewKey:
         raise SqueezeError(f"tenant {tenant!r} is not valid: use 1 to 64 letters, digits, '.', '_' or '-'")
     prefix = secrets.token_hex(6)
     token = f"sqz_{prefix}_{secrets.token_urlsafe(32)}"
-    key = ApiKey(id=new_id("key"), tenant=tenant, prefix=prefix, secret_hash=_hash(token), created_at=utcnow())
+    key = ApiKey(id=new_id("key"), tenant=tenant, prefix=prefix, secret_hash=_hash(token),
+                 created_at=utcnow())
     session.add(key)
     secret = ensure_tenant(session, tenant).webhook_secret
     session.commit()
@@ -80,7 +82,8 @@ def list_keys(session: Session) -> list[ApiKey]:
 
 
 def authenticate(session: Session, token: str | None) -> ApiKey:
-    """The live key behind a bearer token. Missing, malformed, unknown and revoked all raise the same error."""
+    """The live key behind a bearer token. Missing, malformed, unknown and revoked keys all raise the
+    same error."""
     match = TOKEN_RE.fullmatch(token or "")
     key = session.scalar(select(ApiKey).where(ApiKey.prefix == match.group(1))) if match else None
     expected = key.secret_hash if key is not None else _DUMMY_HASH

@@ -17,8 +17,8 @@ async def create_model(session: Session, store: Store, settings: Settings, tenan
     """Inspect the received file (refusing unsafe or unknown formats), move it to the store, record it."""
     try:
         limits = GraphLimits(settings.max_graph_nodes, settings.max_tensor_bytes)
-        info = await asyncio.to_thread(inspect_model, upload.path, upload.filename, settings.max_upload_bytes * 4,
-                                       limits)
+        info = await asyncio.to_thread(inspect_model, upload.path, upload.filename,
+                                       settings.max_upload_bytes * 4, limits)
         model_id = new_id("mdl")
         key = f"models/{model_id}/upload"
         await asyncio.to_thread(store.put_file, key, upload.path)

@@ -139,8 +139,9 @@ async def _receive_multipart(stream: AsyncIterator[bytes], boundary: bytes,
             parser.write(chunk)
         parser.finalize()
     except MultipartParseError as exc:
-        raise ValidationFailed(f"the multipart body is malformed ({exc}); send the model as -F file=@model.onnx "
-                               f"with part headers under {MAX_PART_HEADER_BYTES} bytes") from exc
+        raise ValidationFailed(f"the multipart body is malformed ({exc}); send the model as "
+                               f"-F file=@model.onnx with part headers under {MAX_PART_HEADER_BYTES} bytes"
+                               ) from exc
     if "file" not in found:
         raise ValidationFailed("no 'file' field in the multipart body: send the model as -F file=@model.onnx")
     return found["file"], {k: v.decode("utf-8", "replace") for k, v in fields.items()}
@@ -148,9 +149,11 @@ async def _receive_multipart(stream: AsyncIterator[bytes], boundary: bytes,
 
 async def read_small_body(stream: AsyncIterator[bytes], declared_length: int | None,
                           limit: int = MAX_FIELD_BYTES) -> bytes:
-    """A JSON request body, refused with 413 past `limit` bytes (declared or streamed), never buffered past it."""
+    """A JSON request body, refused with 413 past `limit` bytes (declared or streamed), never buffered
+    past it."""
     if declared_length is not None and declared_length > limit:
-        raise PayloadTooLarge(f"Content-Length {declared_length} is past the {limit} bytes a JSON body may have")
+        raise PayloadTooLarge(f"Content-Length {declared_length} is past the {limit} bytes a JSON body may "
+                              "have")
     body = bytearray()
     async for chunk in stream:
         body.extend(chunk)

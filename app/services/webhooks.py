@@ -71,12 +71,14 @@ def check_url(url: str, resolver: Resolver = system_resolver, allow: AddressPoli
     try:
         addresses = [ipaddress.ip_address(a.split("%", 1)[0]) for a in resolver(host, port)]
     except (OSError, UnicodeError, ValueError) as exc:
-        raise WebhookRefused(f"webhook.url host {host!r} does not resolve ({exc}); give a public name") from exc
+        raise WebhookRefused(f"webhook.url host {host!r} does not resolve ({exc}); give a public name"
+                             ) from exc
     if not addresses:
         raise WebhookRefused(f"webhook.url host {host!r} does not resolve; give a public name")
     refused = [str(a) for a in addresses if not allow(a)]
     if refused:
-        raise WebhookRefused(f"webhook.url host {host!r} resolves to {', '.join(refused)}, which is not a public "
-                             "address (loopback, private, link-local, multicast and reserved ranges are refused)")
+        raise WebhookRefused(f"webhook.url host {host!r} resolves to {', '.join(refused)}, which is not a "
+                             "public address (loopback, private, link-local, multicast and reserved ranges "
+                             "are refused)")
     path = (parts.path or "/") + (f"?{parts.query}" if parts.query else "")
     return Target(parts.scheme, host, port, str(addresses[0]), path)

@@ -24,8 +24,9 @@ def limited(stack: Stack) -> Iterator[Stack]:
     port = _free_port()
     env = {**stack.env, **LIMITED_ENV, "QUEUE_PREFIX": f"lim{uuid.uuid4().hex[:6]}-"}
     log = stack.home / "logs" / "limited-api.log"
-    api = subprocess.Popen([sys.executable, "-m", "uvicorn", "--factory", "app.main:create_app", "--port", str(port)],
-                           cwd=ROOT, env={**os.environ, **env}, stdout=log.open("wb"), stderr=subprocess.STDOUT)
+    command = [sys.executable, "-m", "uvicorn", "--factory", "app.main:create_app", "--port", str(port)]
+    api = subprocess.Popen(command, cwd=ROOT, env={**os.environ, **env}, stdout=log.open("wb"),
+                           stderr=subprocess.STDOUT)
     url = f"http://127.0.0.1:{port}"
     deadline = time.monotonic() + 60
     while True:

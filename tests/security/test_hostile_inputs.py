@@ -65,24 +65,29 @@ def _cases(canary: Path, secret: Path) -> list[tuple[str, str, bytes, set[str]]]
         ("pickle .bin", "pytorch_model.bin", payload, {"unsafe_model_format"}),
         ("pickle in a zipped folder", "model.zip",
          _zip({"m/config.json": b"{}", "m/pytorch_model.bin": payload}), {"unsafe_model_format"}),
-        ("torch.save zip", "model.pth", _zip({"m/data.pkl": payload, "m/version": b"3"}), {"unsafe_model_format"}),
+        ("torch.save zip", "model.pth", _zip({"m/data.pkl": payload, "m/version": b"3"}),
+         {"unsafe_model_format"}),
         ("onnx that is a pickle", "model.onnx", payload, {"unsafe_model_format"}),
-        ("external ../../secret", "m.zip", _zip({"m/model.onnx": tiny_onnx("../../secret"), "m/w.bin": weights}),
+        ("external ../../secret", "m.zip",
+         _zip({"m/model.onnx": tiny_onnx("../../secret"), "m/w.bin": weights}),
          {"unsupported_model_format"}),
         ("external sub/../../secret", "m.zip",
-         _zip({"m/model.onnx": tiny_onnx("sub/../../secret"), "m/sub/w.bin": weights}), {"unsupported_model_format"}),
+         _zip({"m/model.onnx": tiny_onnx("sub/../../secret"), "m/sub/w.bin": weights}),
+         {"unsupported_model_format"}),
         ("external absolute", "m.zip", _zip({"m/model.onnx": tiny_onnx(str(secret)), "m/w.bin": weights}),
          {"unsupported_model_format"}),
         ("external symlink", "m.zip", _zip({"m/model.onnx": tiny_onnx("w.bin")}, {"m/w.bin": str(secret)}),
          {"unsupported_model_format"}),
         ("zip with ../ entry", "m.zip", _zip({"m/model.onnx": tiny_onnx(), "../../evil.txt": b"x"}),
          {"unsupported_model_format"}),
-        ("zip with a symlink entry", "m.zip", _zip({"m/model.onnx": tiny_onnx()}, {"m/passwd": "/etc/passwd"}),
+        ("zip with a symlink entry", "m.zip",
+         _zip({"m/model.onnx": tiny_onnx()}, {"m/passwd": "/etc/passwd"}),
          {"unsupported_model_format"}),
         ("zip bomb", "m.zip", _zip({"m/model.onnx": tiny_onnx(), "m/w.bin": b"\0" * (64 << 20)},
                                    compression=zipfile.ZIP_DEFLATED), {"unsupported_model_format"}),
         ("truncated protobuf", "model.onnx", tiny_onnx()[:-7], {"unsupported_model_format"}),
-        ("huge Constant", "model.onnx", tiny_onnx(constant_dims=[1 << 20, 1 << 20]), {"model_limits_exceeded"}),
+        ("huge Constant", "model.onnx", tiny_onnx(constant_dims=[1 << 20, 1 << 20]),
+         {"model_limits_exceeded"}),
         ("zip named .onnx", "model.onnx", _zip({"m/model.onnx": tiny_onnx()}), {"format_mismatch"}),
     ]
 
@@ -100,7 +105,8 @@ def test_hostile_uploads_are_refused(hostile: httpx.Client, canary: Path, tmp_pa
     assert len(hostile.get("/v1/models", params={"limit": 200}).json()["items"]) == before, "nothing was kept"
 
 
-def test_hostile_filenames_become_plain_display_names(hostile: httpx.Client, stack: Stack, mlp_onnx: Path) -> None:
+def test_hostile_filenames_become_plain_display_names(hostile: httpx.Client, stack: Stack,
+                                                      mlp_onnx: Path) -> None:
     names = [(raw, True) for raw in ("../../../../tmp/pwned.onnx", "a\x00b.onnx", "x" * 10_000 + ".onnx")]
     names.append(("../../../../tmp/pwned.onnx\x00.txt", False))  # a raw body: ?filename= carries a real NUL
     for raw, multipart in names:
@@ -150,7 +156,8 @@ def test_the_worker_refuses_what_slips_past_the_api_and_stays_alive(hostile: htt
             stack, "onnx_zip", _zip({"m/model.onnx": tiny_onnx(escape), "m/w.bin": b"\0" * 16}),
             {"onnx_member": "m/model.onnx"})),
         ("absolute external data", _plant(
-            stack, "onnx_zip", _zip({"m/model.onnx": tiny_onnx(str(secret))}), {"onnx_member": "m/model.onnx"})),
+            stack, "onnx_zip", _zip({"m/model.onnx": tiny_onnx(str(secret))}),
+            {"onnx_member": "m/model.onnx"})),
     ]
     spec = {"passes": [{"type": "optimize"}], "evaluate": {"samples": 1, "latency": {"runs": 1, "warmup": 0}}}
     for label, model_id in planted:

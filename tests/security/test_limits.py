@@ -58,15 +58,17 @@ def test_declared_and_streamed_bodies_past_the_limit_get_413_fast(limited: Stack
     watcher.start()
     rss_before = _rss_kib(limited.api.pid)
     try:
-        declared = (f"POST /v1/models?filename=big.onnx HTTP/1.1\r\nHost: x\r\nAuthorization: Bearer {{KEY}}\r\n"
+        declared = ("POST /v1/models?filename=big.onnx HTTP/1.1\r\nHost: x\r\nAuthorization: Bearer {KEY}\r\n"
                     f"Content-Type: application/octet-stream\r\nContent-Length: {10 * 1024**3}\r\n\r\n")
-        answer, sent, seconds = _send_until_answered(limited, "big-declared", declared, 4096, b"\0" * 65536, False)
+        answer, sent, seconds = _send_until_answered(limited, "big-declared", declared, 4096, b"\0" * 65536,
+                                                     chunked=False)
         assert answer.startswith(b"HTTP/1.1 413"), answer[:200]
         assert b"payload_too_large" in answer and seconds < 10, f"413 took {seconds:.1f}s"
         assert sent < 64 << 20, "the server must answer long before 10 GB arrive"
         chunked = ("POST /v1/models?filename=big.onnx HTTP/1.1\r\nHost: x\r\nAuthorization: Bearer {KEY}\r\n"
                    "Content-Type: application/octet-stream\r\nTransfer-Encoding: chunked\r\n\r\n")
-        answer, sent, seconds = _send_until_answered(limited, "big-chunked", chunked, 1024, b"\1" * 65536, True)
+        answer, sent, seconds = _send_until_answered(limited, "big-chunked", chunked, 1024, b"\1" * 65536,
+                                                     chunked=True)
         assert answer.startswith(b"HTTP/1.1 413") and b"payload_too_large" in answer, answer[:200]
         assert seconds < 20 and sent < 32 << 20, f"cut off after {sent} bytes, {seconds:.1f}s"
     finally:

@@ -1,7 +1,7 @@
 """schemathesis against our own OpenAPI document, on the running API: whatever it sends (within the
 schema and beyond it), no 5xx, and every response matches its documented status, type and schema.
-Bounded: at most 20 examples per operation (10 valid, 10 invalid). (Operations are driven through hypothesis directly:
-schemathesis' lazy pytest fixture loader does not work with this pytest.)"""
+Bounded: at most 20 examples per operation (10 valid, 10 invalid). Operations are driven through
+hypothesis directly: schemathesis' lazy pytest fixture loader does not work with this pytest."""
 
 from typing import Any
 
