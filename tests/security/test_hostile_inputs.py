@@ -173,3 +173,13 @@ def test_the_worker_refuses_what_slips_past_the_api_and_stays_alive(hostile: htt
     good = _plant(stack, "onnx", tiny_onnx(), {})
     job = hostile.post("/v1/jobs", json={**spec, "model_id": good}).json()
     assert stack.wait_for(hostile, job["id"])["status"] == "succeeded", "the worker runs the next job"
+
+
+def test_nul_in_ids_and_cursors_is_a_client_error(hostile: httpx.Client) -> None:
+    """PostgreSQL text cannot hold NUL; such a value must be the client's 4xx, never a 500."""
+    for path, params in [("/v1/models/mdl_a%00b", {}), ("/v1/jobs/job_a%00b/report", {}),
+                         ("/v1/jobs", {"cursor": "job_\x00"}), ("/v1/artifacts/art_%00", {})]:
+        response = hostile.get(path, params=params)
+        assert 400 <= response.status_code < 500, f"{path}: {response.status_code} {response.text[:200]}"
+    response = hostile.post("/v1/jobs", json={"model_id": "mdl_\x00", "passes": [{"type": "optimize"}]})
+    assert response.status_code == 422, response.text
