@@ -20,7 +20,8 @@ def _rss_kib(pid: int) -> int:
 
 def _send_until_answered(stack: Stack, tenant: str, head: str, chunks: int, chunk: bytes,
                          chunked: bool) -> tuple[bytes, int, float]:
-    """Send the request head, then up to `chunks` body chunks, stopping as soon as the server answers.
+    """Send the request head, then up to `chunks` body chunks, stopping as soon as the server answers;
+    after the first chunk, while the body is still open, /healthz must answer within 2 s.
     Returns (first response bytes, bytes sent, seconds)."""
     parts = urlsplit(stack.url)
     started = time.monotonic()
@@ -32,6 +33,9 @@ def _send_until_answered(stack: Stack, tenant: str, head: str, chunks: int, chun
                 if select.select([sock], [], [], 0)[0]:
                     break
                 sock.sendall(f"{len(chunk):x}\r\n".encode() + chunk + b"\r\n" if chunked else chunk)
+                if sent == 0:
+                    with stack.client() as client:
+                        assert client.get("/healthz", timeout=2).status_code == 200, "healthz stalled"
                 sent += len(chunk)
         except (BrokenPipeError, ConnectionResetError):
             pass  # the server answered and closed: what we want
