@@ -24,7 +24,7 @@ run: install
 # end-to-end suites again on PostgreSQL + Redis.
 test: install
 	$(BIN)/pytest tests
-	SQUEEZE_TEST_BACKEND=postgres-redis $(BIN)/pytest tests/integration tests/e2e
+	SQUEEZE_TEST_BACKEND=postgres-redis $(BIN)/pytest tests/integration tests/e2e tests/security
 
 test-unit: install
 	$(BIN)/pytest tests/unit

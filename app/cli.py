@@ -1,6 +1,6 @@
 """`squeeze` command line: `squeeze serve` runs migrations, then the API and one Celery worker;
-`squeeze worker` runs a worker alone; `squeeze migrate` only migrates; `squeeze submit` is the client:
-upload, submit, follow with progress bars, download."""
+`squeeze worker` runs a worker alone; `squeeze migrate` only migrates; `squeeze keys` creates, lists
+and revokes API keys; `squeeze submit` is the client: upload, submit, follow with progress bars, download."""
 
 import argparse
 import json
@@ -28,12 +28,51 @@ def migrate() -> None:
     upgrade_to_head(settings.effective_database_url)
 
 
+def keys(args: argparse.Namespace) -> int:
+    """`squeeze keys create|revoke|list`: the token is printed once, at creation, and never stored."""
+    from app.db.session import session_scope
+    from app.errors import SqueezeError
+    from app.services import keys as service
+
+    migrate()
+    with session_scope(get_settings().effective_database_url) as session:
+        try:
+            if args.keys_command == "create":
+                new = service.create_key(session, args.tenant)
+                print(f"API key for tenant {args.tenant!r} (shown once; keep it secret):\n{new.token}\n"
+                      f"Webhook signing secret of tenant {args.tenant!r}:\n{new.webhook_secret}")
+            elif args.keys_command == "revoke":
+                key = service.revoke_key(session, args.key)
+                print(f"revoked {key.id} (prefix {key.prefix}, tenant {key.tenant})")
+            else:
+                print(f"{'id':<26} {'prefix':<13} {'tenant':<20} {'created':<20} revoked")
+                for key in service.list_keys(session):
+                    revoked = key.revoked_at.strftime("%Y-%m-%d %H:%M") if key.revoked_at else "-"
+                    print(f"{key.id:<26} {key.prefix:<13} {key.tenant:<20} "
+                          f"{key.created_at.strftime('%Y-%m-%d %H:%M'):<20} {revoked}")
+        except SqueezeError as exc:
+            print(f"squeeze keys: {exc.message}", file=sys.stderr)
+            return 1
+    return 0
+
+
+def local_key() -> str:
+    """The embedded default's key (tenant `local`), made on first start and kept in SQUEEZE_HOME."""
+    from app.db.session import session_scope
+    from app.services.keys import ensure_local_key
+
+    settings = get_settings()
+    with session_scope(settings.effective_database_url) as session:
+        return ensure_local_key(session, settings.local_key_file)
+
+
 def serve(host: str, port: int, workers: int) -> int:
     """API in this process, workers as children; Ctrl-C or SIGTERM stops them all."""
     import uvicorn
 
     migrate()
     settings = get_settings()
+    token = local_key()
     queues = ",".join(settings.queue_name(d) for d in ("cpu",))
     children = [subprocess.Popen(worker_command(queues, f"worker{i}@%h")) for i in range(workers)]
 
@@ -43,6 +82,8 @@ def serve(host: str, port: int, workers: int) -> int:
     signal.signal(signal.SIGTERM, stop)
     print(f"Squeeze: API on http://{host}:{port} (docs at /docs), {workers} worker(s), home {settings.home}",
           flush=True)
+    print(f"Squeeze: API key of tenant 'local' (kept in {settings.local_key_file}):\n  {token}\n"
+          f"  e.g. curl -H 'Authorization: Bearer {token}' http://{host}:{port}/v1/models", flush=True)
     try:
         uvicorn.run("app.main:create_app", factory=True, host=host, port=port, log_level="info")
     except KeyboardInterrupt:
@@ -74,6 +115,12 @@ def main() -> int:
     p_submit.add_argument("--api-key", default=os.environ.get("SQUEEZE_API_KEY"),
                           help="bearer key (default: $SQUEEZE_API_KEY)")
     p_submit.add_argument("--out", type=Path, help="folder to download the artifacts into")
+    p_keys = sub.add_parser("keys", help="create, list and revoke API keys")
+    keys_sub = p_keys.add_subparsers(dest="keys_command", required=True)
+    keys_sub.add_parser("create", help="make a key for a tenant (printed once)").add_argument(
+        "--tenant", required=True, help="the tenant the key acts for; made on first use")
+    keys_sub.add_parser("revoke", help="revoke a key at once").add_argument("key", help="its prefix or id")
+    keys_sub.add_parser("list", help="every key: id, prefix, tenant, created, revoked")
     args = parser.parse_args()
     if args.command == "submit":
         from app.client import submit
@@ -83,6 +130,8 @@ def main() -> int:
         return submit(args.url, args.api_key, args.model, spec, args.out)
     if args.command == "serve":
         return serve(args.host, args.port, args.workers)
+    if args.command == "keys":
+        return keys(args)
     if args.command == "worker":
         migrate()
         settings = get_settings()

@@ -10,9 +10,10 @@ class SqueezeError(Exception):
     code = "bad_request"
     title = "Bad request"
 
-    def __init__(self, message: str, **extra: Any) -> None:
+    def __init__(self, message: str, headers: dict[str, str] | None = None, **extra: Any) -> None:
         super().__init__(message)
         self.message = message
+        self.headers = headers or {}
         self.extra = extra
 
 
@@ -46,3 +47,30 @@ class PayloadTooLarge(SqueezeError):
 
 class NotReady(SqueezeError):
     status, code, title = 409, "not_ready", "Not available yet"
+
+
+class Unauthorized(SqueezeError):
+    status, code, title = 401, "unauthorized", "A valid API key is required"
+
+    def __init__(self, message: str) -> None:
+        super().__init__(message, headers={"WWW-Authenticate": 'Bearer realm="squeeze"'})
+
+
+class RateLimited(SqueezeError):
+    status, code, title = 429, "rate_limited", "Too many requests for this API key"
+
+
+class TooManyJobs(SqueezeError):
+    status, code, title = 429, "too_many_jobs", "Too many queued and running jobs for this tenant"
+
+
+class ModelLimitsExceeded(SqueezeError):
+    status, code, title = 422, "model_limits_exceeded", "The model is larger than this service accepts"
+
+
+class FormatMismatch(SqueezeError):
+    status, code, title = 422, "format_mismatch", "The file's bytes do not match its claimed format"
+
+
+class WebhookRefused(SqueezeError):
+    status, code, title = 422, "webhook_refused", "The webhook URL is not an allowed destination"

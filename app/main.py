@@ -8,32 +8,45 @@ from typing import Any
 from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
-from sqlalchemy.exc import OperationalError
+from sqlalchemy.exc import DataError, OperationalError
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from app import __version__
-from app.api import artifacts, health, jobs, models
+from app.api import artifacts, health, jobs, models, tenant
 from app.errors import SqueezeError
 from app.queue import RUN_JOB_TASK, make_celery
+from app.schemas.common import Problem
+from app.services.ratelimit import TokenBuckets
 from app.services.uploads import remove_stale
 from app.settings import Settings, get_settings
 from app.storage import open_store
 
 log = logging.getLogger(__name__)
 PROBLEM = "application/problem+json"
+# Errors every authenticated route can answer, declared so the OpenAPI document tells clients (and
+# schemathesis) their shape.
+_PROBLEM_CONTENT = {PROBLEM: {"schema": {"$ref": "#/components/schemas/Problem"}}}
+PROBLEM_RESPONSES: dict[int | str, dict[str, Any]] = {
+    status: {"model": Problem, "description": description, "content": _PROBLEM_CONTENT}
+    for status, description in [(400, "bad request"), (401, "missing, malformed, unknown or revoked API key"),
+                                (404, "no such object for this tenant"), (409, "conflict"),
+                                (413, "upload past the size limit"), (416, "range not satisfiable"),
+                                (422, "invalid request"), (429, "rate limited, or too many active jobs"),
+                                (503, "database unavailable")]}
 
 
-def problem(status: int, code: str, title: str, detail: str, **extra: Any) -> JSONResponse:
+def problem(status: int, code: str, title: str, detail: str, headers: dict[str, str] | None = None,
+            **extra: Any) -> JSONResponse:
     body = {"type": f"https://squeeze.dev/problems/{code}", "title": title, "status": status, "detail": detail,
             "code": code, **{k: v for k, v in extra.items() if v is not None}}
-    headers = {"Retry-After": "5"} if status == 503 else None
+    headers = {"Retry-After": "5", **(headers or {})} if status == 503 else headers
     return JSONResponse(body, status_code=status, media_type=PROBLEM, headers=headers)
 
 
 def _install_error_handlers(app: FastAPI) -> None:
     @app.exception_handler(SqueezeError)
     async def _domain(_: Request, exc: SqueezeError) -> JSONResponse:
-        return problem(exc.status, exc.code, exc.title, exc.message, **exc.extra)
+        return problem(exc.status, exc.code, exc.title, exc.message, exc.headers or None, **exc.extra)
 
     @app.exception_handler(RequestValidationError)
     async def _validation(_: Request, exc: RequestValidationError) -> JSONResponse:
@@ -45,6 +58,15 @@ def _install_error_handlers(app: FastAPI) -> None:
     async def _http(_: Request, exc: StarletteHTTPException) -> JSONResponse:
         code = {404: "not_found", 405: "method_not_allowed"}.get(exc.status_code, "http_error")
         return problem(exc.status_code, code, str(exc.detail), f"{exc.detail}: see /docs for the routes")
+
+    @app.exception_handler(DataError)
+    async def _unstorable(_: Request, exc: DataError) -> JSONResponse:
+        # e.g. a NUL character in an id, which PostgreSQL text cannot hold (SQLite can): the client's value
+        # is at fault, not the service.
+        log.info("database refused a value: %s", exc.orig)
+        return problem(422, "invalid_value", "A value in the request cannot be used",
+                       "a path, query or body value has characters the database cannot hold (such as NUL); "
+                       "remove them")
 
     @app.exception_handler(OperationalError)
     async def _database_down(_: Request, exc: OperationalError) -> JSONResponse:
@@ -83,7 +105,9 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     app.state.store = open_store(settings.effective_storage_url)
     app.state.publish = publish
     app.state.broker_ping = broker_ping
+    app.state.rate_limiter = TokenBuckets(settings.rate_limit_per_s, settings.rate_limit_burst)
     _install_error_handlers(app)
-    for router in (health.router, models.router, jobs.router, artifacts.router):
-        app.include_router(router)
+    app.include_router(health.router)
+    for router in (models.router, jobs.router, artifacts.router, tenant.router):
+        app.include_router(router, responses=PROBLEM_RESPONSES)
     return app

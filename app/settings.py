@@ -24,6 +24,17 @@ class Settings(BaseSettings):
     cancel_poll_s: float = Field(0.5, description="How often a worker checks whether its running job was cancelled.")
     queue_prefix: str = Field("", description="Prefix for the cpu/gpu queue names (isolates test runs).")
 
+    # Abuse limits (docs/security.md).
+    rate_limit_per_s: float = Field(20.0, gt=0, description="Requests per second one API key may sustain.")
+    rate_limit_burst: int = Field(100, ge=1, description="Requests one API key may make at once, then waits.")
+    max_active_jobs_per_tenant: int = Field(20, ge=1, description="Queued plus running jobs one tenant may "
+                                            "have; more get 429 too_many_jobs.")
+    max_graph_nodes: int = Field(1_000_000, ge=1, description="Largest ONNX graph accepted, in nodes.")
+    max_tensor_bytes: int = Field(4 * 1024**3, ge=1, description="Largest tensor an ONNX model may declare.")
+    webhook_attempts: int = Field(5, ge=1, le=10, description="Deliveries tried per webhook, then it gives up.")
+    webhook_backoff_s: float = Field(1.0, ge=0, description="Wait before the first retry; doubles each time.")
+    webhook_timeout_s: float = Field(10.0, gt=0, description="Connect and read timeout of one delivery.")
+
     @property
     def home(self) -> Path:
         return self.squeeze_home.resolve()
@@ -43,6 +54,11 @@ class Settings(BaseSettings):
     @property
     def effective_storage_url(self) -> str:
         return self.storage_url or f"file://{self.home / 'store'}"
+
+    @property
+    def local_key_file(self) -> Path:
+        """Where `squeeze serve` keeps the embedded default's API key (mode 0600)."""
+        return self.home / "local-api-key"
 
     @property
     def tmp_dir(self) -> Path:

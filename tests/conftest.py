@@ -13,7 +13,7 @@ import time
 import uuid
 import zipfile
 from collections.abc import Iterator
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING
 
@@ -46,9 +46,18 @@ def _reset_postgres(url: str) -> None:
     engine.dispose()
 
 
+def create_api_key(database_url: str, tenant: str) -> str:
+    """A new API key for `tenant`, made by the same service function as `squeeze keys create`."""
+    from app.db.session import session_scope
+    from app.services.keys import create_key
+
+    with session_scope(database_url) as session:
+        return create_key(session, tenant).token
+
+
 @dataclass
 class Stack:
-    """A running Squeeze: its base URL, environment and home folder."""
+    """A running Squeeze: its base URL, environment and home folder, and one API key per tenant used."""
 
     url: str
     env: dict[str, str]
@@ -56,13 +65,22 @@ class Stack:
     database_url: str
     worker: subprocess.Popen[bytes]
     api: subprocess.Popen[bytes]
+    keys: dict[str, str] = field(default_factory=dict)
 
-    def client(self) -> httpx.Client:
-        return httpx.Client(base_url=self.url, timeout=120)
+    def key(self, tenant: str = "default") -> str:
+        """The API key of `tenant`, made on first use."""
+        if tenant not in self.keys:
+            self.keys[tenant] = create_api_key(self.database_url, tenant)
+        return self.keys[tenant]
+
+    def client(self, tenant: str = "default") -> httpx.Client:
+        """An HTTP client that sends `tenant`'s API key (tests of a second tenant pass another name)."""
+        headers = {"Authorization": f"Bearer {self.key(tenant)}"}
+        return httpx.Client(base_url=self.url, timeout=120, headers=headers)
 
     def cli_env(self) -> dict[str, str]:
         """What `squeeze submit` needs in its environment to talk to this stack as the test tenant."""
-        return {"SQUEEZE_URL": self.url}
+        return {"SQUEEZE_URL": self.url, "SQUEEZE_API_KEY": self.key()}
 
     def wait_for(self, client: httpx.Client, job_id: str, timeout: float = 300,
                  until: tuple[str, ...] = ("succeeded", "failed", "cancelled")) -> dict:

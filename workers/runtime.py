@@ -60,6 +60,7 @@ def load_original(upload: Path, fmt: str, inputs: list[dict[str, Any]], outputs:
     if fmt == "onnx":
         path = workdir / "original.onnx"
         path.symlink_to(upload)
+        check_external_data(path)
         return ModelHandle("onnx", names_in, names_out, dynamic, path=path, vocab_size=onnx_vocab_size(path),
                            origin=fmt)
     if fmt == "onnx_zip":
@@ -86,17 +87,24 @@ def load_original(upload: Path, fmt: str, inputs: list[dict[str, Any]], outputs:
 
 
 def check_external_data(path: Path) -> None:
-    """Every external-data location must be a plain file inside the model's own folder."""
+    """Every external-data location must be a relative path without `..` naming a regular file inside the
+    model's own folder: not a symlink (at any level) and not a hardlink (st_nlink > 1), which could
+    share its bytes with a file elsewhere."""
     model = onnx.load(str(path), load_external_data=False)
     folder = path.parent.resolve()
     for init in model.graph.initializer:
         if init.data_location != onnx.TensorProto.EXTERNAL:
             continue
         location = next((e.value for e in init.external_data if e.key == "location"), "")
-        target = folder / location
-        if (target.is_symlink() or not target.resolve().is_relative_to(folder) or not target.is_file()):
+        ref = Path(location)
+        target = folder / ref
+        unsafe = (not location or "\x00" in location or ref.is_absolute() or ".." in ref.parts
+                  or any((folder / Path(*ref.parts[:i])).is_symlink() for i in range(1, len(ref.parts) + 1))
+                  or not target.resolve().is_relative_to(folder) or not target.is_file()
+                  or target.lstat().st_nlink > 1)
+        if unsafe:
             raise PassFailed("unsafe_external_data", f"tensor {init.name!r} refers to external data "
-                             f"{location!r} outside the model's folder")
+                             f"{location!r}, which is not a plain file inside the model's folder")
 
 
 def onnx_vocab_size(path: Path) -> int | None:

@@ -16,6 +16,7 @@ from app.settings import Settings, get_settings
 from app.storage import Store, open_store
 from workers.celery_app import celery
 from workers.sandbox import Outcome, run_child
+from workers.webhooks import notify_job_ended
 
 log = logging.getLogger(__name__)
 MEDIA_TYPES = {"onnx": "application/octet-stream", "json": "application/json"}
@@ -52,6 +53,7 @@ def execute(job_id: str, settings: Settings) -> None:
                             f"the worker failed while handling the job: {type(exc).__name__}: {exc}")
     finally:
         shutil.rmtree(workdir, ignore_errors=True)
+    notify_job_ended(job_id, settings)
 
 
 def _run(claim: transitions.Claim, settings: Settings, store: Store, workdir: Path) -> Outcome:

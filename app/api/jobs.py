@@ -1,6 +1,7 @@
 """/v1/jobs: submit (JSON spec, or one multipart request with the model file and the spec), read,
 list, cancel, report."""
 
+import asyncio
 import json
 from typing import Annotated, Any
 
@@ -13,7 +14,7 @@ from app.schemas.common import Page
 from app.schemas.jobs import JobError, JobOut, JobSpec, JobStatus
 from app.services import jobs as service
 from app.services.models import create_model
-from app.services.uploads import receive_upload
+from app.services.uploads import MAX_FIELD_BYTES, declared_length, read_small_body, receive_upload
 
 router = APIRouter(prefix="/v1/jobs", tags=["jobs"])
 
@@ -38,14 +39,19 @@ async def submit_job(request: Request, response: Response, session: SessionDep, 
                      idempotency_key: Annotated[str | None, Header(max_length=255)] = None) -> JobOut:
     """Queue a job. 202 with Location; the same Idempotency-Key and spec returns the first job."""
     content_type = request.headers.get("content-type", "")
+    length = declared_length(request.headers.get("content-length"))
     if content_type.startswith("multipart/form-data"):
-        upload = await receive_upload(request.stream(), content_type, settings.tmp_dir, settings.max_upload_bytes)
+        upload = await receive_upload(request.stream(), content_type, settings.tmp_dir,
+                                      settings.max_upload_bytes, declared_length=length)
         raw = _parse_json(upload.fields.get("spec", ""), "spec form field")
         model = await create_model(session, store, settings, tenant, upload)
         raw["model_id"] = model.id
     else:
-        raw = _parse_json((await request.body()).decode("utf-8", "replace"), "request body")
-    job, created = service.submit_job(session, settings, publish, tenant, raw, idempotency_key)
+        body = await read_small_body(request.stream(), length, MAX_FIELD_BYTES)
+        raw = _parse_json(body.decode("utf-8", "replace"), "request body")
+    # In a thread: the webhook check resolves a host name, which must not stall the event loop.
+    job, created = await asyncio.to_thread(service.submit_job, session, settings, publish, tenant, raw,
+                                           idempotency_key)
     response.headers["Location"] = f"/v1/jobs/{job.id}"
     if not created:
         response.status_code = 200

@@ -9,7 +9,7 @@ from app.db.models import Model
 from app.schemas.common import Page
 from app.schemas.models import ModelOut
 from app.services import models as service
-from app.services.uploads import receive_upload
+from app.services.uploads import declared_length, receive_upload
 
 router = APIRouter(prefix="/v1/models", tags=["models"])
 
@@ -22,9 +22,9 @@ def model_out(model: Model) -> ModelOut:
              summary="Upload a model (multipart field `file`, or a raw octet-stream body with ?filename=)")
 async def upload_model(request: Request, response: Response, session: SessionDep, store: StoreDep,
                        settings: SettingsDep, tenant: TenantDep, filename: str | None = None) -> ModelOut:
-    length = request.headers.get("content-length")
     upload = await receive_upload(request.stream(), request.headers.get("content-type", ""), settings.tmp_dir,
-                                  settings.max_upload_bytes, filename, int(length) if length else None)
+                                  settings.max_upload_bytes, filename,
+                                  declared_length(request.headers.get("content-length")))
     model = await service.create_model(session, store, settings, tenant, upload)
     response.headers["Location"] = f"/v1/models/{model.id}"
     return model_out(model)

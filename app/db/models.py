@@ -78,3 +78,26 @@ class Artifact(Base):
 def new_id(prefix: str) -> str:
     """A public id: a resource prefix (mdl, job, art) and 20 random hex characters."""
     return f"{prefix}_{uuid.uuid4().hex[:20]}"
+
+
+class Tenant(Base):
+    """A tenant's own settings: the secret that signs its webhooks (created with its first key)."""
+
+    __tablename__ = "tenants"
+
+    name: Mapped[str] = mapped_column(String(64), primary_key=True)
+    webhook_secret: Mapped[str] = mapped_column(String(128))
+    created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), default=utcnow)
+
+
+class ApiKey(Base):
+    """An API key: only its public prefix and the sha256 of the whole token are stored."""
+
+    __tablename__ = "api_keys"
+
+    id: Mapped[str] = mapped_column(String(40), primary_key=True)
+    tenant: Mapped[str] = mapped_column(String(64), index=True)
+    prefix: Mapped[str] = mapped_column(String(32), unique=True)
+    secret_hash: Mapped[str] = mapped_column(String(64))
+    created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), default=utcnow)
+    revoked_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True), nullable=True)

@@ -3,7 +3,7 @@
 from datetime import datetime
 from typing import Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, PositiveInt, field_validator
+from pydantic import BaseModel, ConfigDict, Field, HttpUrl, PositiveInt, field_validator
 
 from app.schemas.passes import PassConfig
 
@@ -33,6 +33,12 @@ class Constraints(BaseModel):
     min_size_ratio: float | None = Field(None, gt=0, description="original size / result size")
 
 
+class WebhookSpec(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+    url: HttpUrl = Field(description="called with a signed POST (Standard Webhooks) when the job ends; "
+                         "http(s) to a public address only")
+
+
 class JobSpec(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
@@ -44,6 +50,7 @@ class JobSpec(BaseModel):
     constraints: Constraints | None = None
     device: Literal["cpu", "cuda"] = "cpu"
     seed: int = Field(0, ge=0, description="seeds the evaluation inputs, so a report can be reproduced")
+    webhook: WebhookSpec | None = None
 
     @field_validator("input_shapes")
     @classmethod

@@ -19,7 +19,7 @@ import onnx
 from onnx.helper import tensor_dtype_to_np_dtype
 
 from app.archives import UnsafeArchive, check_zip
-from app.errors import UnsafeModelFormat, UnsupportedModelFormat
+from app.errors import FormatMismatch, ModelLimitsExceeded, UnsafeModelFormat, UnsupportedModelFormat
 
 SAFE_FORMATS = (
     "ONNX (.onnx, or a .zip of the .onnx with its external data), torch.export ExportedProgram (.pt2, "
@@ -38,6 +38,19 @@ _SAFETENSORS_DTYPES = {"F64", "F32", "F16", "BF16", "I64", "I32", "I16", "I8", "
                        "F8_E5M2"}
 
 
+# What a file name's extension claims; a file whose bytes are another format is refused (422).
+CLAIMED_FORMATS = {".onnx": {"onnx"}, ".pt2": {"pt2"},
+                   ".zip": {"onnx_zip", "hf_folder", "pt2", "torchscript"}}
+
+
+@dataclass(frozen=True)
+class GraphLimits:
+    """The largest ONNX graph accepted: nodes (subgraphs included) and bytes of any one tensor."""
+
+    max_nodes: int
+    max_tensor_bytes: int
+
+
 @dataclass
 class ModelInfo:
     format: str
@@ -51,15 +64,65 @@ def _looks_like_pickle(head: bytes) -> bool:
     return len(head) >= 2 and head[0] == 0x80 and 2 <= head[1] <= 5
 
 
-def inspect_model(path: Path, filename: str, max_unpacked_bytes: int) -> ModelInfo:
-    """Detect the format of the file at `path` and read its inputs, outputs and size."""
+def inspect_model(path: Path, filename: str, max_unpacked_bytes: int,
+                  limits: GraphLimits | None = None) -> ModelInfo:
+    """Detect the format of the file at `path` and read its inputs, outputs and size; with `limits`,
+    refuse ONNX graphs past them. The bytes decide the format; a name claiming another one is a 422."""
     with path.open("rb") as fh:
         head = fh.read(8)
     if _looks_like_pickle(head):
         raise UnsafeModelFormat(f"{filename!r} is a Python pickle. {PICKLE_HELP}")
     if zipfile.is_zipfile(path):
-        return _inspect_zip(path, filename, max_unpacked_bytes)
-    return _inspect_onnx(path, filename)
+        info = _inspect_zip(path, filename, max_unpacked_bytes, limits)
+    else:
+        info = _inspect_onnx(path, filename, limits)
+    claimed = CLAIMED_FORMATS.get(PurePosixPath(filename.lower()).suffix)
+    if claimed is not None and info.format not in claimed:
+        raise FormatMismatch(f"{filename!r} is named like {' or '.join(sorted(claimed))} but its bytes are "
+                             f"{info.format}; upload it under a name that matches what it is")
+    return info
+
+
+def _tensor_bytes(tensor: onnx.TensorProto) -> int:
+    itemsize = 1 if tensor.data_type == onnx.TensorProto.STRING else \
+        tensor_dtype_to_np_dtype(tensor.data_type).itemsize
+    return math.prod(tensor.dims) * itemsize
+
+
+def _graph_tensors(graph: onnx.GraphProto) -> tuple[int, list[onnx.TensorProto]]:
+    """(node count, every initializer and constant tensor), subgraphs of If/Loop/Scan included."""
+    nodes, tensors = len(graph.node), list(graph.initializer)
+    for node in graph.node:
+        for attr in node.attribute:
+            tensors.extend([attr.t] if attr.HasField("t") else [])
+            tensors.extend(attr.tensors)
+            for sub in ([attr.g] if attr.HasField("g") else []) + list(attr.graphs):
+                sub_nodes, sub_tensors = _graph_tensors(sub)
+                nodes += sub_nodes
+                tensors.extend(sub_tensors)
+    return nodes, tensors
+
+
+def check_graph_limits(model: onnx.ModelProto, filename: str, limits: GraphLimits) -> None:
+    """Refuse a graph with too many nodes, a tensor declaring more bytes than allowed, or a tensor whose
+    inline bytes disagree with its declared shape (a runtime would trust the shape)."""
+    nodes, tensors = _graph_tensors(model.graph)
+    if nodes > limits.max_nodes:
+        raise ModelLimitsExceeded(f"{filename!r} has {nodes} graph nodes; at most {limits.max_nodes} are "
+                                  "accepted (MAX_GRAPH_NODES)")
+    for tensor in tensors:
+        try:
+            declared = _tensor_bytes(tensor)
+        except (KeyError, ValueError) as exc:
+            raise UnsupportedModelFormat(f"{filename!r}: tensor {tensor.name!r} has an unknown data type"
+                                         ) from exc
+        if declared > limits.max_tensor_bytes:
+            raise ModelLimitsExceeded(f"{filename!r}: tensor {tensor.name!r} declares {declared} bytes; at "
+                                      f"most {limits.max_tensor_bytes} are accepted (MAX_TENSOR_BYTES)")
+        if tensor.HasField("raw_data") and len(tensor.raw_data) != declared:
+            raise UnsupportedModelFormat(f"{filename!r}: tensor {tensor.name!r} holds {len(tensor.raw_data)} "
+                                         f"bytes but its shape {list(tensor.dims)} needs {declared}; the "
+                                         "file is corrupt")
 
 
 def _tensor_info(value: onnx.ValueInfoProto) -> dict[str, Any]:
@@ -82,7 +145,7 @@ def onnx_signature(model: onnx.ModelProto) -> tuple[list[dict[str, Any]], list[d
     return inputs, outputs, params
 
 
-def _inspect_onnx(path: Path, filename: str) -> ModelInfo:
+def _inspect_onnx(path: Path, filename: str, limits: GraphLimits | None) -> ModelInfo:
     try:
         model = onnx.load(str(path), load_external_data=False)
     except Exception as exc:  # the protobuf parser raises several types on garbage
@@ -92,6 +155,8 @@ def _inspect_onnx(path: Path, filename: str) -> ModelInfo:
     if not model.graph.output:
         raise UnsupportedModelFormat(f"{filename!r} parses as protobuf but has no ONNX graph outputs. "
                                      f"Accepted: {SAFE_FORMATS}.")
+    if limits is not None:
+        check_graph_limits(model, filename, limits)
     external = [i.name for i in model.graph.initializer if i.data_location == onnx.TensorProto.EXTERNAL]
     if external:
         raise UnsupportedModelFormat(
@@ -105,7 +170,7 @@ def _opset(model: onnx.ModelProto) -> int | None:
     return next((o.version for o in model.opset_import if o.domain in ("", "ai.onnx")), None)
 
 
-def _inspect_zip(path: Path, filename: str, max_unpacked_bytes: int) -> ModelInfo:
+def _inspect_zip(path: Path, filename: str, max_unpacked_bytes: int, limits: GraphLimits | None) -> ModelInfo:
     with zipfile.ZipFile(path) as zf:
         try:
             infos = check_zip(zf, max_unpacked_bytes)
@@ -122,18 +187,21 @@ def _inspect_zip(path: Path, filename: str, max_unpacked_bytes: int) -> ModelInf
             return _inspect_hf(zf, names, filename)
         onnx_files = [n for n in names if n.endswith(".onnx")]
         if len(onnx_files) == 1:
-            return _inspect_onnx_zip(zf, onnx_files[0], filename)
+            return _inspect_onnx_zip(zf, onnx_files[0], filename, limits)
         if "data.pkl" in leaves:
             raise UnsafeModelFormat(f"{filename!r} is a torch.save checkpoint (a zipped pickle). {PICKLE_HELP}")
     raise UnsupportedModelFormat(f"{filename!r} is a zip, but not one Squeeze recognises. "
                                  f"Accepted: {SAFE_FORMATS}.")
 
 
-def _inspect_onnx_zip(zf: zipfile.ZipFile, member: str, filename: str) -> ModelInfo:
+def _inspect_onnx_zip(zf: zipfile.ZipFile, member: str, filename: str,
+                      limits: GraphLimits | None) -> ModelInfo:
     try:
         model = onnx.load_from_string(zf.read(member))
     except Exception as exc:
         raise UnsupportedModelFormat(f"{member!r} in {filename!r} is not a valid ONNX protobuf") from exc
+    if limits is not None:
+        check_graph_limits(model, filename, limits)
     folder = PurePosixPath(member).parent
     names = set(zf.namelist())
     for init in model.graph.initializer:

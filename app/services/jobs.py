@@ -11,15 +11,16 @@ from collections.abc import Callable
 from typing import Any
 
 from pydantic import ValidationError
-from sqlalchemy import select, update
+from sqlalchemy import func, select, update
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
 
 from app.db.models import Artifact, Job, new_id, utcnow
-from app.errors import Conflict, NotFound, NotReady, UnresolvedInputShape, ValidationFailed
+from app.errors import Conflict, NotFound, NotReady, TooManyJobs, UnresolvedInputShape, ValidationFailed
 from app.schemas.jobs import JobSpec
 from app.schemas.shapes import ShapeError, resolve_input_shapes
 from app.services.models import get_model
+from app.services.webhooks import check_url
 from app.settings import Settings
 
 log = logging.getLogger(__name__)
@@ -54,6 +55,14 @@ def submit_job(session: Session, settings: Settings, publish: Publisher, tenant:
         existing = session.scalar(select(Job).where(Job.tenant == tenant, Job.idempotency_key == idempotency_key))
         if existing is not None:
             return _replay(existing, request_hash, idempotency_key), False
+    active = session.scalar(select(func.count()).select_from(Job)
+                            .where(Job.tenant == tenant, Job.status.in_(("queued", "running"))))
+    if active is not None and active >= settings.max_active_jobs_per_tenant:
+        raise TooManyJobs(f"this tenant already has {active} queued or running jobs (the limit is "
+                          f"{settings.max_active_jobs_per_tenant}); wait for one to end or cancel one",
+                          headers={"Retry-After": "10"})
+    if spec.webhook is not None:
+        check_url(str(spec.webhook.url))
     try:
         model = get_model(session, tenant, spec.model_id)
     except NotFound as exc:

@@ -6,7 +6,7 @@ from sqlalchemy.orm import Session
 
 from app.db.models import Artifact, Job, Model, new_id
 from app.errors import Conflict, NotFound
-from app.services.inspection import inspect_model
+from app.services.inspection import GraphLimits, inspect_model
 from app.services.uploads import ReceivedUpload
 from app.settings import Settings
 from app.storage import Store
@@ -16,7 +16,9 @@ async def create_model(session: Session, store: Store, settings: Settings, tenan
                        upload: ReceivedUpload) -> Model:
     """Inspect the received file (refusing unsafe or unknown formats), move it to the store, record it."""
     try:
-        info = await asyncio.to_thread(inspect_model, upload.path, upload.filename, settings.max_upload_bytes * 4)
+        limits = GraphLimits(settings.max_graph_nodes, settings.max_tensor_bytes)
+        info = await asyncio.to_thread(inspect_model, upload.path, upload.filename,
+                                       settings.max_upload_bytes * 4, limits)
         model_id = new_id("mdl")
         key = f"models/{model_id}/upload"
         await asyncio.to_thread(store.put_file, key, upload.path)

@@ -13,11 +13,13 @@ from collections.abc import AsyncIterator
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from python_multipart.exceptions import MultipartParseError
 from python_multipart.multipart import MultipartParser, parse_options_header
 
-from app.errors import PayloadTooLarge, ValidationFailed
+from app.errors import PayloadTooLarge, SqueezeError, ValidationFailed
 
 MAX_FIELD_BYTES = 1 << 20
+MAX_PART_HEADER_BYTES = 16 << 10
 
 
 @dataclass
@@ -121,22 +123,52 @@ async def _receive_multipart(stream: AsyncIterator[bytes], boundary: bytes,
         else:
             buf = fields[str(state["name"])]
             buf.extend(data[start:end])
-            if len(buf) > MAX_FIELD_BYTES:
-                raise PayloadTooLarge(f"form field {state['name']!r} is longer than {MAX_FIELD_BYTES} bytes")
+            if sum(len(v) for v in fields.values()) > MAX_FIELD_BYTES:
+                raise PayloadTooLarge(f"the form fields beside 'file' pass {MAX_FIELD_BYTES} bytes in all")
 
     def on_part_end() -> None:
         state["headers"], state["name"] = {}, None
 
+    # The parser bounds each part's headers (count and line length), so a hostile header cannot grow memory.
     parser = MultipartParser(boundary, {  # type: ignore[arg-type]
         "on_header_field": on_header_field, "on_header_value": on_header_value, "on_header_end": on_header_end,
         "on_headers_finished": on_headers_finished, "on_part_data": on_part_data, "on_part_end": on_part_end,
-    })
-    async for chunk in stream:
-        parser.write(chunk)
-    parser.finalize()
+    }, max_header_size=MAX_PART_HEADER_BYTES)
+    try:
+        async for chunk in stream:
+            parser.write(chunk)
+        parser.finalize()
+    except MultipartParseError as exc:
+        raise ValidationFailed(f"the multipart body is malformed ({exc}); send the model as "
+                               f"-F file=@model.onnx with part headers under {MAX_PART_HEADER_BYTES} bytes"
+                               ) from exc
     if "file" not in found:
         raise ValidationFailed("no 'file' field in the multipart body: send the model as -F file=@model.onnx")
     return found["file"], {k: v.decode("utf-8", "replace") for k, v in fields.items()}
+
+
+async def read_small_body(stream: AsyncIterator[bytes], declared_length: int | None,
+                          limit: int = MAX_FIELD_BYTES) -> bytes:
+    """A JSON request body, refused with 413 past `limit` bytes (declared or streamed), never buffered
+    past it."""
+    if declared_length is not None and declared_length > limit:
+        raise PayloadTooLarge(f"Content-Length {declared_length} is past the {limit} bytes a JSON body may "
+                              "have")
+    body = bytearray()
+    async for chunk in stream:
+        body.extend(chunk)
+        if len(body) > limit:
+            raise PayloadTooLarge(f"the JSON body passed the {limit} bytes it may have")
+    return bytes(body)
+
+
+def declared_length(value: str | None) -> int | None:
+    """The Content-Length header as a number; a malformed one is a 400."""
+    if value is None:
+        return None
+    if not value.strip().isdigit():
+        raise SqueezeError(f"Content-Length {value[:40]!r} is not a number")
+    return int(value)
 
 
 def remove_stale(tmp_dir: Path) -> None:

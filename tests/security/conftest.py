@@ -1,0 +1,71 @@
+"""Fixtures of the security suite: a second API process with tight limits (1 MiB uploads, a small rate
+bucket, one active job per tenant) on the same database, and small ONNX builders for hostile files."""
+
+import os
+import subprocess
+import sys
+import time
+import uuid
+from collections.abc import Iterator
+
+import httpx
+import pytest
+
+from tests.conftest import ROOT, Stack, _free_port
+
+LIMITED_ENV = {"MAX_UPLOAD_BYTES": str(1 << 20), "RATE_LIMIT_PER_S": "0.2", "RATE_LIMIT_BURST": "6",
+               "MAX_ACTIVE_JOBS_PER_TENANT": "1"}
+
+
+@pytest.fixture(scope="session")
+def limited(stack: Stack) -> Iterator[Stack]:
+    """An API-only process with tight limits. Its queue prefix is its own, so no worker takes its jobs:
+    they stay queued, which is what the active-job cap test needs."""
+    port = _free_port()
+    env = {**stack.env, **LIMITED_ENV, "QUEUE_PREFIX": f"lim{uuid.uuid4().hex[:6]}-"}
+    log = stack.home / "logs" / "limited-api.log"
+    command = [sys.executable, "-m", "uvicorn", "--factory", "app.main:create_app", "--port", str(port)]
+    api = subprocess.Popen(command, cwd=ROOT, env={**os.environ, **env}, stdout=log.open("wb"),
+                           stderr=subprocess.STDOUT)
+    url = f"http://127.0.0.1:{port}"
+    deadline = time.monotonic() + 60
+    while True:
+        try:
+            if httpx.get(f"{url}/healthz", timeout=5).status_code == 200:
+                break
+        except httpx.HTTPError:
+            pass
+        assert api.poll() is None, log.read_text()
+        assert time.monotonic() < deadline, "the limited API did not start in 60 s"
+        time.sleep(0.3)
+    yield Stack(url, env, stack.home, stack.database_url, stack.worker, api)
+    api.terminate()
+    try:
+        api.wait(timeout=30)
+    except subprocess.TimeoutExpired:
+        api.kill()
+
+
+def tiny_onnx(initializer_location: str | None = None, constant_dims: list[int] | None = None) -> bytes:
+    """y = x + w for x of shape [1, 4]: with `initializer_location`, w lives in that external data file;
+    with `constant_dims`, w is a Constant node declaring those dims but carrying 16 bytes."""
+    import numpy as np
+    from onnx import TensorProto, helper, numpy_helper
+
+    w = numpy_helper.from_array(np.ones((1, 4), np.float32), "w")
+    nodes = [helper.make_node("Add", ["x", "w"], ["y"])]
+    initializers = [w]
+    if initializer_location is not None:
+        w.ClearField("raw_data")
+        w.data_location = TensorProto.EXTERNAL
+        for key, value in (("location", initializer_location), ("offset", "0"), ("length", "16")):
+            entry = w.external_data.add()
+            entry.key, entry.value = key, value
+    if constant_dims is not None:
+        initializers = []
+        const = TensorProto(name="w", data_type=TensorProto.FLOAT, dims=constant_dims, raw_data=b"\0" * 16)
+        nodes.insert(0, helper.make_node("Constant", [], ["w"], value=const))
+    graph = helper.make_graph(nodes, "tiny", [helper.make_tensor_value_info("x", TensorProto.FLOAT, [1, 4])],
+                              [helper.make_tensor_value_info("y", TensorProto.FLOAT, [1, 4])], initializers)
+    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)])
+    return bytes(model.SerializeToString())
