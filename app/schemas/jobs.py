@@ -35,6 +35,9 @@ class Constraints(BaseModel):
     model_config = ConfigDict(extra="forbid")
     min_cosine: float | None = Field(None, ge=-1, le=1, description="result's mean cosine to the original")
     min_size_ratio: float | None = Field(None, gt=0, description="original size / result size")
+    max_accuracy_drop: float | None = Field(
+        None, ge=0, le=1, description="original - result top-1 accuracy (a fraction); needs "
+                                      "evaluate.dataset_id with labels")
 
 
 class JobSpec(BaseModel):

@@ -175,3 +175,17 @@ def test_a_job_evaluated_on_a_dataset_reports_accuracy(client: httpx.Client, sta
     assert 0 <= original <= 1 and 0 <= result <= 1
     assert report["result"]["accuracy_drop"] == pytest.approx(original - result)
     assert report["steps"][-1]["accuracy"] == result
+
+
+def test_static_quantization_needs_a_fitting_calibration_dataset(client: httpx.Client,
+                                                                 mlp_model: dict) -> None:
+    bare = {"type": "quantize", "method": "static"}
+    response = _submit(client, {"model_id": mlp_model["id"], "passes": [bare]})
+    assert response.status_code == 422 and response.json()["code"] == "validation_error"
+    assert response.json()["errors"][0]["field"].startswith("passes.0")
+    assert '"calibration"' in response.json()["detail"], "the message shows the missing block"
+    wrong = _dataset(client, "d.npz", _npz(x=np.zeros((4, 64), np.float64)))
+    static = {"type": "quantize", "method": "static", "calibration": {"dataset_id": wrong["id"]}}
+    response = _submit(client, {"model_id": mlp_model["id"], "passes": [DYNAMIC, static]})
+    assert response.status_code == 422 and response.json()["code"] == "dataset_mismatch"
+    assert response.json()["errors"][0]["field"] == "passes.1.calibration.dataset_id"
