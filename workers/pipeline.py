@@ -12,7 +12,7 @@ import numpy as np
 
 from app.schemas.datasets import dataset_refs, eval_batch_size, shapes_from_dataset
 from app.schemas.jobs import JobSpec
-from app.schemas.passes import ConvertConfig
+from app.schemas.passes import STORED, ConvertConfig
 from app.schemas.shapes import resolve_input_shapes
 from workers.datasets import batches as dataset_batches
 from workers.datasets import load_dataset
@@ -50,7 +50,7 @@ def _size_params(handle: ModelHandle) -> tuple[int | None, int]:
 
 def run_pipeline(task: dict[str, Any], workdir: Path, emit: Emit, max_unpacked: int, threads: int) -> dict[str, Any]:
     started = time.perf_counter()
-    spec = JobSpec.model_validate(task["spec"])
+    spec = JobSpec.model_validate(task["spec"], context={STORED: True})
     model = task["model"]
     metas: dict[str, dict[str, Any]] = task.get("datasets", {})
     evaluation = metas.get(spec.evaluate.dataset_id) if spec.evaluate.dataset_id else None

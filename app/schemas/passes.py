@@ -6,7 +6,11 @@ PASS_CONFIGS, so adding a pass means adding its config here and its run in worke
 
 from typing import Annotated, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, model_validator
+from pydantic import BaseModel, ConfigDict, Field, ValidationInfo, model_validator
+
+STORED = "stored"
+"""Validation context flag for a spec read back from the database: it repeats every field, defaults
+included, so only the checks on values apply, not the ones on which fields the client set."""
 
 
 class _PassBase(BaseModel):
@@ -72,11 +76,9 @@ class QuantizeConfig(_PassBase):
                                                "GatherBlockQuantized); often half a text model's weights")
 
     @model_validator(mode="after")
-    def _method_params(self) -> "QuantizeConfig":
-        # A default value is not foreign: the stored spec repeats every field when the worker re-reads it.
-        foreign = sorted(k for k in self.model_fields_set if k in _ONLY and self.method not in _ONLY[k]
-                         and getattr(self, k) != type(self).model_fields[k].default)
-        if foreign:
+    def _method_params(self, info: ValidationInfo) -> "QuantizeConfig":
+        foreign = sorted(k for k in self.model_fields_set if k in _ONLY and self.method not in _ONLY[k])
+        if foreign and not (info.context or {}).get(STORED):
             raise ValueError(f"{', '.join(foreign)} do not apply to method {self.method!r} ("
                              + "; ".join(f"{k}: {'/'.join(sorted(_ONLY[k]))} only" for k in foreign) + ")")
         if self.method == "static" and self.calibration is None:

@@ -1,10 +1,11 @@
 """The quantize pass's config: what the API refuses at submit, and that a stored spec re-validates in the
-worker (the stored spec repeats every default)."""
+worker (the stored spec repeats every default, so it is read with the STORED context)."""
 
 import pytest
 from pydantic import ValidationError
 
 from app.schemas.jobs import JobSpec
+from app.schemas.passes import STORED
 
 STATIC = {"type": "quantize", "method": "static", "calibration": {"dataset_id": "ds_1"}}
 
@@ -14,7 +15,7 @@ STATIC = {"type": "quantize", "method": "static", "calibration": {"dataset_id": 
                                     {"type": "quantize", "method": "dynamic"}])
 def test_a_stored_spec_validates_again(config: dict) -> None:
     spec = JobSpec.model_validate({"model_id": "mdl_1", "passes": [config]})
-    assert JobSpec.model_validate(spec.model_dump(mode="json")) == spec
+    assert JobSpec.model_validate(spec.model_dump(mode="json"), context={STORED: True}) == spec
 
 
 @pytest.mark.parametrize(("config", "fragment"), [
