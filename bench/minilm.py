@@ -103,6 +103,7 @@ def run_job(model_path: Path, home: Path) -> tuple[Path, float]:
                 if time.monotonic() > deadline or server.poll() is not None:
                     raise RuntimeError(f"the service did not start: {(home / 'serve.log').read_text()[-2000:]}")
                 time.sleep(0.3)
+            client.headers["Authorization"] = f"Bearer {(home / 'local-api-key').read_text().strip()}"
             with model_path.open("rb") as fh:
                 model = client.post("/v1/models", files={"file": (model_path.name, fh)}).json()
             spec = {"model_id": model["id"], "passes": [{"type": "quantize", "method": "dynamic"}],

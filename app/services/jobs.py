@@ -17,8 +17,10 @@ from sqlalchemy.orm import Session
 
 from app.db.models import Artifact, Job, new_id, utcnow
 from app.errors import Conflict, NotFound, NotReady, TooManyJobs, UnresolvedInputShape, ValidationFailed
+from app.schemas.datasets import shapes_from_dataset
 from app.schemas.jobs import JobSpec
 from app.schemas.shapes import ShapeError, resolve_input_shapes
+from app.services.datasets import resolve_references
 from app.services.models import get_model
 from app.services.webhooks import check_url
 from app.settings import Settings
@@ -68,13 +70,23 @@ def submit_job(session: Session, settings: Settings, publish: Publisher, tenant:
     except NotFound as exc:
         raise ValidationFailed(f"model_id: {exc.message}",
                                errors=[{"field": "model_id", "message": exc.message}]) from exc
+    datasets = resolve_references(session, tenant, canonical, model)
+    outputs = [str(o["name"]) for o in model.outputs]
+    if spec.evaluate.output is not None and spec.evaluate.output not in outputs:
+        message = f"the model has no output {spec.evaluate.output!r}; its outputs are {outputs}"
+        raise ValidationFailed(f"evaluate.output: {message}",
+                               errors=[{"field": "evaluate.output", "message": message}])
+    evaluation = datasets.get(spec.evaluate.dataset_id) if spec.evaluate.dataset_id else None
+    labelled = evaluation is not None and evaluation["has_labels"]
+    if spec.constraints and spec.constraints.max_accuracy_drop is not None and not labelled:
+        message = "max_accuracy_drop needs accuracy: set evaluate.dataset_id to a dataset with 'labels'"
+        raise ValidationFailed(message,
+                               errors=[{"field": "constraints.max_accuracy_drop", "message": message}])
     try:
-        resolve_input_shapes(model.inputs, spec.input_shapes)
+        resolve_input_shapes(model.inputs, shapes_from_dataset(model.inputs, spec.input_shapes, evaluation))
     except ShapeError as exc:
         raise UnresolvedInputShape(str(exc), errors=[{"field": exc.field, "message": str(exc)}]) from exc
-    # Stored as the client set it: the worker re-validates this, and a validator that refuses a field
-    # for some method (weight_type with fp16) must not see the defaults filled in for another.
-    job = Job(id=new_id("job"), tenant=tenant, model_id=model.id, spec=spec.model_dump(mode="json", exclude_unset=True),
+    job = Job(id=new_id("job"), tenant=tenant, model_id=model.id, spec=canonical,
               queue=settings.queue_name(spec.device), status="queued", progress=0.0, attempts=0,
               cancel_requested=False, idempotency_key=idempotency_key, request_hash=request_hash)
     session.add(job)

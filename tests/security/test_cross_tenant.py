@@ -5,6 +5,7 @@ import re
 from pathlib import Path
 
 import httpx
+import numpy as np
 import pytest
 
 from tests.conftest import Stack, upload
@@ -19,18 +20,24 @@ ROUTES = [
     ("GET", "/v1/jobs/{job_id}/artifacts"),
     ("GET", "/v1/artifacts/{artifact_id}"),
     ("GET", "/v1/artifacts/{artifact_id}/content"),
+    ("GET", "/v1/datasets/{dataset_id}"),
+    ("DELETE", "/v1/datasets/{dataset_id}"),
 ]
 # List routes whose ?cursor= takes an id: another tenant's id is a 404 there too.
-CURSORS = [("/v1/models", "model_id"), ("/v1/jobs", "job_id")]
+CURSORS = [("/v1/models", "model_id"), ("/v1/jobs", "job_id"), ("/v1/datasets", "dataset_id")]
 MISSING = {"model_id": "mdl_00000000000000000000", "job_id": "job_00000000000000000000",
-           "artifact_id": "art_00000000000000000000"}
+           "artifact_id": "art_00000000000000000000", "dataset_id": "ds_00000000000000000000"}
 
 
 @pytest.fixture(scope="module")
-def owned(stack: Stack, mlp_onnx: Path) -> dict[str, str]:
-    """Tenant A's model, a finished job on it (with its report) and the job's artifact."""
+def owned(stack: Stack, mlp_onnx: Path, tmp_path_factory: pytest.TempPathFactory) -> dict[str, str]:
+    """Tenant A's model, a finished job on it (with its report), the job's artifact and a dataset."""
+    data = tmp_path_factory.mktemp("cross-tenant") / "x.npz"
+    np.savez(data, x=np.zeros((4, 64), dtype=np.float32))
     with stack.client("tenant-a") as a:
         model = upload(a, mlp_onnx)
+        with data.open("rb") as fh:
+            dataset = a.post("/v1/datasets", files={"file": ("x.npz", fh)}).json()
         job = a.post("/v1/jobs", json={
             "model_id": model["id"], "passes": [{"type": "quantize", "method": "dynamic"}],
             "input_shapes": {"x": [2, 64]},
@@ -38,7 +45,8 @@ def owned(stack: Stack, mlp_onnx: Path) -> dict[str, str]:
         done = stack.wait_for(a, job["id"])
         assert done["status"] == "succeeded", done
         artifact = a.get(f"/v1/jobs/{job['id']}/artifacts").json()[0]
-    return {"model_id": model["id"], "job_id": job["id"], "artifact_id": artifact["id"]}
+    return {"model_id": model["id"], "job_id": job["id"], "artifact_id": artifact["id"],
+            "dataset_id": dataset["id"]}
 
 
 def _normalise(response: httpx.Response, ids: dict[str, str]) -> tuple[int, str, dict]:
@@ -87,5 +95,6 @@ def test_lists_cursors_and_job_submission_do_not_leak(stack: Stack, owned: dict[
     assert norm_theirs[:2] == norm_missing[:2] and norm_theirs[2]["detail"] == norm_missing[2]["detail"]
     with stack.client("tenant-a") as a:
         assert a.get(f"/v1/models/{owned['model_id']}").status_code == 200, "B's DELETE touched A's model"
+        assert a.get(f"/v1/datasets/{owned['dataset_id']}").status_code == 200, "B's DELETE touched A's dataset"
         status = a.get(f"/v1/jobs/{owned['job_id']}").json()["status"]
         assert status == "succeeded", "B's cancel changed A's job"

@@ -55,11 +55,3 @@ def test_defaults_favour_fidelity() -> None:
     assert spec.passes[0].per_channel is True  # type: ignore[union-attr]
     assert spec.device == "cpu" and spec.evaluate.latency.runs == 50
 
-
-def test_a_stored_spec_validates_again_in_the_worker() -> None:
-    """The worker re-validates the stored spec: defaults of one method must not trip another's rules."""
-    from app.schemas.jobs import JobSpec
-
-    spec = JobSpec.model_validate({"model_id": "mdl_x", "passes": [{"type": "quantize", "method": "fp16"}]})
-    stored = spec.model_dump(mode="json", exclude_unset=True)
-    assert JobSpec.model_validate(stored).passes[0].method == "fp16"
