@@ -8,11 +8,14 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
+import numpy as np
+
 from app.schemas.jobs import JobSpec
 from app.schemas.passes import ConvertConfig
 from app.schemas.shapes import resolve_input_shapes
 from workers.evaluation import report as reporting
 from workers.evaluation.fidelity import fidelity
+from workers.evaluation.footprint import footprint
 from workers.evaluation.inputs import make_batches, with_batch
 from workers.evaluation.latency import measure
 from workers.passes import REGISTRY, Pass, PassContext
@@ -59,9 +62,10 @@ def run_pipeline(task: dict[str, Any], workdir: Path, emit: Emit, max_unpacked: 
     emit({"progress": 0.5 / steps_total, "pass": "evaluate original"})
     reference = _outputs(handle, batches)
     _, original_params = _size_params(handle)
-    original = {"format": model["format"], "size_bytes": model["size_bytes"], "sha256": model["sha256"],
+    original = {**footprint(handle, shapes, batches[0]), "format": model["format"],
+                "size_bytes": model["size_bytes"], "sha256": model["sha256"],
                 "param_count": model.get("param_count") or original_params,
-                "latency": measure(handle, timing_feeds, lat.runs, lat.warmup, threads)}
+                "latency": measure(handle, timing_feeds, lat.runs, lat.warmup, threads, spec.device)}
 
     steps: list[dict[str, Any]] = []
     for index, config in enumerate(spec.passes):
@@ -92,21 +96,30 @@ def run_pipeline(task: dict[str, Any], workdir: Path, emit: Emit, max_unpacked: 
     out_dir = workdir / "out"
     out_dir.mkdir(exist_ok=True)
     shutil.copyfile(handle.path, out_dir / "model.onnx")  # type: ignore[arg-type]
-    final_size, final_params = _size_params(handle)
-    result = {"format": "onnx", "size_bytes": final_size, "param_count": final_params,
-              "size_ratio": model["size_bytes"] / final_size if final_size else None,
+    final = footprint(handle, shapes, batches[0])
+    result = {**final, "format": "onnx", "sha256": reporting.sha256_file(out_dir / "model.onnx"),
+              "size_ratio": model["size_bytes"] / final["size_bytes"] if final["size_bytes"] else None,
               "fidelity": steps[-1]["fidelity"],
-              "latency": measure(handle, timing_feeds, lat.runs, lat.warmup, threads)}
+              "latency": measure(handle, timing_feeds, lat.runs, lat.warmup, threads, spec.device)}
     result["speedup_p50"] = reporting.speedups(original["latency"], result["latency"])
+    # Labels come with a labelled evaluation dataset (issue 3a); inputs generated from the signature have none.
+    labels: np.ndarray | None = None
+    accuracy = (reporting.accuracy_section(handle.output_names, reference, _outputs(handle, batches), labels,
+                                           spec.seed) if labels is not None else None)
     report = {
         "spec": spec.model_dump(mode="json"), "model_id": model["id"],
         "evaluation": {"samples": sum(next(iter(b.values())).shape[0] for b in batches), "input_shapes": shapes,
                        "inputs": f"generated from the input signature, seed {spec.seed}",
                        "latency": {"runs": lat.runs, "warmup": lat.warmup, "threads": threads,
-                                   "device": "cpu"}},
-        "original": original, "steps": steps, "result": result,
-        "constraints": reporting.constraints_verdict(spec, result),
+                                   "device": spec.device, "batch_sizes": latency_sizes,
+                                   "notes": reporting.latency_notes(spec.device, original["latency"],
+                                                                    result["latency"])}},
+        "original": original, "steps": steps, "result": result, "accuracy": accuracy,
+        "constraints": reporting.constraints_verdict(spec, result, accuracy),
         "versions": reporting.versions(), "machine": reporting.machine(),
+        "reproducibility": {"seeds": {"evaluation_inputs": spec.seed, "latency_inputs": spec.seed + 1,
+                                      "bootstrap": spec.seed},
+                            "input_sha256": model["sha256"], "output_sha256": result["sha256"]},
         "wall_seconds": time.perf_counter() - started,
     }
     emit({"progress": 0.99, "pass": "store"})

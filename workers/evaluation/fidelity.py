@@ -1,12 +1,14 @@
 """How close a model's outputs are to the original's on the same inputs.
 
-Per float output: cosine similarity per sample (mean and min), max absolute error, and for
-classifier-shaped outputs ([batch, classes]) top-1 agreement. The first output is the headline.
+Per float output: cosine similarity per sample (mean and min), max and mean absolute error, SQNR (dB),
+and for classifier-shaped outputs ([batch, classes]) top-1 agreement. The first output is the headline.
 """
 
 from typing import Any
 
 import numpy as np
+
+from workers.evaluation.metrics import cosine_per_sample, sqnr_db
 
 
 def _per_output(reference: list[np.ndarray], candidate: list[np.ndarray]) -> dict[str, Any] | None:
@@ -14,13 +16,13 @@ def _per_output(reference: list[np.ndarray], candidate: list[np.ndarray]) -> dic
     cand = np.concatenate([c.reshape(c.shape[0], -1) for c in candidate]).astype(np.float64)
     if ref.shape != cand.shape:
         return {"error": f"shape mismatch: original {list(ref.shape)}, result {list(cand.shape)}"}
-    norms = np.linalg.norm(ref, axis=1) * np.linalg.norm(cand, axis=1)
-    cosine = np.where(norms > 0, (ref * cand).sum(axis=1) / np.maximum(norms, 1e-30), 1.0)
+    cosine = cosine_per_sample(ref, cand)
     result: dict[str, Any] = {
         "cosine_mean": float(cosine.mean()),
         "cosine_min": float(cosine.min()),
         "max_abs_error": float(np.abs(ref - cand).max()),
         "mean_abs_error": float(np.abs(ref - cand).mean()),
+        "sqnr_db": sqnr_db(ref, cand),
         "top1_agreement": None,
         "samples": int(ref.shape[0]),
     }
