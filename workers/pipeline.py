@@ -102,7 +102,7 @@ def run_pipeline(task: dict[str, Any], workdir: Path, emit: Emit, max_unpacked: 
               "fidelity": steps[-1]["fidelity"],
               "latency": measure(handle, timing_feeds, lat.runs, lat.warmup, threads, spec.device)}
     result["speedup_p50"] = reporting.speedups(original["latency"], result["latency"])
-    # Labels come with a labelled evaluation dataset (issue 3a); inputs generated from the signature have none.
+    # Labels come with a labelled evaluation dataset (issue 3a); generated inputs have none.
     labels: np.ndarray | None = None
     accuracy = (reporting.accuracy_section(handle.output_names, reference, _outputs(handle, batches), labels,
                                            spec.seed) if labels is not None else None)

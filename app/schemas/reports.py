@@ -36,8 +36,9 @@ class OutputFidelity(_Open):
     cosine_min: float | None = None
     max_abs_error: float | None = None
     mean_abs_error: float | None = None
-    sqnr_db: float | None = Field(None, description="signal-to-noise ratio in dB; null when the outputs are "
-                                  "identical (infinite)")
+    sqnr_db: float | None = Field(
+        None, description="signal-to-noise ratio in dB; null when the outputs are identical (infinite)"
+    )
     top1_agreement: float | None = Field(None, description="share of samples whose argmax is the original's")
     samples: int | None = None
     error: str | None = None
@@ -64,8 +65,10 @@ class ModelFigures(_Open):
 class ResultFigures(ModelFigures):
     size_ratio: float | None = Field(None, description="original size / result size")
     fidelity: Fidelity
-    speedup_p50: dict[str, float] = Field(default_factory=dict, description="original p50 / result p50 per "
-                                          "batch size, where both ran on the same device")
+    speedup_p50: dict[str, float] = Field(
+        default_factory=dict,
+        description="original p50 / result p50 per batch size, where both ran on the same device",
+    )
     artifact_id: str | None = None
     accuracy_drop: float | None = None
 
@@ -135,7 +138,9 @@ class Report(_Open):
     original: ModelFigures
     steps: list[Step] = Field(default_factory=list)
     result: ResultFigures
-    accuracy: Accuracy | None = Field(None, description="on the labelled evaluation set, when labels are given")
+    accuracy: Accuracy | None = Field(
+        None, description="on the labelled evaluation set, when labels are given"
+    )
     constraints: Verdict
     versions: dict[str, str | None] = Field(default_factory=dict)
     machine: Machine = Field(default_factory=Machine)

@@ -26,10 +26,19 @@ def jobs(stack: Stack, mlp_onnx: Path) -> dict[str, Any]:
     """Two finished jobs on the same MLP: dynamic int8 with constraints, and a graph optimisation only."""
     with stack.client() as client:
         model = upload(client, mlp_onnx)
-        common = {"model_id": model["id"], "input_shapes": {"x": [4, 64]},
-                  "evaluate": {"latency": {"batch_sizes": [1, 8], "runs": 30, "warmup": 3}}}
-        int8 = client.post("/v1/jobs", json={**common, "passes": [{"type": "quantize", "method": "dynamic"}],
-                                            "constraints": {"min_size_ratio": 2.0, "max_latency_ms": 1000}})
+        common = {
+            "model_id": model["id"],
+            "input_shapes": {"x": [4, 64]},
+            "evaluate": {"latency": {"batch_sizes": [1, 8], "runs": 30, "warmup": 3}},
+        }
+        int8 = client.post(
+            "/v1/jobs",
+            json={
+                **common,
+                "passes": [{"type": "quantize", "method": "dynamic"}],
+                "constraints": {"min_size_ratio": 2.0, "max_latency_ms": 1000},
+            },
+        )
         plain = client.post("/v1/jobs", json={**common, "passes": [{"type": "optimize"}]})
         assert int8.status_code == 202 and plain.status_code == 202, (int8.text, plain.text)
         done = [stack.wait_for(client, r.json()["id"]) for r in (int8, plain)]
@@ -39,13 +48,22 @@ def jobs(stack: Stack, mlp_onnx: Path) -> dict[str, Any]:
 
 @pytest.fixture(scope="module")
 def browser(tmp_path_factory: pytest.TempPathFactory) -> Iterator[webdriver.Chrome]:
-    assert CHROMIUM.exists() and CHROMEDRIVER.exists(), \
+    assert CHROMIUM.exists() and CHROMEDRIVER.exists(), (
         "the report page is tested in Debian's chromium: apt-get install -y chromium chromium-driver"
+    )
     options = webdriver.ChromeOptions()
     options.binary_location = str(CHROMIUM)
-    for flag in ("--headless", "--no-sandbox", "--disable-gpu", "--disable-background-networking", "--no-first-run",
-                 "--disable-component-update", "--disable-sync", "--hide-scrollbars",
-                 f"--user-data-dir={tmp_path_factory.mktemp('chromium-profile')}"):
+    for flag in (
+        "--headless",
+        "--no-sandbox",
+        "--disable-gpu",
+        "--disable-background-networking",
+        "--no-first-run",
+        "--disable-component-update",
+        "--disable-sync",
+        "--hide-scrollbars",
+        f"--user-data-dir={tmp_path_factory.mktemp('chromium-profile')}",
+    ):
         options.add_argument(flag)
     options.set_capability("goog:loggingPrefs", {"browser": "ALL"})
     driver = webdriver.Chrome(service=Service(str(CHROMEDRIVER)), options=options)
@@ -83,7 +101,9 @@ def test_report_json_holds_every_promised_figure(client: httpx.Client, jobs: dic
     verdict = report["constraints"]
     assert verdict["verdict"] == "pass" and set(verdict["checks"]) == {"min_size_ratio", "max_latency_ms"}
     repro = report["reproducibility"]
-    artifact = next(a for a in client.get(f"/v1/jobs/{jobs['int8']}/artifacts").json() if a["kind"] == "model")
+    artifact = next(
+        a for a in client.get(f"/v1/jobs/{jobs['int8']}/artifacts").json() if a["kind"] == "model"
+    )
     assert repro["input_sha256"] == jobs["model"]["sha256"] and repro["output_sha256"] == artifact["sha256"]
     assert repro["seeds"]["evaluation_inputs"] == report["spec"]["seed"]
     assert {"python", "torch", "onnx", "onnxruntime", "numpy", "transformers"} <= set(report["versions"])
@@ -96,12 +116,14 @@ def test_report_schema_is_in_the_openapi(client: httpx.Client) -> None:
     ok = spec["paths"]["/v1/jobs/{job_id}/report"]["get"]["responses"]["200"]["content"]["application/json"]
     assert ok["schema"]["$ref"].endswith("/Report")
     assert {"original", "result", "constraints", "accuracy", "reproducibility"} <= set(
-        spec["components"]["schemas"]["Report"]["properties"])
+        spec["components"]["schemas"]["Report"]["properties"]
+    )
     assert "/v1/jobs/{job_id}/report.html" in spec["paths"] and "/v1/jobs/{job_id}/compare" in spec["paths"]
 
 
-def test_report_page_draws_its_charts_offline(client: httpx.Client, jobs: dict[str, Any],
-                                              browser: webdriver.Chrome) -> None:
+def test_report_page_draws_its_charts_offline(
+    client: httpx.Client, jobs: dict[str, Any], browser: webdriver.Chrome
+) -> None:
     response = client.get(f"/v1/jobs/{jobs['int8']}/report.html")
     assert response.status_code == 200 and response.headers["content-type"].startswith("text/html")
     html = response.text

@@ -20,12 +20,21 @@ def matmul_chain(path: Path, layers: int) -> Path:
     rng = np.random.default_rng(0)
     nodes, inits, current = [], [], "x"
     for i in range(layers):
-        inits.append(numpy_helper.from_array(rng.standard_normal((WIDTH, WIDTH)).astype(np.float32) / 16, f"w{i}"))
-        nodes += [helper.make_node("MatMul", [current, f"w{i}"], [f"m{i}"]),
-                  helper.make_node("Relu", [f"m{i}"], [f"r{i}"])]
+        inits.append(
+            numpy_helper.from_array(rng.standard_normal((WIDTH, WIDTH)).astype(np.float32) / 16, f"w{i}")
+        )
+        nodes += [
+            helper.make_node("MatMul", [current, f"w{i}"], [f"m{i}"]),
+            helper.make_node("Relu", [f"m{i}"], [f"r{i}"]),
+        ]
         current = f"r{i}"
-    graph = helper.make_graph(nodes, "chain", [helper.make_tensor_value_info("x", TensorProto.FLOAT, ["b", WIDTH])],
-                              [helper.make_tensor_value_info(current, TensorProto.FLOAT, ["b", WIDTH])], inits)
+    graph = helper.make_graph(
+        nodes,
+        "chain",
+        [helper.make_tensor_value_info("x", TensorProto.FLOAT, ["b", WIDTH])],
+        [helper.make_tensor_value_info(current, TensorProto.FLOAT, ["b", WIDTH])],
+        inits,
+    )
     onnx.save(helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)]), str(path))
     return path
 
@@ -62,7 +71,9 @@ def test_onnx_rows_cover_every_batch_size_ordered_with_memory(tmp_path: Path) ->
 def test_a_4x_heavier_onnx_model_measures_slower(tmp_path: Path) -> None:
     light = measure(onnx_handle(matmul_chain(tmp_path / "light.onnx", 2)), {64: feeds(64)}, 60, 5, 1)[0]
     heavy = measure(onnx_handle(matmul_chain(tmp_path / "heavy.onnx", 8)), {64: feeds(64)}, 60, 5, 1)[0]
-    assert heavy["p50_ms"] > 1.5 * light["p50_ms"], f"4x the MatMuls: {heavy['p50_ms']} vs {light['p50_ms']} ms"
+    assert heavy["p50_ms"] > 1.5 * light["p50_ms"], (
+        f"4x the MatMuls: {heavy['p50_ms']} vs {light['p50_ms']} ms"
+    )
     assert heavy["throughput_per_s"] < light["throughput_per_s"]
 
 
@@ -76,11 +87,17 @@ def test_a_4x_heavier_torch_model_measures_slower() -> None:
     heavy = measure(mlp(8), {64: feeds(64)}, 60, 5, 1)[0]
     assert light["runtime"] == "torch" and light["device"] == "cpu"
     assert light["p50_ms"] <= light["p90_ms"] <= light["p99_ms"]
-    assert heavy["p50_ms"] > 1.5 * light["p50_ms"], f"4x the layers: {heavy['p50_ms']} vs {light['p50_ms']} ms"
+    assert heavy["p50_ms"] > 1.5 * light["p50_ms"], (
+        f"4x the layers: {heavy['p50_ms']} vs {light['p50_ms']} ms"
+    )
 
 
 def test_cuda_request_without_a_gpu_times_on_the_cpu_and_says_so() -> None:
     module = torch.nn.Linear(WIDTH, 4).eval()
-    row = measure(ModelHandle("torch", ["x"], ["y"], {}, module=module), {2: feeds(2)}, 5, 1, 1, device="cuda")[0]
+    row = measure(
+        ModelHandle("torch", ["x"], ["y"], {}, module=module), {2: feeds(2)}, 5, 1, 1, device="cuda"
+    )[0]
     expected = "cuda" if torch.cuda.is_available() else "cpu"
-    assert row["device"] == expected and row["timer"] == ("cuda_events" if expected == "cuda" else "perf_counter")
+    assert row["device"] == expected and row["timer"] == (
+        "cuda_events" if expected == "cuda" else "perf_counter"
+    )

@@ -21,14 +21,17 @@ def _logits(model: torch.nn.Module, x: np.ndarray) -> np.ndarray:
 
 @pytest.fixture(scope="module")
 def digits_logits(digits: Digits, digits_cnn: torch.nn.Module) -> dict[str, Any]:
-    """The trained CNN's test-set logits, and those of a copy with noise in its last layer (a worse result)."""
+    """The trained CNN's test-set logits, and a copy's with noise in its last layer (a worse result)."""
     damaged = copy.deepcopy(digits_cnn)
     generator = torch.Generator().manual_seed(0)
     with torch.no_grad():
         last = damaged[-1]
         last.weight += 0.6 * last.weight.std() * torch.randn(last.weight.shape, generator=generator)
-    return {"original": _logits(digits_cnn, digits.x_test), "result": _logits(damaged, digits.x_test),
-            "labels": digits.y_test}
+    return {
+        "original": _logits(digits_cnn, digits.x_test),
+        "result": _logits(damaged, digits.x_test),
+        "labels": digits.y_test,
+    }
 
 
 def test_accuracy_report_on_digits_equals_an_independent_computation(digits_logits: dict[str, Any]) -> None:
@@ -66,7 +69,9 @@ def test_interval_covers_the_true_drop_on_a_synthetic_population() -> None:
     assert 0.91 <= coverage <= 0.99, f"a 95% interval covered the true drop in {coverage:.1%} of resamples"
 
 
-def test_interval_covers_the_true_drop_on_resamples_of_the_digits_test_set(digits_logits: dict[str, Any]) -> None:
+def test_interval_covers_the_true_drop_on_resamples_of_the_digits_test_set(
+    digits_logits: dict[str, Any],
+) -> None:
     y = digits_logits["labels"]
     ref = topk_correct(digits_logits["original"], y, 1)
     res = topk_correct(digits_logits["result"], y, 1)
@@ -77,17 +82,24 @@ def test_interval_covers_the_true_drop_on_resamples_of_the_digits_test_set(digit
 def test_regression_and_embedding_metrics() -> None:
     rng = np.random.default_rng(0)
     target = rng.standard_normal((200, 1)).astype(np.float32)
-    ref, res = target + 0.1 * rng.standard_normal(target.shape), target + 0.3 * rng.standard_normal(target.shape)
+    ref, res = (
+        target + 0.1 * rng.standard_normal(target.shape),
+        target + 0.3 * rng.standard_normal(target.shape),
+    )
     report = accuracy_report(ref, res, target, "value")
     assert report["task"] == "regression"
     assert report["original"]["mae"] == pytest.approx(mean_absolute_error(target, ref))
     assert report["result"]["rmse"] == pytest.approx(np.sqrt(mean_squared_error(target, res)))
-    assert report["drop"] > 0 and report["drop_ci95"]["low"] > 0, "noisier predictions: a clear error increase"
+    assert report["drop"] > 0 and report["drop_ci95"]["low"] > 0, (
+        "noisier predictions: a clear error increase"
+    )
 
     emb = rng.standard_normal((50, 16)).astype(np.float32)
     embedding = accuracy_report(emb, -emb, emb, "embedding")
     assert embedding["task"] == "embedding"
-    assert embedding["original"]["cosine"] == pytest.approx(1.0) and embedding["result"]["cosine"] == pytest.approx(-1)
+    assert embedding["original"]["cosine"] == pytest.approx(1.0) and embedding["result"][
+        "cosine"
+    ] == pytest.approx(-1)
 
 
 def test_labels_that_fit_no_task_are_refused() -> None:

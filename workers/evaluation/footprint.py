@@ -18,15 +18,54 @@ from workers.runtime import Feeds
 
 # FLOPs per output element for ops that are not multiply-accumulates.
 ELEMENTWISE_FLOPS = {
-    "Add": 1, "Sub": 1, "Mul": 1, "Div": 1, "Relu": 1, "LeakyRelu": 1, "PRelu": 1, "Clip": 1, "Max": 1, "Min": 1,
-    "Sigmoid": 4, "Tanh": 4, "Erf": 4, "Exp": 1, "Log": 1, "Sqrt": 1, "Pow": 1, "Neg": 1, "Abs": 1,
-    "Where": 1, "HardSigmoid": 2, "HardSwish": 3, "Gelu": 8, "FastGelu": 8, "BiasGelu": 9, "Softmax": 3,
-    "LogSoftmax": 3, "BatchNormalization": 2, "LayerNormalization": 5, "SkipLayerNormalization": 6,
-    "InstanceNormalization": 5, "ReduceMean": 1, "ReduceSum": 1, "DequantizeLinear": 2, "QuantizeLinear": 2,
+    "Add": 1,
+    "Sub": 1,
+    "Mul": 1,
+    "Div": 1,
+    "Relu": 1,
+    "LeakyRelu": 1,
+    "PRelu": 1,
+    "Clip": 1,
+    "Max": 1,
+    "Min": 1,
+    "Sigmoid": 4,
+    "Tanh": 4,
+    "Erf": 4,
+    "Exp": 1,
+    "Log": 1,
+    "Sqrt": 1,
+    "Pow": 1,
+    "Neg": 1,
+    "Abs": 1,
+    "Where": 1,
+    "HardSigmoid": 2,
+    "HardSwish": 3,
+    "Gelu": 8,
+    "FastGelu": 8,
+    "BiasGelu": 9,
+    "Softmax": 3,
+    "LogSoftmax": 3,
+    "BatchNormalization": 2,
+    "LayerNormalization": 5,
+    "SkipLayerNormalization": 6,
+    "InstanceNormalization": 5,
+    "ReduceMean": 1,
+    "ReduceSum": 1,
+    "DequantizeLinear": 2,
+    "QuantizeLinear": 2,
 }
 # node type -> (index of the weight/second operand input, how its MACs are counted)
-MAC_OPS = {"Conv": 1, "ConvInteger": 1, "QLinearConv": 3, "ConvTranspose": 1,
-           "MatMul": 0, "MatMulInteger": 0, "QLinearMatMul": 0, "Gemm": 0, "FusedMatMul": 0}
+MAC_OPS = {
+    "Conv": 1,
+    "ConvInteger": 1,
+    "QLinearConv": 3,
+    "ConvTranspose": 1,
+    "MatMul": 0,
+    "MatMulInteger": 0,
+    "QLinearMatMul": 0,
+    "Gemm": 0,
+    "FusedMatMul": 0,
+}
 
 
 def _shapes(model: onnx.ModelProto) -> dict[str, list[int | None]]:
@@ -41,38 +80,42 @@ def _shapes(model: onnx.ModelProto) -> dict[str, list[int | None]]:
     return found
 
 
-def _known(shape: list[int | None] | None) -> bool:
-    return shape is not None and all(isinstance(d, int) and d > 0 for d in shape)
-
-
 def _node_cost(node: onnx.NodeProto, shapes: dict[str, list[int | None]]) -> tuple[int, int] | None:
     """(MACs, other FLOPs) of one node, or None when its shapes are unknown."""
-    out = shapes.get(node.output[0]) if node.output else None
+
+    def known(name: str | None) -> list[int] | None:
+        shape = shapes.get(name) if name else None
+        if shape is None or not all(isinstance(d, int) and d > 0 for d in shape):
+            return None
+        return [int(d) for d in shape if d is not None]
+
+    def operand(index: int) -> list[int] | None:
+        return known(node.input[index]) if len(node.input) > index else None
+
+    out = known(node.output[0]) if node.output else None
     op = node.op_type
     if op in MAC_OPS:
-        index = MAC_OPS[op]
-        operand = shapes.get(node.input[index]) if len(node.input) > index else None
-        if not (_known(out) and _known(operand)):
+        w = operand(MAC_OPS[op])
+        if out is None or w is None:
             return None
-        out_elems, w = math.prod(out), operand  # type: ignore[arg-type]
-        if op.endswith("Conv") or op == "ConvInteger":
-            return out_elems * math.prod(w[1:]), 0  # type: ignore[arg-type]
+        if op in ("Conv", "ConvInteger", "QLinearConv"):
+            return math.prod(out) * math.prod(w[1:]), 0
         if op == "ConvTranspose":
-            x = shapes.get(node.input[0])
-            return (math.prod(x) * math.prod(w[1:]), 0) if _known(x) else None  # type: ignore[arg-type]
+            x = operand(0)
+            return (math.prod(x) * math.prod(w[1:]), 0) if x else None
         if op == "Gemm":
             trans_a = next((a.i for a in node.attribute if a.name == "transA"), 0)
             k = w[0] if trans_a else w[1]
-            return out_elems * k, out_elems if len(node.input) > 2 else 0  # type: ignore[operator]
-        return out_elems * w[-1], 0  # type: ignore[operator]
+            return math.prod(out) * k, math.prod(out) if len(node.input) > 2 else 0
+        return math.prod(out) * w[-1], 0
     if op in ("MaxPool", "AveragePool"):
         kernel = next((list(a.ints) for a in node.attribute if a.name == "kernel_shape"), None)
-        return (0, math.prod(out) * math.prod(kernel)) if _known(out) and kernel else None  # type: ignore[arg-type]
+        return (0, math.prod(out) * math.prod(kernel)) if out and kernel else None
     if op in ("GlobalAveragePool", "GlobalMaxPool"):
-        x = shapes.get(node.input[0])
-        return (0, math.prod(x)) if _known(x) else None  # type: ignore[arg-type]
+        x = operand(0)
+        return (0, math.prod(x)) if x else None
     if op in ELEMENTWISE_FLOPS:
-        return (0, math.prod(out) * ELEMENTWISE_FLOPS[op]) if _known(out) else None  # type: ignore[arg-type]
+        return (0, math.prod(out) * ELEMENTWISE_FLOPS[op]) if out else None
     return 0, 0
 
 
@@ -95,8 +138,12 @@ def onnx_compute(path: Path, shapes: dict[str, list[int]]) -> dict[str, Any]:
         else:
             macs, flops = macs + cost[0], flops + cost[1]
     batch = max(1, next(iter(shapes.values()))[0]) if shapes else 1
-    return {"macs_per_sample": macs // batch, "flops_per_sample": (2 * macs + flops) // batch,
-            "compute_method": "onnx graph, shape inference", "uncounted_ops": sorted(set(uncounted))}
+    return {
+        "macs_per_sample": macs // batch,
+        "flops_per_sample": (2 * macs + flops) // batch,
+        "compute_method": "onnx graph, shape inference",
+        "uncounted_ops": sorted(set(uncounted)),
+    }
 
 
 def torch_compute(module: Any, feeds: Feeds, input_names: list[str]) -> dict[str, Any]:
@@ -110,8 +157,12 @@ def torch_compute(module: Any, feeds: Feeds, input_names: list[str]) -> dict[str
         module(*tensors)
     total = int(counter.get_total_flops())
     batch = max(1, tensors[0].shape[0]) if tensors and tensors[0].ndim else 1
-    return {"macs_per_sample": total // 2 // batch, "flops_per_sample": total // batch,
-            "compute_method": "torch FlopCounterMode", "uncounted_ops": []}
+    return {
+        "macs_per_sample": total // 2 // batch,
+        "flops_per_sample": total // batch,
+        "compute_method": "torch FlopCounterMode",
+        "uncounted_ops": [],
+    }
 
 
 def onnx_weights(path: Path) -> dict[str, Any]:
@@ -119,7 +170,9 @@ def onnx_weights(path: Path) -> dict[str, Any]:
     exact zeros among weight tensors (initializers of rank 2 or more)."""
     model = onnx.load(str(path), load_external_data=False)
     size = path.stat().st_size
-    for location in {e.value for i in model.graph.initializer for e in i.external_data if e.key == "location"}:
+    for location in {
+        e.value for i in model.graph.initializer for e in i.external_data if e.key == "location"
+    }:
         size += (path.parent / location).stat().st_size
     if size > path.stat().st_size:
         onnx.load_external_data_for_model(model, str(path.parent))
@@ -143,8 +196,12 @@ def torch_weights(module: Any) -> dict[str, Any]:
         if p.ndim >= 2:
             weights += p.numel()
             zeros += int((p == 0).sum())
-    return {"size_bytes": None, "memory_bytes": size, "param_count": params,
-            "sparsity": zeros / weights if weights else 0.0}
+    return {
+        "size_bytes": None,
+        "memory_bytes": size,
+        "param_count": params,
+        "sparsity": zeros / weights if weights else 0.0,
+    }
 
 
 def footprint(handle: Any, shapes: dict[str, list[int]], example: Feeds) -> dict[str, Any]:

@@ -27,9 +27,17 @@ def latency_stats(samples_ms: list[float] | np.ndarray, batch_size: int) -> dict
     ms = np.asarray(samples_ms, dtype=np.float64)
     p50, p90, p99 = np.percentile(ms, [50, 90, 99])
     mean = float(ms.mean())
-    return {"batch_size": batch_size, "runs": int(ms.size), "p50_ms": float(p50), "p90_ms": float(p90),
-            "p99_ms": float(p99), "mean_ms": mean, "std_ms": float(ms.std(ddof=1)) if ms.size > 1 else 0.0,
-            "min_ms": float(ms.min()), "throughput_per_s": float(batch_size * 1000.0 / mean) if mean > 0 else None}
+    return {
+        "batch_size": batch_size,
+        "runs": int(ms.size),
+        "p50_ms": float(p50),
+        "p90_ms": float(p90),
+        "p99_ms": float(p99),
+        "mean_ms": mean,
+        "std_ms": float(ms.std(ddof=1)) if ms.size > 1 else 0.0,
+        "min_ms": float(ms.min()),
+        "throughput_per_s": float(batch_size * 1000.0 / mean) if mean > 0 else None,
+    }
 
 
 def _status_kib(field: str) -> int | None:
@@ -64,8 +72,11 @@ def time_cpu(call: Callable[[], Any], runs: int, warmup: int) -> tuple[list[floa
         call()
         samples.append((time.perf_counter() - start) * 1000.0)
     peak = _status_kib("VmHWM")
-    memory = {"peak_memory_bytes": peak, "baseline_memory_bytes": baseline,
-              "memory_kind": "rss_high_water" if reset else "rss_high_water_since_process_start"}
+    memory = {
+        "peak_memory_bytes": peak,
+        "baseline_memory_bytes": baseline,
+        "memory_kind": "rss_high_water" if reset else "rss_high_water_since_process_start",
+    }
     return samples, memory
 
 
@@ -77,15 +88,20 @@ def time_cuda(call: Callable[[], Any], runs: int, warmup: int) -> tuple[list[flo
     torch.cuda.synchronize()
     torch.cuda.reset_peak_memory_stats()
     baseline = torch.cuda.memory_allocated()
-    events = [(torch.cuda.Event(enable_timing=True), torch.cuda.Event(enable_timing=True)) for _ in range(runs)]
+    events = [
+        (torch.cuda.Event(enable_timing=True), torch.cuda.Event(enable_timing=True)) for _ in range(runs)
+    ]
     for start, end in events:
         start.record()
         call()
         end.record()
     torch.cuda.synchronize()
     samples = [start.elapsed_time(end) for start, end in events]
-    memory = {"peak_memory_bytes": int(torch.cuda.max_memory_allocated()), "baseline_memory_bytes": int(baseline),
-              "memory_kind": "cuda_max_allocated"}
+    memory = {
+        "peak_memory_bytes": int(torch.cuda.max_memory_allocated()),
+        "baseline_memory_bytes": int(baseline),
+        "memory_kind": "cuda_max_allocated",
+    }
     return samples, memory
 
 
@@ -99,8 +115,9 @@ def _torch_call(module: Any, feeds: Feeds, names: list[str], device: str) -> Cal
     return call
 
 
-def measure(handle: ModelHandle, batches: dict[int, Feeds], runs: int, warmup: int, threads: int,
-            device: str = "cpu") -> list[dict[str, Any]]:
+def measure(
+    handle: ModelHandle, batches: dict[int, Feeds], runs: int, warmup: int, threads: int, device: str = "cpu"
+) -> list[dict[str, Any]]:
     """Latency of `handle` for each {batch_size: feeds}. onnxruntime (CPU) for ONNX; torch for torch modules,
     on CUDA with CUDA events when `device` is cuda and a GPU is present, else on the CPU."""
     torch.set_num_threads(threads)
@@ -114,10 +131,15 @@ def measure(handle: ModelHandle, batches: dict[int, Feeds], runs: int, warmup: i
     else:
         module = handle.module
     where = "cuda" if on_cuda else "cpu"
-    base = {"runtime": "onnxruntime" if session is not None else "torch", "device": where,
-            "provider": "CPUExecutionProvider" if session is not None else None,
-            "timer": "cuda_events" if on_cuda else "perf_counter", "threads": threads, "warmup": warmup,
-            "gpu": torch.cuda.get_device_name() if on_cuda else None}
+    base = {
+        "runtime": "onnxruntime" if session is not None else "torch",
+        "device": where,
+        "provider": "CPUExecutionProvider" if session is not None else None,
+        "timer": "cuda_events" if on_cuda else "perf_counter",
+        "threads": threads,
+        "warmup": warmup,
+        "gpu": torch.cuda.get_device_name() if on_cuda else None,
+    }
     results = []
     try:
         for batch_size, feeds in batches.items():

@@ -24,8 +24,14 @@ def topk_accuracy(logits: np.ndarray, labels: np.ndarray, k: int = 1) -> float:
     return float(topk_correct(logits, labels, k).mean())
 
 
-def paired_bootstrap_drop(reference_correct: np.ndarray, result_correct: np.ndarray, *, resamples: int = 2000,
-                          confidence: float = 0.95, seed: int = 0) -> dict[str, Any]:
+def paired_bootstrap_drop(
+    reference_correct: np.ndarray,
+    result_correct: np.ndarray,
+    *,
+    resamples: int = 2000,
+    confidence: float = 0.95,
+    seed: int = 0,
+) -> dict[str, Any]:
     """Accuracy drop (reference minus result; positive = the result is worse) and its confidence interval
     from resampling the samples with replacement, both models scored on the same resample."""
     ref = np.asarray(reference_correct, dtype=np.float64)
@@ -35,11 +41,18 @@ def paired_bootstrap_drop(reference_correct: np.ndarray, result_correct: np.ndar
     drops = np.empty(resamples)
     for start in range(0, resamples, 256):
         block = rng.integers(0, diff.size, size=(min(256, resamples - start), diff.size))
-        drops[start:start + block.shape[0]] = diff[block].mean(axis=1)
+        drops[start : start + block.shape[0]] = diff[block].mean(axis=1)
     tail = (1 - confidence) / 2 * 100
     low, high = np.percentile(drops, [tail, 100 - tail])
-    return {"drop": float(diff.mean()), "low": float(low), "high": float(high), "confidence": confidence,
-            "method": BOOTSTRAP_METHOD, "resamples": resamples, "seed": seed}
+    return {
+        "drop": float(diff.mean()),
+        "low": float(low),
+        "high": float(high),
+        "confidence": confidence,
+        "method": BOOTSTRAP_METHOD,
+        "resamples": resamples,
+        "seed": seed,
+    }
 
 
 def mae(prediction: np.ndarray, target: np.ndarray) -> float:
@@ -66,12 +79,19 @@ def sqnr_db(reference: np.ndarray, candidate: np.ndarray) -> float | None:
     noise = float(((ref - candidate.astype(np.float64)) ** 2).sum())
     if noise == 0:
         return None
-    signal = float((ref ** 2).sum())
+    signal = float((ref**2).sum())
     return float(10 * np.log10(signal / noise)) if signal > 0 else None
 
 
-def accuracy_report(reference_outputs: np.ndarray, result_outputs: np.ndarray, labels: np.ndarray,
-                    output_name: str, *, seed: int = 0, resamples: int = 2000) -> dict[str, Any]:
+def accuracy_report(
+    reference_outputs: np.ndarray,
+    result_outputs: np.ndarray,
+    labels: np.ndarray,
+    output_name: str,
+    *,
+    seed: int = 0,
+    resamples: int = 2000,
+) -> dict[str, Any]:
     """Accuracy of original and result on labelled samples for one output (samples on axis 0).
 
     Integer labels against [samples, classes] scores: classification (top-1, top-5, drop with a 95%
@@ -84,16 +104,23 @@ def accuracy_report(reference_outputs: np.ndarray, result_outputs: np.ndarray, l
     if np.issubdtype(y.dtype, np.integer) and ref.ndim == 2 and ref.shape[1] > 1:
         ref_top1, res_top1 = topk_correct(ref, y, 1), topk_correct(res, y, 1)
         interval = paired_bootstrap_drop(ref_top1, res_top1, resamples=resamples, seed=seed)
-        return {"task": "classification", "output": output_name, "samples": samples,
-                "original": {"top1": float(ref_top1.mean()), "top5": topk_accuracy(ref, y, 5)},
-                "result": {"top1": float(res_top1.mean()), "top5": topk_accuracy(res, y, 5)},
-                "metric": "top1", "drop": interval["drop"],
-                "drop_ci95": {"low": interval["low"], "high": interval["high"]},
-                "method": f"{BOOTSTRAP_METHOD} ({resamples} resamples, seed {seed})"}
+        return {
+            "task": "classification",
+            "output": output_name,
+            "samples": samples,
+            "original": {"top1": float(ref_top1.mean()), "top5": topk_accuracy(ref, y, 5)},
+            "result": {"top1": float(res_top1.mean()), "top5": topk_accuracy(res, y, 5)},
+            "metric": "top1",
+            "drop": interval["drop"],
+            "drop_ci95": {"low": interval["low"], "high": interval["high"]},
+            "method": f"{BOOTSTRAP_METHOD} ({resamples} resamples, seed {seed})",
+        }
     target = y.reshape(ref.shape) if y.size == ref.size else None
     if target is None or not np.issubdtype(y.dtype, np.floating):
-        raise ValueError(f"labels of shape {list(y.shape)} and dtype {y.dtype} fit neither class ids for "
-                         f"output {output_name!r} of shape {list(ref.shape)} nor regression targets of its shape")
+        raise ValueError(
+            f"labels of shape {list(y.shape)} and dtype {y.dtype} fit neither class ids for "
+            f"output {output_name!r} of shape {list(ref.shape)} nor regression targets of its shape"
+        )
     features = int(np.prod(ref.shape[1:])) if ref.ndim > 1 else 1
     stats = {}
     for key, out in (("original", ref), ("result", res)):
@@ -103,8 +130,15 @@ def accuracy_report(reference_outputs: np.ndarray, result_outputs: np.ndarray, l
     ref_sq = ((ref.astype(np.float64) - target) ** 2).reshape(samples, -1).mean(axis=1)
     res_sq = ((res.astype(np.float64) - target) ** 2).reshape(samples, -1).mean(axis=1)
     interval = paired_bootstrap_drop(res_sq, ref_sq, resamples=resamples, seed=seed)
-    return {"task": "embedding" if features > 1 else "regression", "output": output_name, "samples": samples,
-            "original": stats["original"], "result": stats["result"], "metric": "mse",
-            "drop": interval["drop"], "drop_ci95": {"low": interval["low"], "high": interval["high"]},
-            "method": f"{BOOTSTRAP_METHOD} of the per-sample squared-error increase ({resamples} resamples, "
-                      f"seed {seed})"}
+    return {
+        "task": "embedding" if features > 1 else "regression",
+        "output": output_name,
+        "samples": samples,
+        "original": stats["original"],
+        "result": stats["result"],
+        "metric": "mse",
+        "drop": interval["drop"],
+        "drop_ci95": {"low": interval["low"], "high": interval["high"]},
+        "method": f"{BOOTSTRAP_METHOD} of the per-sample squared-error increase ({resamples} resamples, "
+        f"seed {seed})",
+    }

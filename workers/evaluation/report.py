@@ -1,6 +1,7 @@
 """Assemble the report: original and result side by side, every step, accuracy, constraints and the
 verdict, and what it takes to reproduce it (versions, machine, seeds, sha256 of input and output)."""
 
+import contextlib
 import hashlib
 import os
 import platform
@@ -14,8 +15,21 @@ from app.schemas.jobs import JobSpec
 from workers.evaluation.latency import p50_at_first_batch
 from workers.evaluation.metrics import accuracy_report
 
-LIBRARIES = ("squeeze", "torch", "onnx", "onnxruntime", "onnxscript", "onnxslim", "transformers", "safetensors",
-             "numpy", "torch-pruning", "tensorly", "scikit-learn", "pydantic")
+LIBRARIES = (
+    "squeeze",
+    "torch",
+    "onnx",
+    "onnxruntime",
+    "onnxscript",
+    "onnxslim",
+    "transformers",
+    "safetensors",
+    "numpy",
+    "torch-pruning",
+    "tensorly",
+    "scikit-learn",
+    "pydantic",
+)
 
 
 def versions() -> dict[str, str | None]:
@@ -37,15 +51,19 @@ def machine() -> dict[str, Any]:
     except OSError:
         pass
     memory = None
-    try:
+    with contextlib.suppress(ValueError, OSError):
         memory = os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES")
-    except (ValueError, OSError):
-        pass
     import torch
 
     gpu = torch.cuda.get_device_name() if torch.cuda.is_available() else None
-    return {"cpu": cpu, "cores": os.cpu_count(), "memory_bytes": memory, "gpu": gpu,
-            "cuda": torch.version.cuda if gpu else None, "platform": platform.platform()}
+    return {
+        "cpu": cpu,
+        "cores": os.cpu_count(),
+        "memory_bytes": memory,
+        "gpu": gpu,
+        "cuda": torch.version.cuda if gpu else None,
+        "platform": platform.platform(),
+    }
 
 
 def sha256_file(path: Path) -> str:
@@ -56,19 +74,31 @@ def sha256_file(path: Path) -> str:
     return digest.hexdigest()
 
 
-def accuracy_section(output_names: list[str], reference: list[list[np.ndarray]], result: list[list[np.ndarray]],
-                     labels: np.ndarray, seed: int) -> dict[str, Any]:
+def accuracy_section(
+    output_names: list[str],
+    reference: list[list[np.ndarray]],
+    result: list[list[np.ndarray]],
+    labels: np.ndarray,
+    seed: int,
+) -> dict[str, Any]:
     """`accuracy_report` on the first output, from per-batch outputs (`reference[b][o]`) of both models."""
     name = output_names[0]
-    return accuracy_report(np.concatenate([b[0] for b in reference]), np.concatenate([b[0] for b in result]),
-                           labels, name, seed=seed)
+    return accuracy_report(
+        np.concatenate([b[0] for b in reference]),
+        np.concatenate([b[0] for b in result]),
+        labels,
+        name,
+        seed=seed,
+    )
 
 
 def _check(limit: float, value: float | None, met: bool | None, unchecked: str) -> dict[str, Any]:
     return {"limit": limit, "value": value, "met": met, "reason": unchecked if value is None else None}
 
 
-def constraints_verdict(spec: JobSpec, result: dict[str, Any], accuracy: dict[str, Any] | None) -> dict[str, Any]:
+def constraints_verdict(
+    spec: JobSpec, result: dict[str, Any], accuracy: dict[str, Any] | None
+) -> dict[str, Any]:
     """Each constraint given: the limit, the result's value and whether it is met; then `pass` only when
     every one is met, else `fail` naming the ones that are not (or could not be checked)."""
     given = spec.constraints
@@ -77,29 +107,46 @@ def constraints_verdict(spec: JobSpec, result: dict[str, Any], accuracy: dict[st
     checks: dict[str, Any] = {}
     if given.min_cosine is not None:
         value = result["fidelity"].get("cosine_mean")
-        checks["min_cosine"] = _check(given.min_cosine, value, value is not None and value >= given.min_cosine,
-                                      "the result has no float output to compare")
+        checks["min_cosine"] = _check(
+            given.min_cosine,
+            value,
+            value is not None and value >= given.min_cosine,
+            "the result has no float output to compare",
+        )
     if given.min_size_ratio is not None:
         value = result.get("size_ratio")
-        checks["min_size_ratio"] = _check(given.min_size_ratio, value,
-                                          value is not None and value >= given.min_size_ratio,
-                                          "the result's size is unknown")
+        checks["min_size_ratio"] = _check(
+            given.min_size_ratio,
+            value,
+            value is not None and value >= given.min_size_ratio,
+            "the result's size is unknown",
+        )
     if given.max_latency_ms is not None:
         value = p50_at_first_batch(result.get("latency") or [])
-        checks["max_latency_ms"] = _check(given.max_latency_ms, value,
-                                          value is not None and value <= given.max_latency_ms,
-                                          "the result's latency was not measured")
+        checks["max_latency_ms"] = _check(
+            given.max_latency_ms,
+            value,
+            value is not None and value <= given.max_latency_ms,
+            "the result's latency was not measured",
+        )
     if given.max_accuracy_drop is not None:
         value = accuracy["drop"] if accuracy and accuracy.get("task") == "classification" else None
         value = value if value is not None else result.get("accuracy_drop")
-        checks["max_accuracy_drop"] = _check(given.max_accuracy_drop, value,
-                                             None if value is None else value <= given.max_accuracy_drop,
-                                             "no labelled evaluation set: give evaluate.dataset_id with labels")
+        checks["max_accuracy_drop"] = _check(
+            given.max_accuracy_drop,
+            value,
+            None if value is None else value <= given.max_accuracy_drop,
+            "no labelled evaluation set: give evaluate.dataset_id with labels",
+        )
     failed = [name for name, c in checks.items() if not c["met"]]
     if not failed:
         return {"verdict": "pass", "reason": f"all {len(checks)} constraints met", "checks": checks}
-    reasons = [f"{name}: {checks[name]['reason']}" if checks[name]["met"] is None else
-               f"{name}: {checks[name]['value']:.4g} against a limit of {checks[name]['limit']:.4g}" for name in failed]
+    reasons = [
+        f"{name}: {checks[name]['reason']}"
+        if checks[name]["met"] is None
+        else f"{name}: {checks[name]['value']:.4g} against a limit of {checks[name]['limit']:.4g}"
+        for name in failed
+    ]
     return {"verdict": "fail", "reason": "; ".join(reasons), "checks": checks}
 
 
@@ -107,8 +154,11 @@ def speedups(original: list[dict[str, Any]], result: list[dict[str, Any]]) -> di
     """p50 latency ratio original/result per batch size (above 1: the result is faster), only where both
     were timed on the same device."""
     before = {(row["batch_size"], row.get("device")): row["p50_ms"] for row in original}
-    return {str(row["batch_size"]): before[key] / row["p50_ms"]
-            for row in result if (key := (row["batch_size"], row.get("device"))) in before and row["p50_ms"] > 0}
+    return {
+        str(row["batch_size"]): before[key] / row["p50_ms"]
+        for row in result
+        if (key := (row["batch_size"], row.get("device"))) in before and row["p50_ms"] > 0
+    }
 
 
 def latency_notes(device: str, original: list[dict[str, Any]], result: list[dict[str, Any]]) -> list[str]:
@@ -116,10 +166,14 @@ def latency_notes(device: str, original: list[dict[str, Any]], result: list[dict
     notes = []
     for name, rows in (("original", original), ("result", result)):
         if rows and device == "cuda" and rows[0]["device"] != "cuda":
-            why = ("onnxruntime here has no CUDA provider" if rows[0]["runtime"] == "onnxruntime"
-                   else "no CUDA device was available")
+            why = (
+                "onnxruntime here has no CUDA provider"
+                if rows[0]["runtime"] == "onnxruntime"
+                else "no CUDA device was available"
+            )
             notes.append(f"the {name} was timed on the CPU with {rows[0]['runtime']}: {why}")
         elif rows:
-            notes.append(f"the {name} was timed with {rows[0]['runtime']} on {rows[0]['device']} "
-                         f"({rows[0]['timer']})")
+            notes.append(
+                f"the {name} was timed with {rows[0]['runtime']} on {rows[0]['device']} ({rows[0]['timer']})"
+            )
     return notes
