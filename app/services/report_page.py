@@ -184,7 +184,7 @@ def scatter_chart(
         parts.append(
             f'<text x="{sx(tx):.1f}" y="{top_pad + plot_h + 14}" text-anchor="middle">{_num(tx)}</text>'
         )
-        parts.append(f'<text x="{left - 6}" y="{sy(ty) + 4:.1f}" text-anchor="end">{ty:.4g}</text>')
+        parts.append(f'<text x="{left - 6}" y="{sy(ty) + 4:.1f}" text-anchor="end">{ty:.3g}</text>')
     parts.append(
         f'<text x="{left + plot_w / 2}" y="{height - 6}" text-anchor="middle">{escape(x_label)}</text>'
     )
