@@ -39,8 +39,9 @@ def paired_bootstrap_drop(
     diff = ref - res
     rng = np.random.default_rng(seed)
     drops = np.empty(resamples)
-    for start in range(0, resamples, 256):
-        block = rng.integers(0, diff.size, size=(min(256, resamples - start), diff.size))
+    rows = max(1, min(256, 4_000_000 // diff.size))  # resamples drawn at once, bounded to ~32 MB of indices
+    for start in range(0, resamples, rows):
+        block = rng.integers(0, diff.size, size=(min(rows, resamples - start), diff.size))
         drops[start : start + block.shape[0]] = diff[block].mean(axis=1)
     tail = (1 - confidence) / 2 * 100
     low, high = np.percentile(drops, [tail, 100 - tail])
