@@ -64,7 +64,9 @@ def test_onnx_rows_cover_every_batch_size_ordered_with_memory(tmp_path: Path) ->
         assert row["p50_ms"] <= row["p90_ms"] <= row["p99_ms"], row
         assert row["runs"] == 40 and row["warmup"] == 3 and row["threads"] == 1
         assert (row["runtime"], row["device"], row["timer"]) == ("onnxruntime", "cpu", "perf_counter")
-        assert row["memory_kind"] == "rss_high_water"
+        assert row["memory_kind"].startswith("rss_high_water"), (
+            "process RSS peak (reset per run where Linux allows)"
+        )
         assert row["peak_memory_bytes"] >= row["baseline_memory_bytes"] > 0
 
 
