@@ -12,6 +12,7 @@ from app.schemas.reports import Comparison, ModelFigures, Report
 from app.services.reports import headline
 
 GREY, BLUE, ORANGE = "#94a3b8", "#2563eb", "#ea580c"
+Whisker = tuple[float, float]
 
 CSS = """
 body{font:14px/1.45 system-ui,-apple-system,'Segoe UI',Roboto,sans-serif;margin:0;background:#f8fafc;
@@ -47,6 +48,8 @@ class Series:
     """accuracy (top-1) when labels were given, else cosine to the original"""
     short: str = ""
     """the label next to its dot in the scatter"""
+    interval: Whisker | None = None
+    """the 95% interval of `quality`, where one was computed"""
 
 
 def _num(value: float | int | None, digits: int = 3) -> str:
@@ -94,13 +97,14 @@ def bar_chart(
     unit: str,
     groups: Sequence[str],
     series: Sequence[Series],
-    value: Callable[[Series, str], tuple[float | None, float | None]],
+    value: Callable[[Series, str], tuple[float | None, Whisker | None]],
 ) -> str:
-    """Grouped vertical bars: one group per label, one bar per series; `value` gives (bar, whisker top)."""
+    """Grouped vertical bars: one group per label, one bar per series; `value` gives the bar and an optional
+    whisker (low, high): a spread above the bar (p90) or an interval around it (a 95% CI)."""
     width, height, left, bottom, top_pad = 520, 260, 64, 36, 20
     plot_w, plot_h = width - left - 12, height - bottom - top_pad
     cells = [[value(s, g) for s in series] for g in groups]
-    peak = max([v for row in cells for pair in row for v in pair if v is not None] or [1.0])
+    peak = max([v for row in cells for bar, w in row for v in (bar, *(w or ())) if v is not None] or [1.0])
     top = _nice_max(peak)
     parts = [f'<svg viewBox="0 0 {width} {height}" role="img" aria-label="{escape(title)}" class="chart">']
     for tick in _axis_ticks(top):
@@ -126,14 +130,15 @@ def bar_chart(
                 f"{_num(bar, 4)} {escape(unit)}</title></path>"
             )
             label_y = y
-            if whisker is not None and whisker > bar:
-                wy = top_pad + plot_h - plot_h * whisker / top
+            if whisker is not None:
+                low_y, high_y = (top_pad + plot_h - plot_h * max(0.0, v) / top for v in whisker)
                 cx = x + bar_w / 2
                 parts.append(
-                    f'<path class="whisker" d="M{cx:.1f},{y:.1f}V{wy:.1f}M{cx - 5:.1f},{wy:.1f}'
-                    f'H{cx + 5:.1f}" stroke="#0f172a" stroke-width="1.2" fill="none"/>'
+                    f'<path class="whisker" d="M{cx:.1f},{low_y:.1f}V{high_y:.1f}M{cx - 5:.1f},{high_y:.1f}'
+                    f'H{cx + 5:.1f}M{cx - 5:.1f},{low_y:.1f}H{cx + 5:.1f}" stroke="#0f172a" '
+                    'stroke-width="1.2" fill="none"/>'
                 )
-                label_y = wy
+                label_y = min(y, high_y)
             parts.append(
                 f'<text x="{x + bar_w / 2:.1f}" y="{label_y - 4:.1f}" text-anchor="middle">{_num(bar)}</text>'
             )
@@ -228,9 +233,15 @@ def _batches(series: Sequence[Series]) -> list[int]:
     return seen
 
 
-def _latency_at(figures: ModelFigures, batch: int) -> tuple[float | None, float | None]:
+def _latency_at(figures: ModelFigures, batch: int) -> tuple[float | None, Whisker | None]:
     row = next((r for r in figures.latency if r.batch_size == batch), None)
-    return (row.p50_ms, row.p90_ms) if row else (None, None)
+    return (row.p50_ms, (row.p50_ms, row.p90_ms)) if row else (None, None)
+
+
+def _interval_note(series: Sequence[Series]) -> str:
+    if any(s.interval for s in series):
+        return "whisker: the result's 95% interval, from the paired bootstrap of the drop"
+    return ""
 
 
 def charts(series: Sequence[Series], quality_label: str) -> str:
@@ -254,7 +265,9 @@ def charts(series: Sequence[Series], quality_label: str) -> str:
         series,
         lambda s, g: _latency_at(s.figures, int(g.split()[1])),
     )
-    quality = bar_chart(quality_label, quality_label, [quality_label], series, lambda s, _: (s.quality, None))
+    quality = bar_chart(
+        quality_label, quality_label, [quality_label], series, lambda s, _: (s.quality, s.interval)
+    )
     first = batches[0] if batches else None
     points = [
         (s, p50, s.quality)
@@ -274,7 +287,7 @@ def charts(series: Sequence[Series], quality_label: str) -> str:
             series,
             "bars p50, whiskers p90; timed with " + ", ".join(devices),
         )
-        + _card(quality_label, quality, series)
+        + _card(quality_label, quality, series, _interval_note(series))
         + _card(f"{quality_label} against latency", scatter, series, "up and to the left is better")
         + "</div>"
     )
@@ -461,7 +474,14 @@ def _page(title: str, body: str) -> str:
 def render_report(report: Report) -> str:
     """The whole report of one job as an HTML page."""
     label, before, after = _quality(report)
-    series = [Series("original", GREY, report.original, before), Series("result", BLUE, report.result, after)]
+    interval = None
+    if report.accuracy and report.accuracy.task == "classification" and before is not None:
+        ci = report.accuracy.drop_ci95
+        interval = (before - ci.high, before - ci.low)
+    series = [
+        Series("original", GREY, report.original, before),
+        Series("result", BLUE, report.result, after, interval=interval),
+    ]
     passes = " → ".join(escape(str(p.get("type"))) for p in report.spec.get("passes", []))
     notes = "".join(
         f'<p class="note">{escape(n)}</p>' for n in report.evaluation.get("latency", {}).get("notes", [])
