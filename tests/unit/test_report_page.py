@@ -79,7 +79,7 @@ def test_labelled_report_charts_accuracy_with_its_interval() -> None:
     assert f"[{low:+.4f}, {high:+.4f}]" in html, "the interval is printed as computed"
     assert len(re.findall(r'class="chart"', html)) == 4 and len(re.findall(r'class="point"', html)) == 2
     assert 'class="verdict fail"' in html and "max_accuracy_drop" in html
-    assert "the result's 95% interval" in html, "the accuracy chart draws the interval as a whisker"
+    assert "95% interval, from the paired bootstrap" in html, "the accuracy chart draws the interval as a whisker"
 
 
 def test_values_are_escaped_and_nothing_loads_from_elsewhere() -> None:
