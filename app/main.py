@@ -12,7 +12,7 @@ from sqlalchemy.exc import DataError, OperationalError
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from app import __version__
-from app.api import artifacts, datasets, health, jobs, models, tenant
+from app.api import artifacts, datasets, health, jobs, models, reports, tenant
 from app.errors import SqueezeError
 from app.queue import RUN_JOB_TASK, make_celery
 from app.schemas.common import Problem
@@ -108,6 +108,6 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     app.state.rate_limiter = TokenBuckets(settings.rate_limit_per_s, settings.rate_limit_burst)
     _install_error_handlers(app)
     app.include_router(health.router)
-    for router in (models.router, datasets.router, jobs.router, artifacts.router, tenant.router):
+    for router in (models.router, datasets.router, jobs.router, reports.router, artifacts.router, tenant.router):
         app.include_router(router, responses=PROBLEM_RESPONSES)
     return app

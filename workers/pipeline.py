@@ -19,7 +19,9 @@ from workers.datasets import load_dataset
 from workers.evaluation import report as reporting
 from workers.evaluation.accuracy import top1
 from workers.evaluation.fidelity import fidelity
+from workers.evaluation.footprint import footprint
 from workers.evaluation.inputs import make_batches, with_batch
+from workers.evaluation.metrics import accuracy_report
 from workers.evaluation.latency import measure
 from workers.passes import REGISTRY, Pass, PassContext
 from workers.passes.convert import ConvertPass
@@ -87,9 +89,10 @@ def run_pipeline(task: dict[str, Any], workdir: Path, emit: Emit, max_unpacked: 
     emit({"progress": 0.5 / steps_total, "pass": "evaluate original"})
     reference = _outputs(handle, batches)
     _, original_params = _size_params(handle)
-    original = {"format": model["format"], "size_bytes": model["size_bytes"], "sha256": model["sha256"],
+    original = {**footprint(handle, shapes, batches[0]), "format": model["format"],
+                "size_bytes": model["size_bytes"], "sha256": model["sha256"],
                 "param_count": model.get("param_count") or original_params, "accuracy": accuracy(reference),
-                "latency": measure(handle, timing_feeds, lat.runs, lat.warmup, threads)}
+                "latency": measure(handle, timing_feeds, lat.runs, lat.warmup, threads, spec.device)}
 
     steps: list[dict[str, Any]] = []
     for index, config in enumerate(spec.passes):
@@ -123,14 +126,18 @@ def run_pipeline(task: dict[str, Any], workdir: Path, emit: Emit, max_unpacked: 
     out_dir = workdir / "out"
     out_dir.mkdir(exist_ok=True)
     shutil.copyfile(handle.path, out_dir / "model.onnx")  # type: ignore[arg-type]
-    final_size, final_params = _size_params(handle)
-    result = {"format": "onnx", "size_bytes": final_size, "param_count": final_params,
-              "size_ratio": model["size_bytes"] / final_size if final_size else None,
+    final = footprint(handle, shapes, batches[0])
+    result = {**final, "format": "onnx", "sha256": reporting.sha256_file(out_dir / "model.onnx"),
+              "size_ratio": model["size_bytes"] / final["size_bytes"] if final["size_bytes"] else None,
               "fidelity": steps[-1]["fidelity"], "accuracy": steps[-1]["accuracy"],
               "accuracy_drop": (None if original["accuracy"] is None or steps[-1]["accuracy"] is None
                                 else original["accuracy"] - steps[-1]["accuracy"]),
-              "latency": measure(handle, timing_feeds, lat.runs, lat.warmup, threads)}
+              "latency": measure(handle, timing_feeds, lat.runs, lat.warmup, threads, spec.device)}
     result["speedup_p50"] = reporting.speedups(original["latency"], result["latency"])
+    # With a labelled evaluation dataset: top-1/top-5 and the drop with its bootstrap interval.
+    statistics = (accuracy_report(np.concatenate([b[scored] for b in reference]),
+                                  np.concatenate([b[scored] for b in outputs]), labels,
+                                  output_names[scored], seed=spec.seed) if labels is not None else None)
     report = {
         "spec": spec.model_dump(mode="json"), "model_id": model["id"],
         "evaluation": {"samples": sum(next(iter(b.values())).shape[0] for b in batches), "input_shapes": shapes,
@@ -139,14 +146,19 @@ def run_pipeline(task: dict[str, Any], workdir: Path, emit: Emit, max_unpacked: 
                        "dataset_id": evaluation["id"] if evaluation is not None else None,
                        "accuracy_output": output_names[scored] if labels is not None else None,
                        "latency": {"runs": lat.runs, "warmup": lat.warmup, "threads": threads,
-                                   "device": "cpu"}},
+                                   "device": spec.device, "batch_sizes": latency_sizes,
+                                   "notes": reporting.latency_notes(spec.device, original["latency"],
+                                                                    result["latency"])}},
         "datasets": [{"id": m["id"], "sha256": m["sha256"], "format": m["format"], "filename": m["filename"],
                       "samples": m["samples"],
                       "fields": [f for f, ref in dataset_refs(task["spec"]) if ref == i]}
                      for i, m in metas.items()],
-        "original": original, "steps": steps, "result": result,
-        "constraints": reporting.constraints_verdict(spec, result),
+        "original": original, "steps": steps, "result": result, "accuracy": statistics,
+        "constraints": reporting.constraints_verdict(spec, result, statistics),
         "versions": reporting.versions(), "machine": reporting.machine(),
+        "reproducibility": {"seeds": {"evaluation_inputs": spec.seed, "latency_inputs": spec.seed + 1,
+                                      "bootstrap": spec.seed},
+                            "input_sha256": model["sha256"], "output_sha256": result["sha256"]},
         "wall_seconds": time.perf_counter() - started,
     }
     emit({"progress": 0.99, "pass": "store"})

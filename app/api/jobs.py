@@ -1,5 +1,5 @@
 """/v1/jobs: submit (JSON spec, or one multipart request with the model file and the spec), read,
-list, cancel, report."""
+list, cancel. The report routes are in app/api/reports.py."""
 
 import asyncio
 import json
@@ -85,7 +85,3 @@ def read_job(job_id: str, session: SessionDep, tenant: TenantDep) -> JobOut:
 def cancel_job(job_id: str, session: SessionDep, tenant: TenantDep) -> JobOut:
     return job_out(service.cancel_job(session, tenant, job_id))
 
-
-@router.get("/{job_id}/report", response_model=dict[str, Any])
-def read_report(job_id: str, session: SessionDep, tenant: TenantDep) -> dict[str, Any]:
-    return service.get_report(session, tenant, job_id)

@@ -36,8 +36,10 @@ class Constraints(BaseModel):
     min_cosine: float | None = Field(None, ge=-1, le=1, description="result's mean cosine to the original")
     min_size_ratio: float | None = Field(None, gt=0, description="original size / result size")
     max_accuracy_drop: float | None = Field(
-        None, ge=0, le=1, description="original - result top-1 accuracy (a fraction); needs "
-                                      "evaluate.dataset_id with labels")
+        None, ge=0, le=1, description="original top-1 minus result top-1 on the labelled evaluation set, "
+        "e.g. 0.01 for one point; needs evaluate.dataset_id with labels")
+    max_latency_ms: float | None = Field(
+        None, gt=0, description="the result's p50 latency at the first evaluate.latency batch size, in ms")
 
 
 class WebhookSpec(BaseModel):

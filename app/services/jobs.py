@@ -16,7 +16,7 @@ from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
 
 from app.db.models import Artifact, Job, new_id, utcnow
-from app.errors import Conflict, NotFound, NotReady, TooManyJobs, UnresolvedInputShape, ValidationFailed
+from app.errors import Conflict, NotFound, TooManyJobs, UnresolvedInputShape, ValidationFailed
 from app.schemas.datasets import shapes_from_dataset
 from app.schemas.jobs import JobSpec
 from app.schemas.shapes import ShapeError, resolve_input_shapes
@@ -143,13 +143,6 @@ def cancel_job(session: Session, tenant: str, job_id: str) -> Job:
     session.commit()
     session.refresh(job)
     return job
-
-
-def get_report(session: Session, tenant: str, job_id: str) -> dict[str, Any]:
-    job = get_job(session, tenant, job_id)
-    if job.report is None:
-        raise NotReady(f"job {job_id!r} is {job.status!r} and has no report yet; poll GET /v1/jobs/{job_id}")
-    return job.report
 
 
 def list_artifacts(session: Session, tenant: str, job_id: str) -> list[Artifact]:

@@ -1,12 +1,33 @@
-"""Assemble the report: original and result side by side, every step, constraints, versions."""
+"""Assemble the report: original and result side by side, every step, accuracy, constraints and the
+verdict, and what it takes to reproduce it (versions, machine, seeds, sha256 of input and output)."""
 
+import contextlib
+import hashlib
+import os
 import platform
 from importlib import metadata
+from pathlib import Path
 from typing import Any
 
-from app.schemas.jobs import JobSpec
 
-LIBRARIES = ("torch", "onnx", "onnxruntime", "onnxscript", "transformers", "numpy", "squeeze")
+from app.schemas.jobs import JobSpec
+from workers.evaluation.latency import p50_at_first_batch
+
+LIBRARIES = (
+    "squeeze",
+    "torch",
+    "onnx",
+    "onnxruntime",
+    "onnxscript",
+    "onnxslim",
+    "transformers",
+    "safetensors",
+    "numpy",
+    "torch-pruning",
+    "tensorly",
+    "scikit-learn",
+    "pydantic",
+)
 
 
 def versions() -> dict[str, str | None]:
@@ -20,38 +41,119 @@ def versions() -> dict[str, str | None]:
 
 
 def machine() -> dict[str, Any]:
+    """The machine the figures were measured on: CPU model and cores, memory, and the GPU if there is one."""
     cpu = platform.processor() or platform.machine()
     try:
         with open("/proc/cpuinfo") as fh:
             cpu = next((line.split(":", 1)[1].strip() for line in fh if line.startswith("model name")), cpu)
     except OSError:
         pass
-    import os
+    memory = None
+    with contextlib.suppress(ValueError, OSError):
+        memory = os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES")
+    import torch
 
-    return {"cpu": cpu, "cores": os.cpu_count(), "platform": platform.platform()}
+    gpu = torch.cuda.get_device_name() if torch.cuda.is_available() else None
+    return {
+        "cpu": cpu,
+        "cores": os.cpu_count(),
+        "memory_bytes": memory,
+        "gpu": gpu,
+        "cuda": torch.version.cuda if gpu else None,
+        "platform": platform.platform(),
+    }
 
 
-def constraints_verdict(spec: JobSpec, result: dict[str, Any]) -> dict[str, Any]:
-    if spec.constraints is None:
-        return {"verdict": "no_constraints", "checks": {}}
+def sha256_file(path: Path) -> str:
+    digest = hashlib.sha256()
+    with path.open("rb") as fh:
+        while chunk := fh.read(1 << 20):
+            digest.update(chunk)
+    return digest.hexdigest()
+
+
+def _check(limit: float, value: float | None, met: bool | None, unchecked: str) -> dict[str, Any]:
+    return {"limit": limit, "value": value, "met": met, "reason": unchecked if value is None else None}
+
+
+def constraints_verdict(
+    spec: JobSpec, result: dict[str, Any], accuracy: dict[str, Any] | None
+) -> dict[str, Any]:
+    """Each constraint given: the limit, the result's value and whether it is met; then `pass` only when
+    every one is met, else `fail` naming the ones that are not (or could not be checked)."""
+    given = spec.constraints
+    if given is None or all(v is None for v in given.model_dump().values()):
+        return {"verdict": "pass", "reason": "no constraints were given", "checks": {}}
     checks: dict[str, Any] = {}
-    if spec.constraints.min_cosine is not None:
+    if given.min_cosine is not None:
         value = result["fidelity"].get("cosine_mean")
-        checks["min_cosine"] = {"limit": spec.constraints.min_cosine, "value": value,
-                                "met": value is not None and value >= spec.constraints.min_cosine}
-    if spec.constraints.min_size_ratio is not None:
-        value = result["size_ratio"]
-        checks["min_size_ratio"] = {"limit": spec.constraints.min_size_ratio, "value": value,
-                                    "met": value >= spec.constraints.min_size_ratio}
-    if spec.constraints.max_accuracy_drop is not None:
-        value = result.get("accuracy_drop")
-        limit = spec.constraints.max_accuracy_drop
-        checks["max_accuracy_drop"] = {"limit": limit, "value": value, "met": value is not None and value <= limit}
-    return {"verdict": "met" if all(c["met"] for c in checks.values()) else "not_met", "checks": checks}
+        checks["min_cosine"] = _check(
+            given.min_cosine,
+            value,
+            value is not None and value >= given.min_cosine,
+            "the result has no float output to compare",
+        )
+    if given.min_size_ratio is not None:
+        value = result.get("size_ratio")
+        checks["min_size_ratio"] = _check(
+            given.min_size_ratio,
+            value,
+            value is not None and value >= given.min_size_ratio,
+            "the result's size is unknown",
+        )
+    if given.max_latency_ms is not None:
+        value = p50_at_first_batch(result.get("latency") or [])
+        checks["max_latency_ms"] = _check(
+            given.max_latency_ms,
+            value,
+            value is not None and value <= given.max_latency_ms,
+            "the result's latency was not measured",
+        )
+    if given.max_accuracy_drop is not None:
+        value = accuracy["drop"] if accuracy and accuracy.get("task") == "classification" else None
+        value = value if value is not None else result.get("accuracy_drop")
+        checks["max_accuracy_drop"] = _check(
+            given.max_accuracy_drop,
+            value,
+            None if value is None else value <= given.max_accuracy_drop,
+            "no labelled evaluation set: give evaluate.dataset_id with labels",
+        )
+    failed = [name for name, c in checks.items() if not c["met"]]
+    if not failed:
+        return {"verdict": "pass", "reason": f"all {len(checks)} constraints met", "checks": checks}
+    reasons = [
+        f"{name}: {checks[name]['reason']}"
+        if checks[name]["met"] is None
+        else f"{name}: {checks[name]['value']:.4g} against a limit of {checks[name]['limit']:.4g}"
+        for name in failed
+    ]
+    return {"verdict": "fail", "reason": "; ".join(reasons), "checks": checks}
 
 
 def speedups(original: list[dict[str, Any]], result: list[dict[str, Any]]) -> dict[str, float]:
-    """p50 latency ratio original/result per batch size (above 1: the result is faster)."""
-    before = {row["batch_size"]: row["p50_ms"] for row in original}
-    return {str(row["batch_size"]): before[row["batch_size"]] / row["p50_ms"]
-            for row in result if row["batch_size"] in before and row["p50_ms"] > 0}
+    """p50 latency ratio original/result per batch size (above 1: the result is faster), only where both
+    were timed on the same device."""
+    before = {(row["batch_size"], row.get("device")): row["p50_ms"] for row in original}
+    return {
+        str(row["batch_size"]): before[key] / row["p50_ms"]
+        for row in result
+        if (key := (row["batch_size"], row.get("device"))) in before and row["p50_ms"] > 0
+    }
+
+
+def latency_notes(device: str, original: list[dict[str, Any]], result: list[dict[str, Any]]) -> list[str]:
+    """What timed what, in words, where it is not the obvious: a cuda job whose ONNX form ran on the CPU."""
+    notes = []
+    for name, rows in (("original", original), ("result", result)):
+        if rows and device == "cuda" and rows[0]["device"] != "cuda":
+            why = (
+                "onnxruntime here has no CUDA provider"
+                if rows[0]["runtime"] == "onnxruntime"
+                else "no CUDA device was available"
+            )
+            notes.append(f"the {name} was timed on the CPU with {rows[0]['runtime']}: {why}")
+        elif rows:
+            notes.append(
+                f"the {name} was timed with {rows[0]['runtime']} on {rows[0]['device']} ({rows[0]['timer']})"
+            )
+    return notes

@@ -1,0 +1,172 @@
+"""The report as the API returns it: what a job measured, for the original and the result, with the
+constraints' verdict and what it takes to reproduce it. Extra fields the worker adds pass through."""
+
+from typing import Any, Literal
+
+from pydantic import BaseModel, ConfigDict, Field
+
+
+class _Open(BaseModel):
+    model_config = ConfigDict(extra="allow")
+
+
+class LatencyRow(_Open):
+    batch_size: int
+    runtime: str = Field(description="onnxruntime or torch")
+    device: str = Field("cpu", description="cpu or cuda: where it ran")
+    timer: str = Field("perf_counter", description="perf_counter (wall clock) or cuda_events")
+    threads: int | None = Field(None, description="intra-op threads, fixed for the measurement")
+    warmup: int | None = Field(None, description="untimed runs before the timed ones")
+    runs: int
+    p50_ms: float
+    p90_ms: float
+    p99_ms: float
+    mean_ms: float
+    std_ms: float | None = None
+    min_ms: float | None = None
+    throughput_per_s: float | None = Field(None, description="samples per second at the mean latency")
+    peak_memory_bytes: int | None = Field(None, description="peak memory during the measurement")
+    baseline_memory_bytes: int | None = Field(None, description="memory in use when the measurement began")
+    memory_kind: str | None = Field(None, description="rss_high_water (process RSS) or cuda_max_allocated")
+    gpu: str | None = None
+
+
+class OutputFidelity(_Open):
+    cosine_mean: float | None = None
+    cosine_min: float | None = None
+    max_abs_error: float | None = None
+    mean_abs_error: float | None = None
+    sqnr_db: float | None = Field(
+        None, description="signal-to-noise ratio in dB; null when the outputs are identical (infinite)"
+    )
+    top1_agreement: float | None = Field(None, description="share of samples whose argmax is the original's")
+    samples: int | None = None
+    error: str | None = None
+
+
+class Fidelity(OutputFidelity):
+    output: str | None = Field(None, description="the output the headline figures are for")
+    outputs: dict[str, OutputFidelity | None] = Field(default_factory=dict, description="every float output")
+
+
+class ModelFigures(_Open):
+    format: str
+    size_bytes: int | None = Field(None, description="bytes on disk; null for an in-memory torch form")
+    sha256: str | None = None
+    param_count: int | None = None
+    sparsity: float | None = Field(None, description="share of exact zeros among weight tensors of rank >= 2")
+    macs_per_sample: int | None = None
+    flops_per_sample: int | None = None
+    compute_method: str | None = None
+    latency: list[LatencyRow] = Field(default_factory=list)
+    accuracy: float | None = Field(None, description="top-1 on the labelled evaluation set, when given")
+
+
+class ResultFigures(ModelFigures):
+    size_ratio: float | None = Field(None, description="original size / result size")
+    fidelity: Fidelity
+    speedup_p50: dict[str, float] = Field(
+        default_factory=dict,
+        description="original p50 / result p50 per batch size, where both ran on the same device",
+    )
+    artifact_id: str | None = None
+    accuracy_drop: float | None = None
+
+
+class Step(_Open):
+    index: int
+    type: str
+    auto: bool = False
+    config: dict[str, Any] = Field(default_factory=dict)
+    seconds: float | None = None
+    format: str | None = None
+    size_bytes: int | None = None
+    param_count: int | None = None
+    fidelity: Fidelity | None = None
+
+
+class Interval(BaseModel):
+    low: float
+    high: float
+
+
+class Accuracy(_Open):
+    task: Literal["classification", "regression", "embedding"]
+    output: str = Field(description="the model output the figures are for")
+    samples: int
+    original: dict[str, float] = Field(description="top1/top5, or mae/rmse (and cosine for embeddings)")
+    result: dict[str, float]
+    metric: str = Field(description="what `drop` is the change of: top1, or per-sample squared error")
+    drop: float = Field(description="original minus result for top1 (positive: the result is worse)")
+    drop_ci95: Interval
+    method: str = Field(description="how the interval was computed")
+
+
+class ConstraintCheck(_Open):
+    limit: float
+    value: float | None
+    met: bool | None = Field(description="null when it could not be checked (see reason)")
+    reason: str | None = None
+
+
+class Verdict(_Open):
+    verdict: Literal["pass", "fail"]
+    reason: str
+    checks: dict[str, ConstraintCheck] = Field(default_factory=dict)
+
+
+class Machine(_Open):
+    cpu: str | None = None
+    cores: int | None = None
+    memory_bytes: int | None = None
+    gpu: str | None = None
+    cuda: str | None = None
+    platform: str | None = None
+
+
+class Reproducibility(_Open):
+    seeds: dict[str, int] = Field(default_factory=dict)
+    input_sha256: str | None = None
+    output_sha256: str | None = None
+
+
+class Report(_Open):
+    job_id: str | None = None
+    model_id: str
+    spec: dict[str, Any]
+    evaluation: dict[str, Any] = Field(default_factory=dict)
+    original: ModelFigures
+    steps: list[Step] = Field(default_factory=list)
+    result: ResultFigures
+    accuracy: Accuracy | None = Field(
+        None, description="on the labelled evaluation set, when labels are given"
+    )
+    constraints: Verdict
+    versions: dict[str, str | None] = Field(default_factory=dict)
+    machine: Machine = Field(default_factory=Machine)
+    reproducibility: Reproducibility = Field(default_factory=Reproducibility)
+    wall_seconds: float | None = None
+
+
+class JobSummary(BaseModel):
+    job_id: str
+    model_id: str
+    passes: list[str]
+    device: str
+    verdict: str
+    size_bytes: int | None
+    size_ratio: float | None
+    p50_ms: float | None = Field(description="result p50 at the first batch size")
+    original_p50_ms: float | None
+    cosine_mean: float | None
+    accuracy: float | None = Field(description="result top-1 when labels were given")
+    accuracy_drop: float | None
+
+
+class Comparison(BaseModel):
+    base: JobSummary
+    other: JobSummary
+    same_model: bool
+    same_machine: bool = Field(description="latencies compare fairly only on the same machine")
+    latency_ratio: float | None = Field(description="base p50 / other p50: above 1, `other` is faster")
+    size_ratio: float | None = Field(description="base size / other size: above 1, `other` is smaller")
