@@ -17,6 +17,8 @@ log = logging.getLogger(__name__)
 
 Publish = Callable[[str, str], None]
 """publish(job_id, queue)"""
+Pending = Callable[[str], int]
+"""pending(queue): messages the broker holds for the queue, not yet delivered."""
 
 
 class Heartbeat:
@@ -59,9 +61,12 @@ class Heartbeat:
             renewed = time.monotonic()
 
 
-def reap_and_sweep(settings: Settings, publish: Publish) -> tuple[int, int]:
+def reap_and_sweep(settings: Settings, publish: Publish, pending: Pending) -> tuple[int, int]:
     """One maintenance pass: re-queue (or fail with `worker_lost`) jobs whose lease expired, then
-    publish queued jobs whose message is old or was never sent. Returns (reaped, published)."""
+    publish queued jobs whose message is old or was never sent. Returns (reaped, published).
+
+    A queue with messages still waiting is being drained: its old jobs may simply be waiting their turn,
+    so they are re-published only once the broker holds nothing for that queue (or never were published)."""
     url = settings.effective_database_url
     reaped = published = 0
     with session_scope(url) as session:
@@ -78,7 +83,13 @@ def reap_and_sweep(settings: Settings, publish: Publish) -> tuple[int, int]:
             publish_or_leave(settings, publish, job_id, queue)
     with session_scope(url) as session:
         stale = transitions.unpublished(session, settings.requeue_after_s)
+    draining: dict[str, bool] = {}
     for job_id, queue, previous in stale:
+        if previous is not None:
+            if queue not in draining:
+                draining[queue] = pending(queue) > 0
+            if draining[queue]:
+                continue
         with session_scope(url) as session:
             if not transitions.mark_published(session, job_id, previous):
                 continue  # another worker's sweep took it
@@ -100,11 +111,11 @@ def publish_or_leave(settings: Settings, publish: Publish, job_id: str, queue: s
         return False
 
 
-def maintenance_loop(settings: Settings, publish: Publish, stop: threading.Event) -> None:
+def maintenance_loop(settings: Settings, publish: Publish, pending: Pending, stop: threading.Event) -> None:
     """reap_and_sweep at start-up and every `reaper_interval_s` until `stop`; survives outages."""
     while True:
         try:
-            reaped, published = reap_and_sweep(settings, publish)
+            reaped, published = reap_and_sweep(settings, publish, pending)
             if reaped or published:
                 log.info("maintenance: %d expired lease(s) reaped, %d job(s) published", reaped, published)
         except SQLAlchemyError as exc:

@@ -18,6 +18,7 @@ from pathlib import Path
 from typing import Any, TypeVar
 
 from celery.signals import worker_ready, worker_shutting_down
+from kombu.exceptions import ChannelError
 from sqlalchemy.exc import SQLAlchemyError
 
 from app.db import transitions
@@ -44,11 +45,20 @@ def publish(job_id: str, queue: str) -> None:
                      retry_policy={"max_retries": 1, "interval_start": 0.2, "interval_step": 0.5})
 
 
+def pending(queue: str) -> int:
+    """Messages waiting in the broker for `queue` (0 when the broker does not know the queue)."""
+    with celery.connection_for_write() as conn:
+        try:
+            return int(conn.default_channel.queue_declare(queue=queue, passive=True).message_count)
+        except ChannelError:  # Redis drops an empty queue's key: nothing waits
+            return 0
+
+
 @worker_ready.connect
 def _start_maintenance(**_: Any) -> None:
     settings = get_settings()
-    threading.Thread(target=maintenance_loop, args=(settings, publish, _maintenance_stop), name="maintenance",
-                     daemon=True).start()
+    threading.Thread(target=maintenance_loop, args=(settings, publish, pending, _maintenance_stop),
+                     name="maintenance", daemon=True).start()
 
 
 @worker_shutting_down.connect

@@ -33,7 +33,7 @@ ENDED = ("succeeded", "failed", "cancelled")
 def _pg_bin(name: str) -> str:
     found = sorted(glob.glob(f"/usr/lib/postgresql/*/bin/{name}"))
     if not found:
-        raise RuntimeError(f"no PostgreSQL {name} under /usr/lib/postgresql/*/bin: install the postgresql package")
+        raise RuntimeError(f"no PostgreSQL {name} under /usr/lib/postgresql/*/bin: install postgresql")
     return found[-1]
 
 
@@ -53,7 +53,7 @@ class PrivatePostgres:
                                      "postgres", "--no-sync"]), check=True, capture_output=True)
 
     def start(self) -> None:
-        opts = f"-p {self.port} -k {self.dir} -c listen_addresses=127.0.0.1 -c fsync=off -c max_connections=200"
+        opts = f"-p {self.port} -k {self.dir} -c listen_addresses=127.0.0.1 -c fsync=off -c max_connections=99"
         subprocess.run(_as_postgres([_pg_bin("pg_ctl"), "-D", str(self.dir / "data"), "-o", opts, "-l",
                                      str(self.dir / "log"), "-w", "start"]), check=True, capture_output=True)
 
@@ -91,11 +91,12 @@ class PrivateRedis:
         return f"redis://127.0.0.1:{self.port}/0"
 
     def start(self) -> None:
-        self.proc = subprocess.Popen(["redis-server", "--port", str(self.port), "--bind", "127.0.0.1", "--save", "",
-                                      "--appendonly", "no", "--dir", str(self.workdir)],
+        self.proc = subprocess.Popen(["redis-server", "--port", str(self.port), "--bind", "127.0.0.1",
+                                      "--save", "", "--appendonly", "no", "--dir", str(self.workdir)],
                                      stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
         deadline = time.monotonic() + 20
-        while subprocess.run(["redis-cli", "-p", str(self.port), "ping"], capture_output=True).stdout != b"PONG\n":
+        ping = ["redis-cli", "-p", str(self.port), "ping"]
+        while subprocess.run(ping, capture_output=True).stdout != b"PONG\n":
             assert time.monotonic() < deadline, "the private redis-server did not start"
             time.sleep(0.1)
 
@@ -121,19 +122,25 @@ class Cluster:
     def database_url(self) -> str:
         return self.stack.database_url
 
-    def start_worker(self, name: str | None = None, **overrides: str) -> subprocess.Popen[bytes]:
-        """A real Celery worker with the fast lease settings; returns once it consumes."""
+    def start_worker(self, name: str | None = None, wait: bool = True,
+                     **overrides: str) -> subprocess.Popen[bytes]:
+        """A real Celery worker with the fast lease settings; returns once it consumes (unless not `wait`)."""
         name = name or f"w{len(self.workers) + 1}-{uuid.uuid4().hex[:4]}"
         log = self.logs / f"{name}.log"
         proc = start_worker({**self.env, **overrides}, log, name)
-        self.workers.append(proc)
-        deadline = time.monotonic() + 90
-        while b" ready." not in log.read_bytes():
-            assert proc.poll() is None, f"worker {name} died at start:\n{log.read_text()[-3000:]}"
-            assert time.monotonic() < deadline, f"worker {name} not ready in 90 s:\n{log.read_text()[-3000:]}"
-            time.sleep(0.2)
         proc.log = log  # type: ignore[attr-defined]
+        self.workers.append(proc)
+        if wait:
+            self.wait_ready(proc)
         return proc
+
+    def wait_ready(self, proc: subprocess.Popen[bytes]) -> None:
+        log: Path = proc.log  # type: ignore[attr-defined]
+        deadline = time.monotonic() + 120
+        while b" ready." not in log.read_bytes():
+            assert proc.poll() is None, f"worker {log.stem} died at start:\n{log.read_text()[-3000:]}"
+            assert time.monotonic() < deadline, f"worker {log.stem} not ready:\n{log.read_text()[-3000:]}"
+            time.sleep(0.2)
 
     def stop_workers(self) -> None:
         for proc in self.workers:
@@ -162,8 +169,8 @@ class Cluster:
             row = self.job_row(job_id)
             if ready(row):
                 return row
-            assert time.monotonic() < deadline, f"job {job_id} never got {what or 'there'}: {row['status']}, " \
-                                                f"attempt {row['attempts']}"
+            assert time.monotonic() < deadline, \
+                f"job {job_id} never got {what or 'there'}: {row['status']}, attempt {row['attempts']}"
             time.sleep(0.1)
 
     def wait_running(self, job_id: str, attempt: int = 1, timeout: float = 120) -> dict[str, Any]:
@@ -217,11 +224,13 @@ def start_api(env: dict[str, str], logs: Path, database_url: str) -> Stack:
         assert time.monotonic() < deadline, "the API did not start in 60 s"
         time.sleep(0.2)
     # Workers come and go per test: the Stack's `worker` slot holds the API so Stack keeps its shape.
-    return Stack(url=url, env=env, home=Path(env["SQUEEZE_HOME"]), database_url=database_url, worker=api, api=api)
+    return Stack(url=url, env=env, home=Path(env["SQUEEZE_HOME"]), database_url=database_url, worker=api,
+                 api=api)
 
 
 @pytest.fixture(scope="session")
-def private_services(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[PrivatePostgres, PrivateRedis]]:
+def private_services(
+        tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[PrivatePostgres, PrivateRedis]]:
     pg = PrivatePostgres()
     redis = PrivateRedis(tmp_path_factory.mktemp("redis"))
     try:
@@ -241,8 +250,8 @@ def cluster_base(private_services: tuple[PrivatePostgres, PrivateRedis],
     logs = home / "logs"
     logs.mkdir()
     database_url = pg.create_database("squeeze")
-    env = {"SQUEEZE_HOME": str(home), "QUEUE_PREFIX": f"f{uuid.uuid4().hex[:8]}-", "DATABASE_URL": database_url,
-           "BROKER_URL": redis.url, **FAST_LEASES}
+    env = {"SQUEEZE_HOME": str(home), "QUEUE_PREFIX": f"f{uuid.uuid4().hex[:8]}-",
+           "DATABASE_URL": database_url, "BROKER_URL": redis.url, **FAST_LEASES}
     stack = start_api(env, logs, database_url)
     yield Cluster(stack, env, logs, pg, redis)
     stack.api.terminate()

@@ -20,7 +20,8 @@ def test_child_killed_mid_job_succeeds_on_attempt_two_with_one_set_of_artifacts(
     done = cluster.wait_done(client, job["id"])
     assert done["status"] == "succeeded", done["error"]
     assert done["attempts"] == 2, "the killed attempt was retried once"
-    assert sorted(a["kind"] for a in artifacts(client, job["id"])) == ["model", "report"], "one set of artifacts"
+    kinds = sorted(a["kind"] for a in artifacts(client, job["id"]))
+    assert kinds == ["model", "report"], "one set of artifacts"
     assert cluster.stored_attempts(job["id"]) == ["attempt-2"], "only the winning attempt's files are stored"
     assert client.get(f"/v1/jobs/{job['id']}/report").json()["attempt"] == 2
 
