@@ -53,7 +53,7 @@ class PrivatePostgres:
                                      "postgres", "--no-sync"]), check=True, capture_output=True)
 
     def start(self) -> None:
-        opts = f"-p {self.port} -k {self.dir} -c listen_addresses=127.0.0.1 -c fsync=off -c max_connections=99"
+        opts = f"-p {self.port} -k {self.dir} -c listen_addresses=127.0.0.1 -c fsync=off"
         subprocess.run(_as_postgres([_pg_bin("pg_ctl"), "-D", str(self.dir / "data"), "-o", opts, "-l",
                                      str(self.dir / "log"), "-w", "start"]), check=True, capture_output=True)
 
