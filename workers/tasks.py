@@ -225,3 +225,9 @@ def _record_success(claim: transitions.Claim, settings: Settings, store: Store, 
                     claim.job_id, claim.attempt)
         for key in keys:
             store.delete(key)
+        return
+    # An earlier attempt killed between storing its files and committing left them unregistered: remove them.
+    names = [meta["name"] for _, meta in files]
+    for earlier in range(1, claim.attempt):
+        for name in names:
+            store.delete(f"jobs/{claim.job_id}/attempt-{earlier}/{name}")
