@@ -75,7 +75,8 @@ def test_a_job_longer_than_the_visibility_timeout_has_one_effect(
         cluster: Cluster, client: httpx.Client, models: dict[str, str]) -> None:
     fast_redelivery = {"BROKER_VISIBILITY_TIMEOUT_S": "2"}
     first = cluster.start_worker(**fast_redelivery)
-    job = submit(client, slow_job(models["heavy"], runs=400))
+    # longer than the visibility timeout plus kombu's 10 s restore cycle
+    job = submit(client, slow_job(models["heavy"], runs=600))
     cluster.wait_running(job["id"])
     second = cluster.start_worker(**fast_redelivery)
     done = cluster.wait_done(client, job["id"])
