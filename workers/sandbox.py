@@ -49,14 +49,17 @@ def _child_env(workdir: Path, threads: int) -> dict[str, str]:
 
 
 PR_SET_PDEATHSIG = 1
+# Resolved here, not in the forked child: the worker has threads (heartbeat, maintenance), so between
+# fork and exec the child may only make plain calls, never load a library or take a lock.
+_prctl = ctypes.CDLL(None, use_errno=True).prctl if sys.platform == "linux" else None
 
 
 def _limits(memory_bytes: int) -> Callable[[], None]:
     def apply() -> None:
         resource.setrlimit(resource.RLIMIT_AS, (memory_bytes, memory_bytes))
         resource.setrlimit(resource.RLIMIT_CORE, (0, 0))
-        if sys.platform == "linux":  # die with the worker, never outlive it as an orphan
-            ctypes.CDLL(None).prctl(PR_SET_PDEATHSIG, signal.SIGKILL)
+        if _prctl is not None:  # die with the worker, never outlive it as an orphan
+            _prctl(PR_SET_PDEATHSIG, signal.SIGKILL)
 
     return apply
 
@@ -80,7 +83,7 @@ def run_child(workdir: Path, *, timeout_s: float, memory_bytes: int, threads: in
         proc = subprocess.Popen([sys.executable, "-m", "workers.child", str(workdir)], cwd=str(workdir),
                                 env=_child_env(workdir, threads), stdout=subprocess.PIPE, stderr=log,
                                 stdin=subprocess.DEVNULL, start_new_session=True,
-                                preexec_fn=_limits(memory_bytes))  # noqa: PLW1509 (no threads in the child yet)
+                                preexec_fn=_limits(memory_bytes))  # noqa: PLW1509 (plain syscalls only)
         on_start(proc.pid)
         events: queue.Queue[dict[str, Any]] = queue.Queue()
 
