@@ -10,6 +10,7 @@ the PostgreSQL server binaries and redis-server; as root it runs PostgreSQL as t
 import argparse
 import random
 import signal
+import sys
 import tempfile
 import time
 import uuid
@@ -112,6 +113,7 @@ def main() -> int:
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--timeout", type=float, default=1800)
     args = parser.parse_args()
+    signal.signal(signal.SIGTERM, lambda *_: sys.exit(143))  # stop the private services on the way out
     return soak(args.jobs, args.workers, args.kill_every, args.seed, args.timeout)
 
 
