@@ -120,5 +120,7 @@ def maintenance_loop(settings: Settings, publish: Publish, pending: Pending, sto
                 log.info("maintenance: %d expired lease(s) reaped, %d job(s) published", reaped, published)
         except SQLAlchemyError as exc:
             log.warning("maintenance pass skipped, database unavailable: %s", exc)
+        except Exception:  # the broker down, or a bug: log it, and keep the loop (and the reaper) alive
+            log.exception("maintenance pass failed; retrying in %.0f s", settings.reaper_interval_s)
         if stop.wait(settings.reaper_interval_s):
             return
