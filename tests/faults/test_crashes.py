@@ -89,3 +89,15 @@ def test_sigterm_hands_the_running_job_back_and_nothing_stays_running(
     cluster.start_worker()
     done = cluster.wait_done(client, job["id"])
     assert done["status"] == "succeeded" and done["attempts"] == 1, done
+
+
+def test_a_job_past_its_time_limit_fails_with_timeout_and_its_process_group_is_killed(
+        cluster: Cluster, client: httpx.Client, models: dict[str, str]) -> None:
+    worker = cluster.start_worker(JOB_TIMEOUT_S="4")
+    job = submit(client, slow_job(models["heavy"], runs=5000))
+    row = cluster.wait_running(job["id"])
+    done = cluster.wait_done(client, job["id"])
+    assert done["status"] == "failed" and done["error"]["code"] == "timeout", done
+    assert done["attempts"] == 1, "a timeout is the job's own: not retried"
+    assert not process_alive(row["child_pid"]), "the pipeline was killed with its group"
+    assert worker.poll() is None
