@@ -41,6 +41,7 @@ _maintenance_stop = threading.Event()
 
 
 def publish(job_id: str, queue: str) -> None:
+    """Hand a job id to the broker (re-queued jobs, the sweep)."""
     celery.send_task(RUN_JOB_TASK, args=[job_id], queue=queue, retry=True,
                      retry_policy={"max_retries": 1, "interval_start": 0.2, "interval_step": 0.5})
 
@@ -75,10 +76,12 @@ def run_job(job_id: str) -> None:
 
 
 def worker_id() -> str:
+    """The lease owner name: host and process, unique among live workers."""
     return f"{socket.gethostname()}:{os.getpid()}"
 
 
 def execute(job_id: str, settings: Settings) -> None:
+    """Claim the job, run it under a renewed lease, record the outcome; a no-op unless the job is queued."""
     url = settings.effective_database_url
     with session_scope(url) as session:
         claim = transitions.claim(session, job_id, worker_id(), settings.lease_s)

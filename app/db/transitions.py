@@ -80,6 +80,7 @@ def renew(session: Session, job_id: str, fence: int, lease_s: float) -> bool:
 
 
 def record_child(session: Session, job_id: str, fence: int, pid: int) -> None:
+    """Note the attempt's pipeline process id, so an operator can find (or kill) it."""
     session.execute(_mine(job_id, fence).values(child_pid=pid))
     session.commit()
 
