@@ -3,6 +3,10 @@ ended succeeded, how many were lost, and how many got more than one set of artif
 
     python -m bench.soak [--jobs 200] [--workers 3] [--kill-every 5]
 
+Last run (2026-11-28, 2 shared cores at load ~10, 5 s leases, `--jobs 200 --workers 3 --kill-every 6`):
+200 submitted, 199 worker SIGKILLs, 200 succeeded, 0 lost, 0 with more than one set of artifacts, one
+stored attempt folder per job; attempts per job {1: 114, 2: 49, 3: 25, 4: 6, 5: 2, 6: 4}; 1276 s wall.
+
 Runs on its own PostgreSQL cluster and Redis (started and removed here, like tests/faults), so it needs
 the PostgreSQL server binaries and redis-server; as root it runs PostgreSQL as the `postgres` user.
 """
