@@ -5,7 +5,7 @@ BIN := $(VENV)/bin
 TORCH_VERSION ?= 2.13.0
 PORT ?= 8000
 
-.PHONY: install run test test-unit test-integration test-pg lint bench clean
+.PHONY: install run test test-unit test-faults test-integration test-pg lint bench soak clean
 
 $(BIN)/.installed: pyproject.toml
 	test -x $(BIN)/python || $(PY) -m venv $(VENV)
@@ -29,12 +29,20 @@ test: install
 test-unit: install
 	$(BIN)/pytest tests/unit
 
+# Fault injection (kills, restarts, pauses): starts its own PostgreSQL cluster and Redis, so `make test`
+# runs it once, in its first line, whatever the backend.
+test-faults: install
+	$(BIN)/pytest tests/faults
+
 lint: install
 	$(BIN)/ruff check app workers tests bench
 	$(BIN)/mypy
 
 bench: install
 	$(BIN)/python -m bench.minilm
+
+soak: install
+	$(BIN)/python -m bench.soak
 
 clean:
 	rm -rf $(VENV) var

@@ -91,8 +91,8 @@ def serve(host: str, port: int, workers: int) -> int:
     finally:
         for child in children:
             child.terminate()
-        for child in children:
-            child.wait(timeout=30)
+        for child in children:  # a worker lets its job run shutdown_grace_s, then hands it back
+            child.wait(timeout=settings.shutdown_grace_s + 30)
     return 0
 
 

@@ -8,7 +8,8 @@ from typing import Any
 from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
-from sqlalchemy.exc import DataError, OperationalError
+from sqlalchemy.exc import DataError, DisconnectionError, InterfaceError, OperationalError
+from sqlalchemy.exc import TimeoutError as PoolTimeout
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from app import __version__
@@ -68,11 +69,15 @@ def _install_error_handlers(app: FastAPI) -> None:
                        "a path, query or body value has characters the database cannot hold (such as NUL); "
                        "remove them")
 
-    @app.exception_handler(OperationalError)
-    async def _database_down(_: Request, exc: OperationalError) -> JSONResponse:
+    async def _database_down(_: Request, exc: Exception) -> JSONResponse:
         log.warning("database unavailable: %s", exc)
         return problem(503, "database_unavailable", "The database is unavailable",
                        "the service cannot reach its database right now; retry after a few seconds")
+
+    # Refused or dropped connections, a server restarting, SQLite's lock wait running out, a full pool:
+    # all transient, all a 503 with Retry-After rather than a 500.
+    for database_down in (OperationalError, InterfaceError, DisconnectionError, PoolTimeout):
+        app.add_exception_handler(database_down, _database_down)
 
     @app.exception_handler(Exception)
     async def _unexpected(_: Request, exc: Exception) -> JSONResponse:
@@ -94,8 +99,11 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     celery = make_celery(settings, "squeeze-api")
 
     def publish(job_id: str, queue: str) -> None:
-        celery.send_task(RUN_JOB_TASK, args=[job_id], queue=queue, retry=True,
-                         retry_policy={"max_retries": 2, "interval_start": 0.2, "interval_step": 0.5})
+        # Few retries: if the broker is down the job stays queued in the database and the workers' sweep
+        # publishes it, so the client gets its 202 without waiting for the broker.
+        celery.send_task(RUN_JOB_TASK, args=[job_id], queue=queue, retry=settings.publish_retries > 0,
+                         retry_policy={"max_retries": settings.publish_retries, "interval_start": 0.2,
+                                       "interval_step": 0.5})
 
     def broker_ping() -> None:
         with celery.connection_for_write() as conn:

@@ -39,7 +39,8 @@ def celery_config(settings: Settings) -> dict[str, Any]:
         }
         config["worker_enable_remote_control"] = False
     else:
-        config["broker_transport_options"] = {"visibility_timeout": 6 * 3600}
+        # A message unacknowledged this long is delivered again; a job still under a live lease ignores it.
+        config["broker_transport_options"] = {"visibility_timeout": settings.broker_visibility_timeout_s}
     return config
 
 

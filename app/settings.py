@@ -34,6 +34,24 @@ class Settings(BaseSettings):
     webhook_attempts: int = Field(5, ge=1, le=10, description="Deliveries tried per webhook, then it gives up.")
     webhook_backoff_s: float = Field(1.0, ge=0, description="Wait before the first retry; doubles each time.")
     webhook_timeout_s: float = Field(10.0, gt=0, description="Connect and read timeout of one delivery.")
+    # Leases: a running job belongs to the worker whose lease is live; everything below bounds how long a
+    # job can sit with a dead worker, a lost message or a stopping worker before someone else takes it.
+    lease_s: float = Field(60.0, gt=0, description="How long a claimed job stays its worker's unrenewed.")
+    heartbeat_s: float = Field(10.0, gt=0, description="How often a worker renews the lease of its job.")
+    reaper_interval_s: float = Field(
+        30.0, gt=0, description="How often every worker re-queues jobs whose lease expired and re-publishes "
+        "queued jobs whose message may be lost.")
+    max_attempts: int = Field(3, ge=1, description="Attempts (worker lost, pipeline crashed) before failing.")
+    requeue_after_s: float = Field(
+        300.0, gt=0, description="A job queued this long since its last publish is published again (the "
+        "broker may have lost it; a duplicate message is harmless).")
+    shutdown_grace_s: float = Field(
+        60.0, ge=0, description="On SIGTERM a worker lets its job run this long, then hands it back.")
+    db_retry_s: float = Field(120.0, ge=0, description="How long a worker retries recording a result while the "
+                              "database is unreachable.")
+    broker_visibility_timeout_s: float = Field(
+        6 * 3600.0, gt=0, description="Redis: an unacknowledged message is redelivered after this long.")
+    publish_retries: int = Field(1, ge=0, description="Publish retries at submit, then the sweep's turn.")
 
     @property
     def home(self) -> Path:

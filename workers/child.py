@@ -10,6 +10,8 @@ from typing import Any
 
 from workers.runtime import PassFailed
 
+OUT_OF_MEMORY = ("Failed to allocate memory", "bad_alloc", "bad allocation")
+
 
 def emit(event: dict[str, Any]) -> None:
     print(json.dumps(event), flush=True)
@@ -31,7 +33,10 @@ def main() -> int:
                                           "message": "the job ran out of its memory limit (JOB_MEMORY_BYTES)"}}
     except Exception as exc:  # any other failure of a pass: the job fails with its message, the worker lives
         traceback.print_exc()
-        outcome = {"ok": False, "error": {"code": "pass_failed", "message": f"{type(exc).__name__}: {exc}"[:2000]}}
+        message = f"{type(exc).__name__}: {exc}"[:2000]
+        # onnxruntime reports an allocation refused by the memory limit as a plain failure
+        code = "out_of_memory" if any(s in message for s in OUT_OF_MEMORY) else "pass_failed"
+        outcome = {"ok": False, "error": {"code": code, "message": message}}
     (workdir / "result.json").write_text(json.dumps(outcome))
     return 0
 

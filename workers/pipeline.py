@@ -21,8 +21,8 @@ from workers.evaluation.accuracy import top1
 from workers.evaluation.fidelity import fidelity
 from workers.evaluation.footprint import footprint
 from workers.evaluation.inputs import make_batches, with_batch
-from workers.evaluation.metrics import accuracy_report
 from workers.evaluation.latency import measure
+from workers.evaluation.metrics import accuracy_report
 from workers.passes import REGISTRY, Pass, PassContext
 from workers.passes.convert import ConvertPass
 from workers.runtime import (

@@ -3,9 +3,12 @@
 The child is a fresh interpreter (`python -m workers.child WORKDIR`) in its own process group, with an
 address-space limit, no core dumps, a scrubbed environment (no database or broker credentials) and a
 wall-clock limit after which the whole group is killed. It reports progress as JSON lines on stdout
-and its outcome in WORKDIR/result.json.
+and its outcome in WORKDIR/result.json. The child dies with the worker (PR_SET_PDEATHSIG), so a
+SIGKILLed worker leaves no pipeline running for a job another worker is about to take over.
 """
 
+import contextlib
+import ctypes
 import json
 import os
 import queue
@@ -26,10 +29,13 @@ ROOT = Path(__file__).resolve().parents[1]
 @dataclass
 class Outcome:
     status: str
-    """ok, failed, cancelled"""
+    """ok, failed, cancelled; or `stopped` when the worker stopped the pipeline for its own reason (lease
+    lost, shutting down) and the job is not this attempt's to end."""
     result: dict[str, Any] | None = None
     code: str | None = None
     message: str | None = None
+    retryable: bool = False
+    """The process died (a signal): another attempt may succeed, unlike a pass that failed cleanly."""
 
 
 def _child_env(workdir: Path, threads: int) -> dict[str, str]:
@@ -43,10 +49,18 @@ def _child_env(workdir: Path, threads: int) -> dict[str, str]:
     return env
 
 
+PR_SET_PDEATHSIG = 1
+# Resolved here, not in the forked child: the worker has threads (heartbeat, maintenance), so between
+# fork and exec the child may only make plain calls, never load a library or take a lock.
+_prctl = ctypes.CDLL(None, use_errno=True).prctl if sys.platform == "linux" else None
+
+
 def _limits(memory_bytes: int) -> Callable[[], None]:
     def apply() -> None:
         resource.setrlimit(resource.RLIMIT_AS, (memory_bytes, memory_bytes))
         resource.setrlimit(resource.RLIMIT_CORE, (0, 0))
+        if _prctl is not None:  # die with the worker, never outlive it as an orphan
+            _prctl(PR_SET_PDEATHSIG, signal.SIGKILL)
 
     return apply
 
@@ -59,16 +73,20 @@ def _tail(path: Path, lines: int = 8) -> str:
 
 
 def run_child(workdir: Path, *, timeout_s: float, memory_bytes: int, threads: int,
-              on_event: Callable[[dict[str, Any]], None], should_cancel: Callable[[], bool],
-              poll_s: float = 0.5) -> Outcome:
-    """Run the pipeline for WORKDIR/task.json; returns how it ended. Never raises for the child's faults."""
+              on_event: Callable[[dict[str, Any]], None], should_stop: Callable[[], str | None],
+              on_start: Callable[[int], None] = lambda pid: None, poll_s: float = 0.5) -> Outcome:
+    """Run the pipeline for WORKDIR/task.json; returns how it ended. Never raises for the child's faults.
+
+    `should_stop` is polled every `poll_s`: `cancelled` ends the job as cancelled; any other reason kills
+    the pipeline and returns status `stopped` with that reason as the code."""
     log_path = workdir / "child.log"
     (workdir / "tmp").mkdir(exist_ok=True)
     with log_path.open("wb") as log:
         proc = subprocess.Popen([sys.executable, "-m", "workers.child", str(workdir)], cwd=str(workdir),
                                 env=_child_env(workdir, threads), stdout=subprocess.PIPE, stderr=log,
                                 stdin=subprocess.DEVNULL, start_new_session=True,
-                                preexec_fn=_limits(memory_bytes))  # noqa: PLW1509 (no threads in the child yet)
+                                preexec_fn=_limits(memory_bytes))  # noqa: PLW1509 (plain syscalls only)
+        on_start(proc.pid)
         events: queue.Queue[dict[str, Any]] = queue.Queue()
 
         def read() -> None:
@@ -83,26 +101,28 @@ def run_child(workdir: Path, *, timeout_s: float, memory_bytes: int, threads: in
         reader.start()
         deadline = time.monotonic() + timeout_s
         stopped: str | None = None
-        next_cancel_check = 0.0
+        next_check = 0.0
         while proc.poll() is None:
             _drain(events, on_event)
             now = time.monotonic()
             if now > deadline:
                 stopped = "timeout"
-            elif now >= next_cancel_check:
-                next_cancel_check = now + poll_s
-                if should_cancel():
-                    stopped = "cancelled"
+            elif now >= next_check:
+                next_check = now + poll_s
+                stopped = should_stop()
             if stopped:
                 _kill_group(proc)
                 break
             time.sleep(0.05)
         reader.join(timeout=5)
         _drain(events, on_event)
+    _kill_group(proc)  # the pipeline's own subprocesses, if it left any
     if stopped == "cancelled":
         return Outcome("cancelled", code="cancelled", message="cancelled by the client")
     if stopped == "timeout":
         return Outcome("failed", code="timeout", message=f"the job ran past its limit of {timeout_s:.0f} s")
+    if stopped:
+        return Outcome("stopped", code=stopped, message=f"the worker stopped the pipeline: {stopped}")
     result_path = workdir / "result.json"
     if proc.returncode == 0 and result_path.exists():
         result = json.loads(result_path.read_text())
@@ -111,8 +131,12 @@ def run_child(workdir: Path, *, timeout_s: float, memory_bytes: int, threads: in
         return Outcome("failed", code=result["error"]["code"], message=result["error"]["message"])
     if proc.returncode < 0:
         name = signal.Signals(-proc.returncode).name
-        code = "out_of_memory" if proc.returncode == -signal.SIGKILL else "crashed"
-        return Outcome("failed", code=code, message=f"the pipeline process died with {name}. {_tail(log_path)}")
+        if proc.returncode == -signal.SIGKILL:
+            return Outcome("failed", code="out_of_memory", retryable=True, message=(
+                "the pipeline process was killed (SIGKILL), most likely by the kernel's out-of-memory "
+                f"killer: give the worker more memory or the job a smaller model. {_tail(log_path)}"))
+        return Outcome("failed", code="crashed", retryable=True,
+                       message=f"the pipeline process died with {name}. {_tail(log_path)}")
     return Outcome("failed", code="crashed",
                    message=f"the pipeline process exited with status {proc.returncode}. {_tail(log_path)}")
 
@@ -129,8 +153,7 @@ def _drain(events: "queue.Queue[dict[str, Any]]", on_event: Callable[[dict[str, 
 
 
 def _kill_group(proc: subprocess.Popen[bytes]) -> None:
-    try:
+    """SIGKILL the child's whole process group: the pipeline and anything it started."""
+    with contextlib.suppress(ProcessLookupError, PermissionError):
         os.killpg(proc.pid, signal.SIGKILL)
-    except ProcessLookupError:
-        pass
     proc.wait()

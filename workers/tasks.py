@@ -1,14 +1,26 @@
-"""Thin tasks: claim the job in the database, run its pipeline in the sandbox, record the outcome."""
+"""Thin tasks: claim the job in the database, run its pipeline in the sandbox under a renewed lease,
+record the outcome only while the lease is still ours.
+
+Every worker also runs the maintenance loop (workers.leases) from start-up, and on SIGTERM lets its
+job run for `shutdown_grace_s`, then hands it back to the queue: nothing stays `running` behind it.
+"""
 
 import hashlib
 import json
 import logging
+import os
 import shutil
 import socket
+import threading
+import time
+from collections.abc import Callable
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 
+from celery.signals import worker_ready, worker_shutting_down
+from kombu.exceptions import ChannelError
 from sqlalchemy import select
+from sqlalchemy.exc import SQLAlchemyError
 
 from app.db import transitions
 from app.db.models import Artifact, Dataset, new_id
@@ -18,11 +30,47 @@ from app.schemas.datasets import dataset_refs
 from app.settings import Settings, get_settings
 from app.storage import Store, open_store
 from workers.celery_app import celery
+from workers.leases import Heartbeat, maintenance_loop, publish_or_leave
 from workers.sandbox import Outcome, run_child
 from workers.webhooks import notify_job_ended
 
 log = logging.getLogger(__name__)
 MEDIA_TYPES = {"onnx": "application/octet-stream", "json": "application/json"}
+T = TypeVar("T")
+
+_shutdown_deadline: float | None = None
+"""Set (from a signal handler: a plain float, no locks) when the worker was asked to stop."""
+_maintenance_stop = threading.Event()
+
+
+def publish(job_id: str, queue: str) -> None:
+    """Hand a job id to the broker (re-queued jobs, the sweep)."""
+    celery.send_task(RUN_JOB_TASK, args=[job_id], queue=queue, retry=True,
+                     retry_policy={"max_retries": 1, "interval_start": 0.2, "interval_step": 0.5})
+
+
+def pending(queue: str) -> int:
+    """Messages waiting in the broker for `queue` (0 when the broker does not know the queue)."""
+    with celery.connection_for_write() as conn:
+        try:
+            return int(conn.default_channel.queue_declare(queue=queue, passive=True).message_count)
+        except ChannelError:  # Redis drops an empty queue's key: nothing waits
+            return 0
+
+
+@worker_ready.connect
+def _start_maintenance(**_: Any) -> None:
+    settings = get_settings()
+    threading.Thread(target=maintenance_loop, args=(settings, publish, pending, _maintenance_stop),
+                     name="maintenance", daemon=True).start()
+
+
+@worker_shutting_down.connect
+def _on_shutdown(**_: Any) -> None:
+    global _shutdown_deadline
+    if _shutdown_deadline is None:
+        _shutdown_deadline = time.monotonic() + get_settings().shutdown_grace_s
+    _maintenance_stop.set()
 
 
 @celery.task(name=RUN_JOB_TASK)
@@ -30,36 +78,42 @@ def run_job(job_id: str) -> None:
     execute(job_id, get_settings())
 
 
+def worker_id() -> str:
+    """The lease owner name: host and process, unique among live workers."""
+    return f"{socket.gethostname()}:{os.getpid()}"
+
+
 def execute(job_id: str, settings: Settings) -> None:
+    """Claim the job, run it under a renewed lease, record the outcome; a no-op unless the job is queued."""
     url = settings.effective_database_url
     with session_scope(url) as session:
-        claim = transitions.claim(session, job_id, f"{socket.gethostname()}:{celery.main}")
+        claim = transitions.claim(session, job_id, worker_id(), settings.lease_s)
     if claim is None:
-        log.info("job %s is not queued any more; nothing to do", job_id)
+        log.info("job %s is not queued (running under a live lease, or ended); nothing to do", job_id)
         return
+    log.info("job %s: attempt %d (fence %d) claimed by %s", job_id, claim.attempt, claim.fence, worker_id())
     store = open_store(settings.effective_storage_url)
-    workdir = settings.home / "work" / f"{job_id}-attempt{claim.attempt}"
+    workdir = settings.home / "work" / job_id / f"attempt-{claim.attempt}"
     shutil.rmtree(workdir, ignore_errors=True)
     workdir.mkdir(parents=True)
     try:
-        outcome = _run(claim, settings, store, workdir)
-        if outcome.status == "ok" and outcome.result is not None:
-            _record_success(claim, settings, store, workdir, outcome.result)
-        else:
-            with session_scope(url) as session:
-                transitions.end(session, job_id, claim.attempt, "cancelled" if outcome.status == "cancelled"
-                                else "failed", outcome.code, outcome.message)
+        with Heartbeat(settings, job_id, claim.fence) as heartbeat:
+            outcome = _run(claim, settings, store, workdir, heartbeat)
+        _record(claim, settings, store, workdir, outcome)
     except Exception as exc:  # our own bug or the store failing: the job must not stay running
         log.exception("job %s failed in the worker", job_id)
-        with session_scope(url) as session:
-            transitions.end(session, job_id, claim.attempt, "failed", "internal_error",
-                            f"the worker failed while handling the job: {type(exc).__name__}: {exc}")
+        message = f"the worker failed while handling the job: {type(exc).__name__}: {exc}"
+        _with_db_retry(settings, lambda s: transitions.end(s, job_id, claim.fence, "failed", "internal_error",
+                                                           message))
     finally:
         shutil.rmtree(workdir, ignore_errors=True)
+        if not any(workdir.parent.iterdir()):
+            workdir.parent.rmdir()
     notify_job_ended(job_id, settings)
 
 
-def _run(claim: transitions.Claim, settings: Settings, store: Store, workdir: Path) -> Outcome:
+def _run(claim: transitions.Claim, settings: Settings, store: Store, workdir: Path,
+         heartbeat: Heartbeat) -> Outcome:
     url = settings.effective_database_url
     store.get_file(claim.model["storage_key"], workdir / "upload")
     datasets = _fetch_datasets(claim, settings, store, workdir)
@@ -69,18 +123,79 @@ def _run(claim: transitions.Claim, settings: Settings, store: Store, workdir: Pa
             "max_unpacked_bytes": settings.max_upload_bytes * 4}
     (workdir / "task.json").write_text(json.dumps(task))
 
-    def on_event(event: dict[str, Any]) -> None:
-        with session_scope(url) as session:
-            transitions.record_progress(session, claim.job_id, claim.attempt, float(event["progress"]),
-                                        str(event["pass"]))
+    def on_start(pid: int) -> None:
+        log.info("job %s: attempt %d runs in pipeline process %d", claim.job_id, claim.attempt, pid)
+        _best_effort(url, lambda s: transitions.record_child(s, claim.job_id, claim.fence, pid))
 
-    def should_cancel() -> bool:
-        with session_scope(url) as session:
-            return transitions.cancel_requested(session, claim.job_id)
+    def on_event(event: dict[str, Any]) -> None:
+        _best_effort(url, lambda s: transitions.record_progress(s, claim.job_id, claim.fence,
+                                                                float(event["progress"]), str(event["pass"])))
+
+    def should_stop() -> str | None:
+        if heartbeat.lost.is_set():
+            return "lease_lost"
+        if _shutdown_deadline is not None and time.monotonic() > _shutdown_deadline:
+            return "shutdown"
+        cancelled = _best_effort(url, lambda s: transitions.cancel_requested(s, claim.job_id))
+        return "cancelled" if cancelled else None
 
     return run_child(workdir, timeout_s=settings.job_timeout_s, memory_bytes=settings.job_memory_bytes,
-                     threads=settings.job_threads, on_event=on_event, should_cancel=should_cancel,
-                     poll_s=settings.cancel_poll_s)
+                     threads=settings.job_threads, on_event=on_event, should_stop=should_stop,
+                     on_start=on_start, poll_s=settings.cancel_poll_s)
+
+
+def _record(claim: transitions.Claim, settings: Settings, store: Store, workdir: Path,
+            outcome: Outcome) -> None:
+    """Write the attempt's outcome, fenced: a claim that lost its lease writes nothing."""
+    job_id, fence = claim.job_id, claim.fence
+    if outcome.status == "ok" and outcome.result is not None:
+        _record_success(claim, settings, store, workdir, outcome.result)
+    elif outcome.status == "stopped" and outcome.code == "shutdown":
+        if _with_db_retry(settings, lambda s: transitions.hand_back(s, job_id, fence)):
+            log.warning("job %s: worker stopping, job handed back to the queue", job_id)
+            publish_or_leave(settings, publish, job_id, claim.queue)
+    elif outcome.status == "stopped":
+        log.warning("job %s: attempt %d abandoned (%s); its result is not recorded", job_id, claim.attempt,
+                    outcome.code)
+    elif outcome.retryable:
+        status = _with_db_retry(settings, lambda s: transitions.retry_or_fail(
+            s, job_id, fence, settings.max_attempts, str(outcome.code), str(outcome.message)))
+        log.warning("job %s: attempt %d died (%s); job is now %s", job_id, claim.attempt, outcome.code,
+                    status)
+        if status == "queued":
+            publish_or_leave(settings, publish, job_id, claim.queue)
+    else:
+        _with_db_retry(settings, lambda s: transitions.end(
+            s, job_id, fence, "cancelled" if outcome.status == "cancelled" else "failed", outcome.code,
+            outcome.message))
+
+
+def _best_effort(url: str, write: Callable[[Any], T]) -> T | None:
+    """Progress and cancel checks: skipped while the database is unreachable (the lease covers the gap)."""
+    try:
+        with session_scope(url) as session:
+            return write(session)
+    except SQLAlchemyError as exc:
+        log.warning("database unavailable, skipped a progress write or cancel check: %s", exc)
+        return None
+
+
+def _with_db_retry(settings: Settings, write: Callable[[Any], T]) -> T | None:
+    """An outcome write, retried while the database is unreachable for up to `db_retry_s`. If it never
+    lands, the lease expires and the reaper re-queues the job: late, but not lost."""
+    deadline = time.monotonic() + settings.db_retry_s
+    delay = 0.5
+    while True:
+        try:
+            with session_scope(settings.effective_database_url) as session:
+                return write(session)
+        except SQLAlchemyError as exc:
+            if time.monotonic() + delay > deadline:
+                log.error("could not record a job outcome, leaving it to the reaper: %s", exc)
+                return None
+            log.warning("database unavailable, retrying an outcome write in %.1f s: %s", delay, exc)
+            time.sleep(delay)
+            delay = min(delay * 2, 5.0)
 
 
 def _fetch_datasets(claim: transitions.Claim, settings: Settings, store: Store,
@@ -117,15 +232,18 @@ def _sha256(path: Path) -> str:
 
 def _record_success(claim: transitions.Claim, settings: Settings, store: Store, workdir: Path,
                     result: dict[str, Any]) -> None:
-    """Store the artifacts under this attempt, then register them with the result in one transaction."""
+    """Store the artifacts under this job and attempt, then register them with the result in one fenced
+    transaction: only the winning attempt's artifacts are ever registered."""
     prefix = f"jobs/{claim.job_id}/attempt-{claim.attempt}"
     files = [(workdir / a["path"], {**a, "id": new_id("art")}) for a in result["artifacts"]]
     report = result["report"]
     report["job_id"] = claim.job_id
+    report["attempt"] = claim.attempt
     report["result"]["artifact_id"] = next((m["id"] for _, m in files if m["kind"] == "model"), None)
     report_path = workdir / "out" / "report.json"
     report_path.write_text(json.dumps(report, indent=2))
-    files.append((report_path, {"id": new_id("art"), "name": "report.json", "kind": "report", "format": "json"}))
+    files.append((report_path, {"id": new_id("art"), "name": "report.json", "kind": "report",
+                                "format": "json"}))
     rows, keys = [], []
     for path, meta in files:
         digest, size, key = _sha256(path), path.stat().st_size, f"{prefix}/{meta['name']}"
@@ -134,8 +252,16 @@ def _record_success(claim: transitions.Claim, settings: Settings, store: Store, 
         rows.append(Artifact(id=meta["id"], tenant=claim.tenant, job_id=claim.job_id, kind=meta["kind"],
                              name=meta["name"], format=meta["format"], media_type=MEDIA_TYPES[meta["format"]],
                              sha256=digest, size_bytes=size, storage_key=key))
-    with session_scope(settings.effective_database_url) as session:
-        recorded = transitions.succeed(session, claim.job_id, claim.attempt, report, rows)
-    if not recorded:  # the attempt was taken from us (cancelled meanwhile): leave no orphan files
+    recorded = _with_db_retry(settings, lambda s: transitions.succeed(s, claim.job_id, claim.fence, report,
+                                                                      rows))
+    if not recorded:  # the claim was taken from us (lease lost, cancelled): leave no orphan files
+        log.warning("job %s: attempt %d lost its claim before recording; its artifacts are removed",
+                    claim.job_id, claim.attempt)
         for key in keys:
             store.delete(key)
+        return
+    # An earlier attempt killed between storing its files and committing left them unregistered: remove them.
+    names = [meta["name"] for _, meta in files]
+    for earlier in range(1, claim.attempt):
+        for name in names:
+            store.delete(f"jobs/{claim.job_id}/attempt-{earlier}/{name}")

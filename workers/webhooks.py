@@ -123,8 +123,8 @@ def notify_job_ended(job_id: str, settings: Settings, how: Delivery | None = Non
     with session_scope(settings.effective_database_url) as session:
         job = session.scalar(select(Job).where(Job.id == job_id))
         url = ((job.spec or {}).get("webhook") or {}).get("url") if job is not None else None
-        if job is None or not url:
-            return False
+        if job is None or not url or job.status not in ("succeeded", "failed", "cancelled"):
+            return False  # no webhook, or the attempt ended but the job goes on (re-queued, handed back)
         tenant = session.get(Tenant, job.tenant)
         if tenant is None:
             log.warning("job %s has a webhook but tenant %s has no signing secret; not sent", job_id,

@@ -1,7 +1,8 @@
 """Jobs: validate a spec against its model, record the job, publish its id; read, list and cancel.
 
 The database row is the truth. Publishing only carries the id; if the broker is unreachable the job
-stays queued in the database and the submit still succeeds.
+stays queued in the database, the submit still succeeds, and the workers' sweep publishes it later (so
+does an API that died between its commit and its publish: the sweep re-sends jobs queued for long).
 """
 
 import hashlib
@@ -12,10 +13,11 @@ from typing import Any
 
 from pydantic import ValidationError
 from sqlalchemy import func, select, update
-from sqlalchemy.exc import IntegrityError
+from sqlalchemy.exc import IntegrityError, SQLAlchemyError
 from sqlalchemy.orm import Session
 
 from app.db.models import Artifact, Job, new_id, utcnow
+from app.db.transitions import mark_unpublished
 from app.errors import Conflict, NotFound, TooManyJobs, UnresolvedInputShape, ValidationFailed
 from app.schemas.datasets import shapes_from_dataset
 from app.schemas.jobs import JobSpec
@@ -88,7 +90,8 @@ def submit_job(session: Session, settings: Settings, publish: Publisher, tenant:
         raise UnresolvedInputShape(str(exc), errors=[{"field": exc.field, "message": str(exc)}]) from exc
     job = Job(id=new_id("job"), tenant=tenant, model_id=model.id, spec=canonical,
               queue=settings.queue_name(spec.device), status="queued", progress=0.0, attempts=0,
-              cancel_requested=False, idempotency_key=idempotency_key, request_hash=request_hash)
+              cancel_requested=False, idempotency_key=idempotency_key, request_hash=request_hash,
+              published_at=utcnow())
     session.add(job)
     try:
         session.commit()
@@ -100,8 +103,12 @@ def submit_job(session: Session, settings: Settings, publish: Publisher, tenant:
         return _replay(existing, request_hash, str(idempotency_key)), False
     try:
         publish(job.id, job.queue)
-    except Exception:  # the broker is down: the job is safe in the database and is published later
-        log.exception("could not publish job %s; it stays queued in the database", job.id)
+    except Exception as exc:  # the broker is down: the job is safe in the database and is published later
+        log.warning("could not publish job %s (%s); it stays queued for the workers' sweep", job.id, exc)
+        try:
+            mark_unpublished(session, job.id)
+        except SQLAlchemyError:  # still published later: the sweep also re-sends jobs queued for long
+            log.warning("could not mark job %s unpublished", job.id)
     return job, True
 
 

@@ -1,6 +1,7 @@
 """Models: accept an upload (inspect, store, record), read, list, delete."""
 
 import asyncio
+
 from sqlalchemy import delete, select
 from sqlalchemy.orm import Session
 

@@ -9,7 +9,6 @@ from importlib import metadata
 from pathlib import Path
 from typing import Any
 
-
 from app.schemas.jobs import JobSpec
 from workers.evaluation.latency import p50_at_first_batch
 
