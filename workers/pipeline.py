@@ -8,6 +8,9 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
+import onnx
+from onnx import numpy_helper
+
 from app.schemas.jobs import JobSpec
 from app.schemas.passes import ConvertConfig
 from app.schemas.shapes import resolve_input_shapes
@@ -28,6 +31,7 @@ from workers.runtime import (
 )
 
 Emit = Callable[[dict[str, Any]], None]
+ARTIFACT_NAMES = {"onnx": "model.onnx", "pt2": "model.pt2", "torchscript": "model.torchscript.pt"}
 
 
 def _outputs(handle: ModelHandle, batches: list[dict[str, Any]]) -> list[list[Any]]:
@@ -38,7 +42,37 @@ def _outputs(handle: ModelHandle, batches: list[dict[str, Any]]) -> list[list[An
 def _size_params(handle: ModelHandle) -> tuple[int | None, int]:
     if handle.kind == "onnx":
         return onnx_size_and_params(handle.path)  # type: ignore[arg-type]
-    return None, torch_params(handle.module)
+    return (handle.path.stat().st_size if handle.path else None), torch_params(handle.module)
+
+
+def _format(handle: ModelHandle) -> str:
+    """onnx; pt2 or torchscript for a torch model loaded back from its exported file; else torch."""
+    if handle.kind == "onnx":
+        return "onnx"
+    if handle.path is not None:
+        return "pt2" if handle.path.suffix == ".pt2" else "torchscript"
+    return "torch"
+
+
+def _sparsity(handle: ModelHandle) -> float:
+    """Share of zero values among the model's float weights (ONNX initializers or torch parameters)."""
+    if handle.kind == "onnx":
+        model = onnx.load(str(handle.path))
+        arrays = [numpy_helper.to_array(i) for i in model.graph.initializer]
+        weights = [a for a in arrays if a.dtype.kind == "f" and a.ndim >= 1]
+    else:
+        weights = [p.detach().cpu().numpy() for p in handle.module.parameters()]
+    total = sum(w.size for w in weights)
+    return float(sum(int((w == 0).sum()) for w in weights) / total) if total else 0.0
+
+
+def _zstd_size(path: Path) -> int:
+    """The artifact's size compressed with zstd: where unstructured sparsity shows in a dense file."""
+    import zstandard
+
+    compressor = zstandard.ZstdCompressor(level=3)
+    with path.open("rb") as source:
+        return len(compressor.compress(source.read()))
 
 
 def run_pipeline(task: dict[str, Any], workdir: Path, emit: Emit, max_unpacked: int, threads: int) -> dict[str, Any]:
@@ -64,37 +98,52 @@ def run_pipeline(task: dict[str, Any], workdir: Path, emit: Emit, max_unpacked: 
                 "latency": measure(handle, timing_feeds, lat.runs, lat.warmup, threads)}
 
     steps: list[dict[str, Any]] = []
-    for index, config in enumerate(spec.passes):
-        planned: list[tuple[Pass, bool]] = [(REGISTRY[config.type](config), False)]
-        if planned[0][0].takes == "onnx" and handle.kind == "torch":
-            planned.insert(0, (ConvertPass(ConvertConfig(type="convert")), True))
-        for pass_, auto in planned:
-            label = f"{pass_.type} (auto)" if auto else pass_.type
-            emit({"progress": (1 + index) / steps_total, "pass": label})
-            ctx = PassContext(workdir=workdir, step=len(steps), device=spec.device, example=batches[0])
-            t0 = time.perf_counter()
-            handle = pass_.run(handle, ctx)
-            seconds = time.perf_counter() - t0
-            fid = fidelity(handle.output_names, reference, _outputs(handle, batches))
-            size, params = _size_params(handle)
-            steps.append({"index": len(steps), "type": pass_.type, "auto": auto,
-                          "config": pass_.config.model_dump(mode="json"), "seconds": seconds,
-                          "format": handle.kind, "size_bytes": size, "param_count": params, "fidelity": fid})
-            threshold = spec.evaluate.min_conversion_cosine
-            if pass_.converts and (fid.get("cosine_min") is None or fid["cosine_min"] < threshold):
-                raise PassFailed("conversion_mismatch", f"step {len(steps) - 1} ({label}) changed the model's "
-                                 f"outputs: min cosine {fid.get('cosine_min')} < {threshold} on output "
-                                 f"{fid.get('output')!r}; the converted model would be wrong")
+    original_handle = handle
+    threshold = spec.evaluate.min_conversion_cosine
 
-    if handle.kind != "onnx":
-        raise PassFailed("no_artifact", "the pipeline ended on a torch model; end it with a convert pass")
+    def apply(pass_: Pass, auto: bool, handle: ModelHandle, progress: float) -> ModelHandle:
+        label = f"{pass_.type} (auto)" if auto else pass_.type
+        emit({"progress": progress, "pass": label})
+        ctx = PassContext(workdir=workdir, step=len(steps), device=spec.device, example=batches[0],
+                          original=original_handle)
+        t0 = time.perf_counter()
+        handle = pass_.run(handle, ctx)
+        seconds = time.perf_counter() - t0
+        fid = fidelity(handle.output_names, reference, _outputs(handle, batches))
+        size, params = _size_params(handle)
+        steps.append({"index": len(steps), "type": pass_.type, "auto": auto,
+                      "config": pass_.config.model_dump(mode="json"), "seconds": seconds,
+                      "format": _format(handle), "size_bytes": size, "param_count": params,
+                      "sparsity": _sparsity(handle), "metrics": ctx.metrics, "fidelity": fid})
+        if pass_.converts and (fid.get("cosine_min") is None or fid["cosine_min"] < threshold):
+            raise PassFailed("conversion_mismatch", f"step {len(steps) - 1} ({label}) changed the model's "
+                             f"outputs: min cosine {fid.get('cosine_min')} < {threshold} on output "
+                             f"{fid.get('output')!r}; the converted model would be wrong")
+        return handle
+
+    for index, config in enumerate(spec.passes):
+        pass_ = REGISTRY[config.type](config)
+        needs = {"onnx": "onnx", "torch": "torch"}.get(pass_.takes)
+        if needs is not None and handle.kind != needs:
+            handle = apply(ConvertPass(ConvertConfig(type="convert", to=needs)), True, handle,
+                           (1 + index) / steps_total)
+        handle = apply(pass_, False, handle, (1 + index) / steps_total)
+
+    final = next((c for c in reversed(spec.passes) if isinstance(c, ConvertConfig) and c.to != "torch"),
+                 ConvertConfig(type="convert"))
+    final_format = final.to
+    if _format(handle) != final_format:
+        handle = apply(ConvertPass(final), True, handle,
+                       (steps_total - 1.5) / steps_total)
     emit({"progress": (steps_total - 1) / steps_total, "pass": "evaluate result"})
     out_dir = workdir / "out"
     out_dir.mkdir(exist_ok=True)
-    shutil.copyfile(handle.path, out_dir / "model.onnx")  # type: ignore[arg-type]
+    name = ARTIFACT_NAMES[final_format]
+    shutil.copyfile(handle.path, out_dir / name)  # type: ignore[arg-type]
     final_size, final_params = _size_params(handle)
-    result = {"format": "onnx", "size_bytes": final_size, "param_count": final_params,
+    result = {"format": final_format, "size_bytes": final_size, "param_count": final_params,
               "size_ratio": model["size_bytes"] / final_size if final_size else None,
+              "sparsity": _sparsity(handle), "size_zstd_bytes": _zstd_size(out_dir / name),
               "fidelity": steps[-1]["fidelity"],
               "latency": measure(handle, timing_feeds, lat.runs, lat.warmup, threads)}
     result["speedup_p50"] = reporting.speedups(original["latency"], result["latency"])
@@ -110,5 +159,5 @@ def run_pipeline(task: dict[str, Any], workdir: Path, emit: Emit, max_unpacked: 
         "wall_seconds": time.perf_counter() - started,
     }
     emit({"progress": 0.99, "pass": "store"})
-    return {"artifacts": [{"path": "out/model.onnx", "name": "model.onnx", "kind": "model", "format": "onnx"}],
+    return {"artifacts": [{"path": f"out/{name}", "name": name, "kind": "model", "format": final_format}],
             "report": report}

@@ -18,7 +18,9 @@ from workers.celery_app import celery
 from workers.sandbox import Outcome, run_child
 
 log = logging.getLogger(__name__)
-MEDIA_TYPES = {"onnx": "application/octet-stream", "json": "application/json"}
+MEDIA_TYPES = {"onnx": "application/octet-stream", "json": "application/json", "pt2": "application/zip",
+               "torchscript": "application/zip"}
+"""pt2 (ExportedProgram) and TorchScript files are zip archives"""
 
 
 @celery.task(name=RUN_JOB_TASK)
