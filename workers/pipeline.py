@@ -125,12 +125,12 @@ def run_pipeline(task: dict[str, Any], workdir: Path, emit: Emit, max_unpacked: 
         pass_ = REGISTRY[config.type](config)
         needs = {"onnx": "onnx", "torch": "torch"}.get(pass_.takes)
         if needs is not None and handle.kind != needs:
-            handle = apply(ConvertPass(ConvertConfig(type="convert", to=needs)), True, handle,
+            handle = apply(ConvertPass(ConvertConfig.model_validate({"type": "convert", "to": needs})), True, handle,
                            (1 + index) / steps_total)
         handle = apply(pass_, False, handle, (1 + index) / steps_total)
 
     final = next((c for c in reversed(spec.passes) if isinstance(c, ConvertConfig) and c.to != "torch"),
-                 ConvertConfig(type="convert"))
+                 ConvertConfig.model_validate({"type": "convert"}))
     final_format = final.to
     if _format(handle) != final_format:
         handle = apply(ConvertPass(final), True, handle,

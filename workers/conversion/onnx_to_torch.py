@@ -321,8 +321,8 @@ class _Builder:
         bias = len(node.input) > 2 and node.input[2] in self.init
         group = int(attrs.get("group", 1))
         cls = nn.Conv2d if spatial == 2 else nn.Conv1d
-        layer = cls(weight.shape[1] * group, weight.shape[0], tuple(weight.shape[2:]),
-                    stride=tuple(attrs.get("strides", [1] * spatial)), padding=padding,
+        layer = cls(weight.shape[1] * group, weight.shape[0], tuple(weight.shape[2:]),  # type: ignore[arg-type]
+                    stride=tuple(attrs.get("strides", [1] * spatial)), padding=padding,  # type: ignore[arg-type]
                     dilation=tuple(attrs.get("dilations", [1] * spatial)), groups=group, bias=bias)
         with torch.no_grad():
             layer.weight.copy_(weight)
@@ -386,8 +386,8 @@ class _Builder:
         with torch.no_grad():
             layer.weight.copy_(scale)
             layer.bias.copy_(self._param(node.input[2]))
-            layer.running_mean.copy_(self._param(node.input[3]))  # type: ignore[operator]
-            layer.running_var.copy_(self._param(node.input[4]))  # type: ignore[operator]
+            layer.running_mean.copy_(self._param(node.input[3]))  # type: ignore[union-attr]
+            layer.running_var.copy_(self._param(node.input[4]))  # type: ignore[union-attr]
         self.layer = self._add_layer(layer, node.input[1], index)
         return _call
 

@@ -50,7 +50,7 @@ def export_to_onnx(handle: ModelHandle, ctx: PassContext, opset: int) -> ModelHa
                               output_names=handle.output_names, opset_version=opset, dynamo=True,
                               external_data=False, dynamic_shapes=shapes, verbose=False)
     except Exception as exc:  # the exporter raises many types; all mean "this model did not export"
-        root = exc
+        root: BaseException = exc
         while root.__cause__ is not None:
             root = root.__cause__
         raise PassFailed("conversion_failed", f"torch.onnx.export failed: {type(root).__name__}: "

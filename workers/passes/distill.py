@@ -41,7 +41,7 @@ def drop_layers(module: nn.Module) -> tuple[nn.Module, list[int], int]:
     for position, layer in enumerate(stack[i] for i in kept):
         for sub in layer.modules():  # transformers numbers each attention by its layer (caches, masks)
             if hasattr(sub, "layer_idx"):
-                sub.layer_idx = position
+                sub.layer_idx = position  # type: ignore[assignment]
     return student, kept, depth
 
 

@@ -65,7 +65,7 @@ def factorize_conv(layer: nn.Conv2d, config: LowRankConfig) -> tuple[nn.Module, 
                                               n_iter_max=50, random_state=0)
     first = nn.Conv2d(in_c, r_in, 1, bias=False)
     middle = nn.Conv2d(r_in, r_out, (kh, kw), stride=layer.stride, padding=layer.padding,  # type: ignore[arg-type]
-                       dilation=layer.dilation, bias=False)
+                       dilation=layer.dilation, bias=False)  # type: ignore[arg-type]
     last = nn.Conv2d(r_out, out_c, 1, bias=layer.bias is not None)
     with torch.no_grad():
         first.weight.copy_(torch.from_numpy(np.ascontiguousarray(u_in.T)[:, :, None, None]).float())

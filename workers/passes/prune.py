@@ -41,7 +41,7 @@ def weight_stats(module: nn.Module) -> dict[str, Any]:
 def _masks(weights: list[tuple[str, nn.Parameter]], config: PruneConfig) -> list[torch.Tensor]:
     magnitudes = [p.detach().abs() for _, p in weights]
     if config.method == "threshold":
-        return [m >= config.threshold for m in magnitudes]
+        return [m >= float(config.threshold) for m in magnitudes]  # type: ignore[arg-type]
     sparsity = float(config.sparsity)  # type: ignore[arg-type]
     if config.scope == "layer":
         masks = []
