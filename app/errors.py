@@ -46,3 +46,19 @@ class PayloadTooLarge(SqueezeError):
 
 class NotReady(SqueezeError):
     status, code, title = 409, "not_ready", "Not available yet"
+
+
+class UnsupportedDatasetFormat(SqueezeError):
+    status, code, title = 422, "unsupported_dataset_format", "The upload is not a dataset format Squeeze reads"
+
+
+class UnsafeDataset(SqueezeError):
+    status, code, title = 422, "unsafe_dataset", "This dataset can only be read by running code it carries"
+
+
+class InvalidDataset(SqueezeError):
+    status, code, title = 422, "invalid_dataset", "The dataset file is malformed or inconsistent"
+
+
+class DatasetMismatch(SqueezeError):
+    status, code, title = 422, "dataset_mismatch", "A referenced dataset does not fit the model"

@@ -12,7 +12,7 @@ from sqlalchemy.exc import OperationalError
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from app import __version__
-from app.api import artifacts, health, jobs, models
+from app.api import artifacts, datasets, health, jobs, models
 from app.errors import SqueezeError
 from app.queue import RUN_JOB_TASK, make_celery
 from app.services.uploads import remove_stale
@@ -84,6 +84,6 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     app.state.publish = publish
     app.state.broker_ping = broker_ping
     _install_error_handlers(app)
-    for router in (health.router, models.router, jobs.router, artifacts.router):
+    for router in (health.router, models.router, datasets.router, jobs.router, artifacts.router):
         app.include_router(router)
     return app

@@ -8,13 +8,18 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
+import numpy as np
 import onnx
 from onnx import numpy_helper
 
+from app.schemas.datasets import dataset_refs, eval_batch_size, shapes_from_dataset
 from app.schemas.jobs import JobSpec
 from app.schemas.passes import ConvertConfig
 from app.schemas.shapes import resolve_input_shapes
+from workers.datasets import batches as dataset_batches
+from workers.datasets import load_dataset
 from workers.evaluation import report as reporting
+from workers.evaluation.accuracy import top1
 from workers.evaluation.fidelity import fidelity
 from workers.evaluation.inputs import make_batches, with_batch
 from workers.evaluation.latency import measure
@@ -32,6 +37,7 @@ from workers.runtime import (
 
 Emit = Callable[[dict[str, Any]], None]
 ARTIFACT_NAMES = {"onnx": "model.onnx", "pt2": "model.pt2", "torchscript": "model.torchscript.pt"}
+GENERATED_SAMPLES = 32
 
 
 def _outputs(handle: ModelHandle, batches: list[dict[str, Any]]) -> list[list[Any]]:
@@ -79,12 +85,31 @@ def run_pipeline(task: dict[str, Any], workdir: Path, emit: Emit, max_unpacked: 
     started = time.perf_counter()
     spec = JobSpec.model_validate(task["spec"])
     model = task["model"]
-    shapes = resolve_input_shapes(model["inputs"], spec.input_shapes)
+    metas: dict[str, dict[str, Any]] = task.get("datasets", {})
+    evaluation = metas.get(spec.evaluate.dataset_id) if spec.evaluate.dataset_id else None
+    shapes = resolve_input_shapes(model["inputs"], shapes_from_dataset(model["inputs"], spec.input_shapes, evaluation))
     steps_total = len(spec.passes) + 2
     emit({"progress": 0.0, "pass": "load"})
     handle = load_original(workdir / "upload", model["format"], model["inputs"], model["outputs"],
                            model["details"], workdir, max_unpacked)
-    batches = make_batches(model["inputs"], shapes, spec.evaluate.samples, spec.seed, handle.vocab_size)
+    tokenizer_root = (workdir / "original" / model["details"].get("root", ".")
+                      if model["format"] == "hf_folder" and model["details"].get("has_tokenizer") else None)
+    datasets = {i: load_dataset(workdir / m["path"], m, model["inputs"], tokenizer_root) for i, m in metas.items()}
+    labels = None
+    if evaluation is not None:
+        cut = dataset_batches(datasets[evaluation["id"]], handle.input_names,
+                              eval_batch_size(model["inputs"], spec.input_shapes), spec.evaluate.samples,
+                              per_batch_padding=evaluation["format"] == "text")
+        batches = [feeds for feeds, _ in cut]
+        labels = np.concatenate([y for _, y in cut if y is not None]) if evaluation["has_labels"] else None
+    else:
+        batches = make_batches(model["inputs"], shapes, spec.evaluate.samples or GENERATED_SAMPLES, spec.seed,
+                               handle.vocab_size)
+    output_names = [str(o["name"]) for o in model["outputs"]]
+    scored = output_names.index(spec.evaluate.output) if spec.evaluate.output else 0
+
+    def accuracy(outputs: list[list[Any]]) -> float | None:
+        return top1(outputs, scored, labels) if labels is not None else None
     latency_sizes = spec.evaluate.latency.batch_sizes or [next(iter(shapes.values()))[0]]
     timing_feeds = {b: make_batches(model["inputs"], with_batch(model["inputs"], shapes, b), b, spec.seed + 1,
                                     handle.vocab_size)[0] for b in latency_sizes}
@@ -94,7 +119,7 @@ def run_pipeline(task: dict[str, Any], workdir: Path, emit: Emit, max_unpacked: 
     reference = _outputs(handle, batches)
     _, original_params = _size_params(handle)
     original = {"format": model["format"], "size_bytes": model["size_bytes"], "sha256": model["sha256"],
-                "param_count": model.get("param_count") or original_params,
+                "param_count": model.get("param_count") or original_params, "accuracy": accuracy(reference),
                 "latency": measure(handle, timing_feeds, lat.runs, lat.warmup, threads)}
 
     steps: list[dict[str, Any]] = []
@@ -105,16 +130,18 @@ def run_pipeline(task: dict[str, Any], workdir: Path, emit: Emit, max_unpacked: 
         label = f"{pass_.type} (auto)" if auto else pass_.type
         emit({"progress": progress, "pass": label})
         ctx = PassContext(workdir=workdir, step=len(steps), device=spec.device, example=batches[0],
-                          original=original_handle)
+                          datasets=datasets, original=original_handle)
         t0 = time.perf_counter()
         handle = pass_.run(handle, ctx)
         seconds = time.perf_counter() - t0
-        fid = fidelity(handle.output_names, reference, _outputs(handle, batches))
+        outputs = _outputs(handle, batches)
+        fid = fidelity(handle.output_names, reference, outputs)
         size, params = _size_params(handle)
         steps.append({"index": len(steps), "type": pass_.type, "auto": auto,
                       "config": pass_.config.model_dump(mode="json"), "seconds": seconds,
                       "format": _format(handle), "size_bytes": size, "param_count": params,
-                      "sparsity": _sparsity(handle), "metrics": ctx.metrics, "fidelity": fid})
+                      "sparsity": _sparsity(handle), "metrics": ctx.metrics, "fidelity": fid,
+                      "accuracy": accuracy(outputs)})
         if pass_.converts and (fid.get("cosine_min") is None or fid["cosine_min"] < threshold):
             raise PassFailed("conversion_mismatch", f"step {len(steps) - 1} ({label}) changed the model's "
                              f"outputs: min cosine {fid.get('cosine_min')} < {threshold} on output "
@@ -144,15 +171,23 @@ def run_pipeline(task: dict[str, Any], workdir: Path, emit: Emit, max_unpacked: 
     result = {"format": final_format, "size_bytes": final_size, "param_count": final_params,
               "size_ratio": model["size_bytes"] / final_size if final_size else None,
               "sparsity": _sparsity(handle), "size_zstd_bytes": _zstd_size(out_dir / name),
-              "fidelity": steps[-1]["fidelity"],
+              "fidelity": steps[-1]["fidelity"], "accuracy": steps[-1]["accuracy"],
+              "accuracy_drop": (original["accuracy"] - steps[-1]["accuracy"]
+                                if original["accuracy"] is not None and steps[-1]["accuracy"] is not None else None),
               "latency": measure(handle, timing_feeds, lat.runs, lat.warmup, threads)}
     result["speedup_p50"] = reporting.speedups(original["latency"], result["latency"])
     report = {
         "spec": spec.model_dump(mode="json"), "model_id": model["id"],
         "evaluation": {"samples": sum(next(iter(b.values())).shape[0] for b in batches), "input_shapes": shapes,
-                       "inputs": f"generated from the input signature, seed {spec.seed}",
+                       "inputs": (f"dataset {evaluation['id']}" if evaluation is not None
+                                  else f"generated from the input signature, seed {spec.seed}"),
+                       "dataset_id": evaluation["id"] if evaluation is not None else None,
+                       "accuracy_output": output_names[scored] if labels is not None else None,
                        "latency": {"runs": lat.runs, "warmup": lat.warmup, "threads": threads,
                                    "device": "cpu"}},
+        "datasets": [{"id": m["id"], "sha256": m["sha256"], "format": m["format"], "filename": m["filename"],
+                      "samples": m["samples"], "fields": [f for f, ref in dataset_refs(task["spec"]) if ref == i]}
+                     for i, m in metas.items()],
         "original": original, "steps": steps, "result": result,
         "constraints": reporting.constraints_verdict(spec, result),
         "versions": reporting.versions(), "machine": reporting.machine(),

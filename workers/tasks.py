@@ -8,10 +8,13 @@ import socket
 from pathlib import Path
 from typing import Any
 
+from sqlalchemy import select
+
 from app.db import transitions
-from app.db.models import Artifact, new_id
+from app.db.models import Artifact, Dataset, new_id
 from app.db.session import session_scope
 from app.queue import RUN_JOB_TASK
+from app.schemas.datasets import dataset_refs
 from app.settings import Settings, get_settings
 from app.storage import Store, open_store
 from workers.celery_app import celery
@@ -59,7 +62,10 @@ def execute(job_id: str, settings: Settings) -> None:
 def _run(claim: transitions.Claim, settings: Settings, store: Store, workdir: Path) -> Outcome:
     url = settings.effective_database_url
     store.get_file(claim.model["storage_key"], workdir / "upload")
-    task = {"spec": claim.spec, "model": claim.model, "threads": settings.job_threads,
+    datasets = _fetch_datasets(claim, settings, store, workdir)
+    if isinstance(datasets, Outcome):
+        return datasets
+    task = {"spec": claim.spec, "model": claim.model, "datasets": datasets, "threads": settings.job_threads,
             "max_unpacked_bytes": settings.max_upload_bytes * 4}
     (workdir / "task.json").write_text(json.dumps(task))
 
@@ -75,6 +81,30 @@ def _run(claim: transitions.Claim, settings: Settings, store: Store, workdir: Pa
     return run_child(workdir, timeout_s=settings.job_timeout_s, memory_bytes=settings.job_memory_bytes,
                      threads=settings.job_threads, on_event=on_event, should_cancel=should_cancel,
                      poll_s=settings.cancel_poll_s)
+
+
+def _fetch_datasets(claim: transitions.Claim, settings: Settings, store: Store,
+                    workdir: Path) -> dict[str, dict[str, Any]] | Outcome:
+    """Copy every dataset the spec references into WORKDIR/datasets/ for the child (which has no database
+    access); a dataset deleted since submit fails the job."""
+    ids = sorted({dataset_id for _, dataset_id in dataset_refs(claim.spec)})
+    if not ids:
+        return {}
+    query = select(Dataset).where(Dataset.id.in_(ids), Dataset.tenant == claim.tenant)
+    with session_scope(settings.effective_database_url) as session:
+        found = {row.id: (row.storage_key, {
+            "id": row.id, "format": row.format, "arrays": row.arrays, "samples": row.samples,
+            "has_labels": row.has_labels, "sha256": row.sha256, "filename": row.filename,
+            "path": f"datasets/{row.id}"}) for row in session.scalars(query)}
+    gone = [i for i in ids if i not in found]
+    if gone:
+        return Outcome("failed", code="dataset_missing",
+                       message=f"dataset(s) {gone} were deleted after the job was submitted; upload them "
+                               "again and submit a new job")
+    (workdir / "datasets").mkdir()
+    for key, meta in found.values():
+        store.get_file(key, workdir / meta["path"])
+    return {dataset_id: meta for dataset_id, (_, meta) in found.items()}
 
 
 def _sha256(path: Path) -> str:

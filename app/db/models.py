@@ -78,3 +78,21 @@ class Artifact(Base):
 def new_id(prefix: str) -> str:
     """A public id: a resource prefix (mdl, job, art) and 20 random hex characters."""
     return f"{prefix}_{uuid.uuid4().hex[:20]}"
+
+
+class Dataset(Base):
+    """An uploaded dataset (calibration, evaluation, training): its file in the store and its summary."""
+
+    __tablename__ = "datasets"
+
+    id: Mapped[str] = mapped_column(String(40), primary_key=True)
+    tenant: Mapped[str] = mapped_column(String(64), index=True)
+    filename: Mapped[str] = mapped_column(String(255))
+    format: Mapped[str] = mapped_column(String(32))
+    sha256: Mapped[str] = mapped_column(String(64))
+    size_bytes: Mapped[int] = mapped_column(BigInteger)
+    storage_key: Mapped[str] = mapped_column(String(512))
+    arrays: Mapped[list[Any]] = mapped_column(JSON)
+    samples: Mapped[int] = mapped_column(BigInteger)
+    has_labels: Mapped[bool] = mapped_column(Boolean)
+    created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), default=utcnow)

@@ -20,8 +20,12 @@ class LatencySpec(BaseModel):
 
 class EvaluateSpec(BaseModel):
     model_config = ConfigDict(extra="forbid")
-    samples: int = Field(32, ge=1, le=4096, description="evaluation samples made from the input signature, "
-                         "in batches of the input_shapes batch size")
+    samples: int | None = Field(None, ge=1, le=100_000, description="evaluation samples: made from the input "
+                                "signature (default 32), or the first ones of the dataset (default: all)")
+    dataset_id: str | None = Field(None, description="evaluate original and every step on this dataset instead "
+                                   "of generated inputs; with `labels`, top-1 accuracy and its drop are reported")
+    output: str | None = Field(None, description="the output accuracy is read from (argmax over its last axis); "
+                               "default: the first")
     latency: LatencySpec = Field(default_factory=LatencySpec)
     min_conversion_cosine: float = Field(
         0.99, ge=0, le=1, description="a conversion whose outputs fall below this cosine fails the job")

@@ -17,8 +17,10 @@ from sqlalchemy.orm import Session
 
 from app.db.models import Artifact, Job, new_id, utcnow
 from app.errors import Conflict, NotFound, NotReady, UnresolvedInputShape, ValidationFailed
+from app.schemas.datasets import shapes_from_dataset
 from app.schemas.jobs import JobSpec
 from app.schemas.shapes import ShapeError, resolve_input_shapes
+from app.services.datasets import resolve_references
 from app.services.models import get_model
 from app.settings import Settings
 
@@ -59,8 +61,14 @@ def submit_job(session: Session, settings: Settings, publish: Publisher, tenant:
     except NotFound as exc:
         raise ValidationFailed(f"model_id: {exc.message}",
                                errors=[{"field": "model_id", "message": exc.message}]) from exc
+    datasets = resolve_references(session, tenant, canonical, model)
+    outputs = [str(o["name"]) for o in model.outputs]
+    if spec.evaluate.output is not None and spec.evaluate.output not in outputs:
+        message = f"the model has no output {spec.evaluate.output!r}; its outputs are {outputs}"
+        raise ValidationFailed(f"evaluate.output: {message}", errors=[{"field": "evaluate.output", "message": message}])
+    evaluation = datasets.get(spec.evaluate.dataset_id) if spec.evaluate.dataset_id else None
     try:
-        resolve_input_shapes(model.inputs, spec.input_shapes)
+        resolve_input_shapes(model.inputs, shapes_from_dataset(model.inputs, spec.input_shapes, evaluation))
     except ShapeError as exc:
         raise UnresolvedInputShape(str(exc), errors=[{"field": exc.field, "message": str(exc)}]) from exc
     job = Job(id=new_id("job"), tenant=tenant, model_id=model.id, spec=canonical,
