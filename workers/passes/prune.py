@@ -11,7 +11,6 @@ from typing import Any
 
 import numpy as np
 import torch
-import zstandard
 from torch import nn
 
 from app.schemas.passes import PruneConfig
@@ -29,6 +28,8 @@ def prunable_weights(module: nn.Module) -> list[tuple[str, nn.Parameter]]:
 
 def weight_stats(module: nn.Module) -> dict[str, Any]:
     """Share of zero weights over all parameters, and all weights' float32 bytes raw and compressed with zstd."""
+    import zstandard
+
     params = [p.detach().float().cpu().numpy() for p in module.parameters()]
     total = sum(p.size for p in params)
     zeros = sum(int((p == 0).sum()) for p in params)
