@@ -19,11 +19,15 @@ def check_dataset(data: Feeds, input_names: list[str], dataset_id: str) -> int:
     """The number of samples; fails the job when an input is missing or the arrays disagree in length."""
     missing = [n for n in input_names if n not in data]
     if missing:
-        raise PassFailed("dataset_mismatch", f"dataset {dataset_id} has no array for input(s) {missing}; "
-                         f"it holds {sorted(data)}")
+        raise PassFailed(
+            "dataset_mismatch",
+            f"dataset {dataset_id} has no array for input(s) {missing}; it holds {sorted(data)}",
+        )
     sizes = {len(data[n]) for n in [*input_names, *(["labels"] if "labels" in data else [])]}
     if len(sizes) != 1:
-        raise PassFailed("dataset_mismatch", f"dataset {dataset_id}'s arrays differ in length: {sorted(sizes)}")
+        raise PassFailed(
+            "dataset_mismatch", f"dataset {dataset_id}'s arrays differ in length: {sorted(sizes)}"
+        )
     return sizes.pop()
 
 
@@ -31,8 +35,9 @@ def _first(result: Any) -> torch.Tensor:
     return result[0] if isinstance(result, list | tuple) else result
 
 
-def forward(module: torch.nn.Module, data: Feeds, input_names: list[str], index: torch.Tensor | slice,
-            device: str) -> torch.Tensor:
+def forward(
+    module: torch.nn.Module, data: Feeds, input_names: list[str], index: torch.Tensor | slice, device: str
+) -> torch.Tensor:
     """The module's first output on the rows `index` of `data`."""
     tensors = [torch.from_numpy(np.ascontiguousarray(data[n][index])).to(device) for n in input_names]
     return _first(module(*tensors))
@@ -45,14 +50,17 @@ def predict(handle: ModelHandle, data: Feeds, batch_size: int, device: str) -> t
     if handle.kind == "onnx":
         session = onnx_session(handle.path, threads=torch.get_num_threads())
         for start in range(0, count, batch_size):
-            feeds = {n: data[n][start:start + batch_size] for n in handle.input_names}
+            feeds = {n: data[n][start : start + batch_size] for n in handle.input_names}
             chunks.append(torch.from_numpy(run(handle, feeds, session)[0]).float())
         return torch.cat(chunks)
     module = handle.module.to(device)
     with torch.no_grad():
         for start in range(0, count, batch_size):
-            chunks.append(forward(module, data, handle.input_names, slice(start, start + batch_size),
-                                  device).float().cpu())
+            chunks.append(
+                forward(module, data, handle.input_names, slice(start, start + batch_size), device)
+                .float()
+                .cpu()
+            )
     handle.module.to("cpu")
     return torch.cat(chunks)
 
@@ -61,8 +69,18 @@ def is_logits(output: torch.Tensor) -> bool:
     return output.dim() == 2 and output.shape[1] > 1
 
 
-def fit(module: torch.nn.Module, data: Feeds, input_names: list[str], loss_fn: Loss, epochs: int, lr: float,
-        batch_size: int, device: str, after_step: Callable[[], None] | None = None, seed: int = 0) -> list[float]:
+def fit(
+    module: torch.nn.Module,
+    data: Feeds,
+    input_names: list[str],
+    loss_fn: Loss,
+    epochs: int,
+    lr: float,
+    batch_size: int,
+    device: str,
+    after_step: Callable[[], None] | None = None,
+    seed: int = 0,
+) -> list[float]:
     """Adam over every trainable parameter; returns the mean loss of each epoch. The module ends on the CPU,
     in eval mode."""
     count = len(data[input_names[0]])
@@ -78,7 +96,9 @@ def fit(module: torch.nn.Module, data: Feeds, input_names: list[str], loss_fn: L
                 optimizer.zero_grad()
                 loss = loss_fn(forward(module, data, input_names, index.numpy(), device), index)
                 if not math.isfinite(loss.item()):
-                    raise PassFailed("training_diverged", f"the training loss became {loss.item()}; lower `lr`")
+                    raise PassFailed(
+                        "training_diverged", f"the training loss became {loss.item()}; lower `lr`"
+                    )
                 loss.backward()
                 optimizer.step()
                 if after_step is not None:
@@ -122,8 +142,9 @@ class Finetuner:
     """Fine-tuning of a pass that changes weights: targets come from the model as it entered the pass (taken
     before the change), training runs after it."""
 
-    def __init__(self, config: FinetuneConfig | None, handle: ModelHandle, datasets: dict[str, Feeds],
-                 device: str) -> None:
+    def __init__(
+        self, config: FinetuneConfig | None, handle: ModelHandle, datasets: dict[str, Feeds], device: str
+    ) -> None:
         self.config = config
         self.device = device
         self.input_names = handle.input_names
@@ -137,12 +158,28 @@ class Finetuner:
     def loss(self) -> Loss:
         return finetune_loss(self.data, self.targets, self.device)
 
-    def run(self, module: torch.nn.Module, after_step: Callable[[], None] | None = None) -> dict[str, Any] | None:
-        """Train `module` in place; returns what the report shows (epochs, loss per epoch), None without config."""
+    def run(
+        self, module: torch.nn.Module, after_step: Callable[[], None] | None = None
+    ) -> dict[str, Any] | None:
+        """Train `module` in place; returns what the report shows (epochs, loss per epoch), None without
+        config."""
         if self.config is None:
             return None
-        losses = fit(module, self.data, self.input_names, self.loss(), self.config.epochs, self.config.lr,
-                     self.config.batch_size, self.device, after_step)
-        return {"dataset_id": self.config.dataset_id, "epochs": self.config.epochs, "device": self.device,
-                "loss": "cross_entropy" if "labels" in self.data else "mse_to_input_model",
-                "epoch_losses": losses}
+        losses = fit(
+            module,
+            self.data,
+            self.input_names,
+            self.loss(),
+            self.config.epochs,
+            self.config.lr,
+            self.config.batch_size,
+            self.device,
+            after_step,
+        )
+        return {
+            "dataset_id": self.config.dataset_id,
+            "epochs": self.config.epochs,
+            "device": self.device,
+            "loss": "cross_entropy" if "labels" in self.data else "mse_to_input_model",
+            "epoch_losses": losses,
+        }

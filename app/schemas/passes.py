@@ -93,9 +93,11 @@ class PruneConfig(_PassBase):
         needed = {"magnitude": "sparsity", "threshold": "threshold", "structured": "ratio"}[self.method]
         if getattr(self, needed) is None:
             raise ValueError(f"method {self.method!r} needs `{needed}`")
-        foreign = ({"sparsity", "scope", "threshold", "ratio", "importance"} - {needed}) & self.model_fields_set
-        foreign -= {"scope"} if self.method == "magnitude" else set()
-        foreign -= {"importance"} if self.method == "structured" else set()
+        own = {"magnitude": {"sparsity", "scope"}, "threshold": {"threshold"},
+               "structured": {"ratio", "importance"}}[self.method]
+        # Compared with the defaults, not model_fields_set: a stored spec holds every default explicitly.
+        foreign = {name for name in ("sparsity", "scope", "threshold", "ratio", "importance")
+                   if name not in own and getattr(self, name) != type(self).model_fields[name].default}
         if foreign:
             raise ValueError(f"{', '.join(sorted(foreign))} do not apply to method {self.method!r}")
         if self.method == "structured" and self.importance == "taylor" and self.finetune is None:

@@ -59,8 +59,9 @@ def _pads(pads: list[int], spatial: int) -> tuple[tuple[int, ...], list[int] | N
 class _Step:
     """One node: its callable (a registered module or a function) and where its values come from/go."""
 
-    def __init__(self, fn: Callable[..., Value], inputs: list[str], outputs: list[str], layer: str | None = None
-                 ) -> None:
+    def __init__(
+        self, fn: Callable[..., Value], inputs: list[str], outputs: list[str], layer: str | None = None
+    ) -> None:
         self.fn = fn
         self.inputs = inputs
         self.outputs = outputs
@@ -125,7 +126,7 @@ def _gather(axis: int) -> Callable[..., Value]:
         ax = _axis(axis, data.dim())
         idx = indices if isinstance(indices, torch.Tensor) else torch.tensor(indices)
         picked = data.index_select(ax, idx.reshape(-1).long())
-        return picked.reshape(list(data.shape[:ax]) + list(idx.shape) + list(data.shape[ax + 1:]))
+        return picked.reshape(list(data.shape[:ax]) + list(idx.shape) + list(data.shape[ax + 1 :]))
 
     return fn
 
@@ -208,7 +209,9 @@ def _transpose(perm: list[int] | None) -> Callable[..., Value]:
 def _flatten(axis: int) -> Callable[..., Value]:
     def fn(x: torch.Tensor) -> torch.Tensor:
         ax = _axis(axis, x.dim())
-        return x.reshape(int(np.prod(x.shape[:ax])) if ax else 1, -1) if ax != 1 else x.reshape(x.shape[0], -1)
+        return (
+            x.reshape(int(np.prod(x.shape[:ax])) if ax else 1, -1) if ax != 1 else x.reshape(x.shape[0], -1)
+        )
 
     return fn
 
@@ -232,8 +235,15 @@ def _shape(x: torch.Tensor) -> list[int]:
 
 
 def _cast(to: int) -> Callable[..., Value]:
-    dtype = {1: torch.float32, 6: torch.int32, 7: torch.int64, 9: torch.bool, 10: torch.float16,
-             11: torch.float64, 16: torch.bfloat16}.get(to)
+    dtype = {
+        1: torch.float32,
+        6: torch.int32,
+        7: torch.int64,
+        9: torch.bool,
+        10: torch.float16,
+        11: torch.float64,
+        16: torch.bfloat16,
+    }.get(to)
 
     def fn(x: Value) -> Value:
         if not isinstance(x, torch.Tensor):
@@ -253,17 +263,51 @@ def _clip(attrs: dict[str, Any]) -> Callable[..., Value]:
 
 
 ELEMENTWISE: dict[str, Callable[..., Value]] = {
-    "Relu": F.relu, "Sigmoid": torch.sigmoid, "Tanh": torch.tanh, "Erf": torch.erf, "Sqrt": torch.sqrt,
-    "Exp": torch.exp, "Log": torch.log, "Neg": torch.neg, "Abs": torch.abs,
-    "Identity": lambda x: x, "Dropout": lambda x, *_: x,
-    "Add": _binary(lambda a, b: a + b), "Sub": _binary(lambda a, b: a - b),
-    "Mul": _binary(lambda a, b: a * b), "Div": _binary(lambda a, b: a / b), "Pow": _binary(torch.pow),
-    "MatMul": _binary(torch.matmul), "Shape": _shape,
+    "Relu": F.relu,
+    "Sigmoid": torch.sigmoid,
+    "Tanh": torch.tanh,
+    "Erf": torch.erf,
+    "Sqrt": torch.sqrt,
+    "Exp": torch.exp,
+    "Log": torch.log,
+    "Neg": torch.neg,
+    "Abs": torch.abs,
+    "Identity": lambda x: x,
+    "Dropout": lambda x, *_: x,
+    "Add": _binary(lambda a, b: a + b),
+    "Sub": _binary(lambda a, b: a - b),
+    "Mul": _binary(lambda a, b: a * b),
+    "Div": _binary(lambda a, b: a / b),
+    "Pow": _binary(torch.pow),
+    "MatMul": _binary(torch.matmul),
+    "Shape": _shape,
 }
-SUPPORTED = sorted(set(ELEMENTWISE) | {
-    "Conv", "Gemm", "BatchNormalization", "MaxPool", "AveragePool", "GlobalAveragePool", "Flatten", "Reshape",
-    "Concat", "Transpose", "Constant", "Gather", "Softmax", "LogSoftmax", "Gelu", "Unsqueeze", "Squeeze",
-    "ReduceMean", "Cast", "Clip", "LeakyRelu"})
+SUPPORTED = sorted(
+    set(ELEMENTWISE)
+    | {
+        "Conv",
+        "Gemm",
+        "BatchNormalization",
+        "MaxPool",
+        "AveragePool",
+        "GlobalAveragePool",
+        "Flatten",
+        "Reshape",
+        "Concat",
+        "Transpose",
+        "Constant",
+        "Gather",
+        "Softmax",
+        "LogSoftmax",
+        "Gelu",
+        "Unsqueeze",
+        "Squeeze",
+        "ReduceMean",
+        "Cast",
+        "Clip",
+        "LeakyRelu",
+    }
+)
 
 
 class _Builder:
@@ -281,9 +325,11 @@ class _Builder:
         for out in graph.output:
             self.consumers[out.name] = self.consumers.get(out.name, 0) + 1
         inferred = onnx.shape_inference.infer_shapes(model)
-        self.ranks = {v.name: len(v.type.tensor_type.shape.dim) for v in
-                      list(inferred.graph.value_info) + list(inferred.graph.input)
-                      if v.type.tensor_type.HasField("shape")}
+        self.ranks = {
+            v.name: len(v.type.tensor_type.shape.dim)
+            for v in list(inferred.graph.value_info) + list(inferred.graph.input)
+            if v.type.tensor_type.HasField("shape")
+        }
         self.used_constants: set[str] = set()
         self.fused: set[str] = set()
         self.layer: str | None = None
@@ -315,15 +361,27 @@ class _Builder:
             return None
         weight = self._param(node.input[1])
         spatial = weight.dim() - 2
-        if spatial not in (1, 2) or attrs.get("auto_pad", b"NOTSET") not in (b"NOTSET", b"VALID", "NOTSET", "VALID"):
+        if spatial not in (1, 2) or attrs.get("auto_pad", b"NOTSET") not in (
+            b"NOTSET",
+            b"VALID",
+            "NOTSET",
+            "VALID",
+        ):
             return None
         padding, explicit = _pads(list(attrs.get("pads", [0] * 2 * spatial)), spatial)
         bias = len(node.input) > 2 and node.input[2] in self.init
         group = int(attrs.get("group", 1))
         cls = nn.Conv2d if spatial == 2 else nn.Conv1d
-        layer = cls(weight.shape[1] * group, weight.shape[0], tuple(weight.shape[2:]),  # type: ignore[arg-type]
-                    stride=tuple(attrs.get("strides", [1] * spatial)), padding=padding,  # type: ignore[arg-type]
-                    dilation=tuple(attrs.get("dilations", [1] * spatial)), groups=group, bias=bias)
+        layer = cls(
+            weight.shape[1] * group,
+            weight.shape[0],
+            tuple(weight.shape[2:]),  # type: ignore[arg-type]
+            stride=tuple(attrs.get("strides", [1] * spatial)),
+            padding=padding,  # type: ignore[arg-type]
+            dilation=tuple(attrs.get("dilations", [1] * spatial)),
+            groups=group,
+            bias=bias,
+        )
         with torch.no_grad():
             layer.weight.copy_(weight)
             if bias:
@@ -352,17 +410,21 @@ class _Builder:
         if len(node.input) > 2 and node.input[2]:
             if node.input[2] not in self.init or self.init[node.input[2]].ndim > 1:
                 return None
-            bias = np.broadcast_to(self.init[node.input[2]] * float(attrs.get("beta", 1.0)), (weight_t.shape[1],))
+            bias = np.broadcast_to(
+                self.init[node.input[2]] * float(attrs.get("beta", 1.0)), (weight_t.shape[1],)
+            )
         self.layer = self._linear(weight_t, bias, node.input[1], index)
         return _call
 
-    def _matmul(self, node: onnx.NodeProto, index: int, nodes: list[onnx.NodeProto]) -> Callable[..., Value] | None:
+    def _matmul(
+        self, node: onnx.NodeProto, index: int, nodes: list[onnx.NodeProto]
+    ) -> Callable[..., Value] | None:
         if node.input[1] not in self.init or self.init[node.input[1]].ndim != 2:
             return None
         bias = None
         out = node.output[0]
-        follower = next((n for n in nodes[index + 1:] if out in n.input), None)
-        if (follower is not None and follower.op_type == "Add" and self.consumers.get(out) == 1):
+        follower = next((n for n in nodes[index + 1 :] if out in n.input), None)
+        if follower is not None and follower.op_type == "Add" and self.consumers.get(out) == 1:
             other = next(n for n in follower.input if n != out)
             if other in self.init and self.init[other].ndim == 1:
                 bias = self.init[other]
@@ -381,8 +443,11 @@ class _Builder:
         scale = self._param(node.input[1])
         rank = self.ranks.get(node.input[0], 4)
         cls = nn.BatchNorm2d if rank == 4 else nn.BatchNorm1d
-        layer = cls(scale.shape[0], eps=float(attrs.get("epsilon", 1e-5)),
-                    momentum=1 - float(attrs.get("momentum", 0.9)))
+        layer = cls(
+            scale.shape[0],
+            eps=float(attrs.get("epsilon", 1e-5)),
+            momentum=1 - float(attrs.get("momentum", 0.9)),
+        )
         with torch.no_grad():
             layer.weight.copy_(scale)
             layer.bias.copy_(self._param(node.input[2]))
@@ -407,9 +472,12 @@ class _Builder:
             "Gather": lambda: _gather(int(attrs.get("axis", 0))),
             "Softmax": lambda: _softmax(int(attrs.get("axis", -1)), False),
             "LogSoftmax": lambda: _softmax(int(attrs.get("axis", -1)), True),
-            "Gelu": lambda: (lambda x: F.gelu(x, approximate="tanh" if attrs.get("approximate") in
-                                               (b"tanh", "tanh") else "none")),
-            "LeakyRelu": lambda: (lambda x: F.leaky_relu(x, float(attrs.get("alpha", 0.01)))),
+            "Gelu": lambda: (
+                lambda x: F.gelu(
+                    x, approximate="tanh" if attrs.get("approximate") in (b"tanh", "tanh") else "none"
+                )
+            ),
+            "LeakyRelu": lambda: lambda x: F.leaky_relu(x, float(attrs.get("alpha", 0.01))),
             "Unsqueeze": lambda: _unsqueeze(list(attrs["axes"]) if "axes" in attrs else None),
             "Squeeze": lambda: _squeeze(list(attrs["axes"]) if "axes" in attrs else None),
             "ReduceMean": lambda: _reduce_mean(attrs),
@@ -421,8 +489,9 @@ class _Builder:
 
     def build(self) -> OnnxModule:
         nodes = list(self.graph.node)
-        unsupported = sorted({n.op_type for n in nodes if n.op_type not in SUPPORTED
-                              or (n.domain not in ("", "ai.onnx"))})
+        unsupported = sorted(
+            {n.op_type for n in nodes if n.op_type not in SUPPORTED or (n.domain not in ("", "ai.onnx"))}
+        )
         if unsupported:
             raise ConversionUnsupported(unsupported)
         failed: set[str] = set()
@@ -434,7 +503,9 @@ class _Builder:
                 if "value" not in attrs:
                     failed.add("Constant (only `value` tensors)")
                     continue
-                self.module.constant(node.output[0], torch.from_numpy(numpy_helper.to_array(attrs["value"]).copy()))
+                self.module.constant(
+                    node.output[0], torch.from_numpy(numpy_helper.to_array(attrs["value"]).copy())
+                )
                 continue
             fn: Callable[..., Value] | None
             self.layer = None
@@ -454,11 +525,16 @@ class _Builder:
             if fn is None:
                 failed.add(f"{node.op_type} (this form: weights not constant or attributes not covered)")
                 continue
-            weights = {"Conv": node.input[1:3], "Gemm": node.input[1:3], "MatMul": node.input[1:2],
-                       "BatchNormalization": node.input[1:5]}.get(node.op_type, [])
+            weights = {
+                "Conv": node.input[1:3],
+                "Gemm": node.input[1:3],
+                "MatMul": node.input[1:2],
+                "BatchNormalization": node.input[1:5],
+            }.get(node.op_type, [])
             inputs = [n if n not in weights else "" for n in node.input]
-            self.module.steps.append(_Step(fn, [n for n in inputs if n] if weights else inputs, list(node.output),
-                                           self.layer))
+            self.module.steps.append(
+                _Step(fn, [n for n in inputs if n] if weights else inputs, list(node.output), self.layer)
+            )
         if failed:
             raise ConversionUnsupported(sorted(failed))
         for name in sorted(self.used_constants):

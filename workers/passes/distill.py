@@ -22,18 +22,29 @@ def drop_layers(module: nn.Module) -> tuple[nn.Module, list[int], int]:
     """A copy of a transformer keeping every other layer of its deepest stack of layers (the last one kept):
     MiniLM's 6 encoder layers become 3. Returns the copy, the kept indices and the original depth."""
     student = copy.deepcopy(module)
-    stacks = [(name, m) for name, m in student.named_modules()
-              if isinstance(m, nn.ModuleList) and len(m) >= 2 and name.split(".")[-1] in ("layer", "layers", "h")
-              and len({type(x) for x in m}) == 1]
+    stacks = [
+        (name, m)
+        for name, m in student.named_modules()
+        if isinstance(m, nn.ModuleList)
+        and len(m) >= 2
+        and name.split(".")[-1] in ("layer", "layers", "h")
+        and len({type(x) for x in m}) == 1
+    ]
     if not stacks:
-        raise PassFailed("distill_unsupported", "student 'drop_layers' needs a transformer with a stack of "
-                         "layers (e.g. a Hugging Face BERT-like model); use student 'current' instead")
+        raise PassFailed(
+            "distill_unsupported",
+            "student 'drop_layers' needs a transformer with a stack of "
+            "layers (e.g. a Hugging Face BERT-like model); use student 'current' instead",
+        )
     name, stack = max(stacks, key=lambda item: len(item[1]))
     depth = len(stack)
     kept = list(range(depth))[1::2] if depth % 2 == 0 else list(range(depth))[::2]
     parent_name, _, attr = name.rpartition(".")
-    setattr(student.get_submodule(parent_name) if parent_name else student, attr,
-            nn.ModuleList([stack[i] for i in kept]))
+    setattr(
+        student.get_submodule(parent_name) if parent_name else student,
+        attr,
+        nn.ModuleList([stack[i] for i in kept]),
+    )
     for sub in student.modules():
         config = getattr(sub, "config", None)
         if config is not None and hasattr(config, "num_hidden_layers"):
@@ -45,14 +56,20 @@ def drop_layers(module: nn.Module) -> tuple[nn.Module, list[int], int]:
     return student, kept, depth
 
 
-def distill_loss(teacher: torch.Tensor, labels: torch.Tensor | None, config: DistillConfig, device: str) -> Loss:
+def distill_loss(
+    teacher: torch.Tensor, labels: torch.Tensor | None, config: DistillConfig, device: str
+) -> Loss:
     temperature = config.temperature
     if is_logits(teacher):
         soft = F.softmax(teacher / temperature, dim=1)
 
         def kd(out: torch.Tensor, index: torch.Tensor) -> torch.Tensor:
-            loss = F.kl_div(F.log_softmax(out / temperature, dim=1), soft[index].to(device),
-                            reduction="batchmean") * temperature**2
+            loss = (
+                F.kl_div(
+                    F.log_softmax(out / temperature, dim=1), soft[index].to(device), reduction="batchmean"
+                )
+                * temperature**2
+            )
             if labels is not None:
                 loss = loss + config.alpha * F.cross_entropy(out, labels[index].to(device))
             return loss
@@ -80,8 +97,12 @@ class DistillPass(Pass):
     def run(self, handle: ModelHandle, ctx: PassContext) -> ModelHandle:
         teacher: ModelHandle = ctx.original
         data = dataset(ctx.datasets, self.config.dataset_id, handle.input_names)
-        metrics: dict[str, Any] = {"teacher": teacher.origin, "student": self.config.student,
-                                   "device": ctx.device, "dataset_id": self.config.dataset_id}
+        metrics: dict[str, Any] = {
+            "teacher": teacher.origin,
+            "student": self.config.student,
+            "device": ctx.device,
+            "dataset_id": self.config.dataset_id,
+        }
         if self.config.student == "drop_layers":
             student, kept, depth = drop_layers(handle.module)
             metrics.update({"layers_kept": kept, "layers_before": depth})
@@ -90,10 +111,21 @@ class DistillPass(Pass):
         targets = predict(teacher, data, self.config.batch_size, ctx.device)
         labels = torch.from_numpy(data["labels"]).long() if "labels" in data else None
         loss = distill_loss(targets, labels, self.config, ctx.device)
-        metrics["loss"] = ("kl" + ("+alpha*ce" if labels is not None else "") if is_logits(targets)
-                           else self.config.embedding_loss)
-        metrics["epoch_losses"] = fit(student, data, handle.input_names, loss, self.config.epochs, self.config.lr,
-                                      self.config.batch_size, ctx.device)
+        metrics["loss"] = (
+            "kl" + ("+alpha*ce" if labels is not None else "")
+            if is_logits(targets)
+            else self.config.embedding_loss
+        )
+        metrics["epoch_losses"] = fit(
+            student,
+            data,
+            handle.input_names,
+            loss,
+            self.config.epochs,
+            self.config.lr,
+            self.config.batch_size,
+            ctx.device,
+        )
         metrics["student_params"] = sum(p.numel() for p in student.parameters())
         ctx.metrics.update(metrics)
         return handle.with_torch(student)

@@ -50,7 +50,8 @@ def factorize_linear(layer: nn.Linear, config: LowRankConfig) -> tuple[nn.Module
 
 
 def factorize_conv(layer: nn.Conv2d, config: LowRankConfig) -> tuple[nn.Module, list[int]] | None:
-    """1x1 -> k x k core -> 1x1 convs from a Tucker-2 decomposition, or None when they would not be smaller."""
+    """1x1 -> k x k core -> 1x1 convs from a Tucker-2 decomposition, or None when they would not be
+    smaller."""
     from tensorly.decomposition import partial_tucker
 
     if layer.groups != 1 or isinstance(layer.padding, str):
@@ -61,11 +62,19 @@ def factorize_conv(layer: nn.Conv2d, config: LowRankConfig) -> tuple[nn.Module, 
     if in_c * r_in + r_in * r_out * kh * kw + r_out * out_c >= out_c * in_c * kh * kw:
         return None
     weight = layer.weight.detach().double().numpy()
-    (core, (u_out, u_in)), _ = partial_tucker(weight, rank=[r_out, r_in], modes=[0, 1], init="svd",
-                                              n_iter_max=50, random_state=0)
+    (core, (u_out, u_in)), _ = partial_tucker(
+        weight, rank=[r_out, r_in], modes=[0, 1], init="svd", n_iter_max=50, random_state=0
+    )
     first = nn.Conv2d(in_c, r_in, 1, bias=False)
-    middle = nn.Conv2d(r_in, r_out, (kh, kw), stride=layer.stride, padding=layer.padding,  # type: ignore[arg-type]
-                       dilation=layer.dilation, bias=False)  # type: ignore[arg-type]
+    middle = nn.Conv2d(
+        r_in,
+        r_out,
+        (kh, kw),
+        stride=layer.stride,
+        padding=layer.padding,  # type: ignore[arg-type]
+        dilation=layer.dilation,
+        bias=False,
+    )  # type: ignore[arg-type]
     last = nn.Conv2d(r_out, out_c, 1, bias=layer.bias is not None)
     with torch.no_grad():
         first.weight.copy_(torch.from_numpy(np.ascontiguousarray(u_in.T)[:, :, None, None]).float())
@@ -87,19 +96,27 @@ class LowRankPass(Pass):
         kind: type[nn.Module] = nn.Linear if self.config.method == "svd" else nn.Conv2d
         layers = [(name, m) for name, m in module.named_modules() if type(m) is kind]
         if not layers:
-            raise PassFailed("lowrank_unsupported", f"method {self.config.method!r} factorizes "
-                             f"{kind.__name__} layers and the model has none")
+            raise PassFailed(
+                "lowrank_unsupported",
+                f"method {self.config.method!r} factorizes {kind.__name__} layers and the model has none",
+            )
         factorized: dict[str, Any] = {}
         skipped = []
         for name, layer in layers:
-            made = (factorize_linear(layer, self.config) if isinstance(layer, nn.Linear)  # type: ignore[arg-type]
-                    else factorize_conv(layer, self.config))  # type: ignore[arg-type]
+            made = (
+                factorize_linear(layer, self.config)
+                if isinstance(layer, nn.Linear)  # type: ignore[arg-type]
+                else factorize_conv(layer, self.config)
+            )  # type: ignore[arg-type]
             if made is None:
                 skipped.append(name)
                 continue
             _replace(module, name, made[0])
-            factorized[name] = {"rank": made[1], "params_before": sum(p.numel() for p in layer.parameters()),
-                                "params_after": sum(p.numel() for p in made[0].parameters())}
+            factorized[name] = {
+                "rank": made[1],
+                "params_before": sum(p.numel() for p in layer.parameters()),
+                "params_after": sum(p.numel() for p in made[0].parameters()),
+            }
         ctx.metrics.update({"factorized": factorized, "skipped_no_gain": skipped})
         finetuned = finetuner.run(module)
         if finetuned:

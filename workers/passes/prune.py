@@ -27,7 +27,8 @@ def prunable_weights(module: nn.Module) -> list[tuple[str, nn.Parameter]]:
 
 
 def weight_stats(module: nn.Module) -> dict[str, Any]:
-    """Share of zero weights over all parameters, and all weights' float32 bytes raw and compressed with zstd."""
+    """Share of zero weights over all parameters, and all weights' float32 bytes, raw and compressed with
+    zstd."""
     import zstandard
 
     params = [p.detach().float().cpu().numpy() for p in module.parameters()]
@@ -35,8 +36,13 @@ def weight_stats(module: nn.Module) -> dict[str, Any]:
     zeros = sum(int((p == 0).sum()) for p in params)
     raw = b"".join(np.ascontiguousarray(p).tobytes() for p in params)
     compressed = zstandard.ZstdCompressor(level=ZSTD_LEVEL).compress(raw)
-    return {"sparsity": zeros / total if total else 0.0, "zero_weights": zeros, "weights": total,
-            "weights_bytes": len(raw), "weights_zstd_bytes": len(compressed)}
+    return {
+        "sparsity": zeros / total if total else 0.0,
+        "zero_weights": zeros,
+        "weights": total,
+        "weights_bytes": len(raw),
+        "weights_zstd_bytes": len(compressed),
+    }
 
 
 def _masks(weights: list[tuple[str, nn.Parameter]], config: PruneConfig) -> list[torch.Tensor]:
@@ -60,8 +66,11 @@ def _masks(weights: list[tuple[str, nn.Parameter]], config: PruneConfig) -> list
 def last_layer(module: nn.Module, example: list[torch.Tensor]) -> nn.Module:
     """The Linear/Conv layer that runs last on an example: the classifier whose outputs must stay."""
     order: list[nn.Module] = []
-    hooks = [m.register_forward_hook(lambda mod, *_: order.append(mod)) for m in module.modules()
-             if isinstance(m, nn.Linear | nn.Conv1d | nn.Conv2d)]
+    hooks = [
+        m.register_forward_hook(lambda mod, *_: order.append(mod))
+        for m in module.modules()
+        if isinstance(m, nn.Linear | nn.Conv1d | nn.Conv2d)
+    ]
     try:
         with torch.no_grad():
             module(*example)
@@ -105,21 +114,30 @@ class PrunePass(Pass):
         ctx.metrics["pruned_layers"] = len(prunable_weights(module))
         return handle.with_torch(module)
 
-    def _structured(self, module: nn.Module, handle: ModelHandle, ctx: PassContext,
-                    finetuner: Finetuner) -> dict[str, Any]:
+    def _structured(
+        self, module: nn.Module, handle: ModelHandle, ctx: PassContext, finetuner: Finetuner
+    ) -> dict[str, Any]:
         import torch_pruning as tp
 
         example = [torch.from_numpy(ctx.example[n]) for n in handle.input_names]
         keep = last_layer(module, example)
-        importance = (tp.importance.TaylorImportance() if self.config.importance == "taylor"
-                      else tp.importance.MagnitudeImportance(p=1 if self.config.importance == "l1" else 2))
+        importance = (
+            tp.importance.TaylorImportance()
+            if self.config.importance == "taylor"
+            else tp.importance.MagnitudeImportance(p=1 if self.config.importance == "l1" else 2)
+        )
         try:
-            pruner = tp.pruner.MetaPruner(module, tuple(example), importance=importance,
-                                          pruning_ratio=float(self.config.ratio),  # type: ignore[arg-type]
-                                          ignored_layers=[keep])
+            pruner = tp.pruner.MetaPruner(
+                module,
+                tuple(example),
+                importance=importance,
+                pruning_ratio=float(self.config.ratio),  # type: ignore[arg-type]
+                ignored_layers=[keep],
+            )
         except Exception as exc:  # torch-pruning's tracer raises assorted errors on graphs it cannot follow
-            raise PassFailed("prune_unsupported", f"torch-pruning could not trace the model: "
-                             f"{type(exc).__name__}: {exc}") from exc
+            raise PassFailed(
+                "prune_unsupported", f"torch-pruning could not trace the model: {type(exc).__name__}: {exc}"
+            ) from exc
         before = {name: _width(m) for name, m in module.named_modules() if _width(m) is not None}
         if self.config.importance == "taylor":
             data = finetuner.data
@@ -129,8 +147,10 @@ class PrunePass(Pass):
                 loss_fn(forward(module, data, handle.input_names, index.numpy(), "cpu"), index).backward()
         pruner.step()
         module.zero_grad(set_to_none=True)
-        return {name: {"before": width, "after": _width(dict(module.named_modules())[name])}
-                for name, width in before.items()}
+        return {
+            name: {"before": width, "after": _width(dict(module.named_modules())[name])}
+            for name, width in before.items()
+        }
 
 
 def _width(module: nn.Module) -> int | None:
