@@ -126,6 +126,9 @@ def run_pipeline(task: dict[str, Any], workdir: Path, emit: Emit, max_unpacked: 
     original_handle = handle
     threshold = spec.evaluate.min_conversion_cosine
 
+    previous = [reference]
+    """outputs of the model as it entered the next step: a conversion is checked against its own input"""
+
     def apply(pass_: Pass, auto: bool, handle: ModelHandle, progress: float) -> ModelHandle:
         label = f"{pass_.type} (auto)" if auto else pass_.type
         emit({"progress": progress, "pass": label})
@@ -137,23 +140,29 @@ def run_pipeline(task: dict[str, Any], workdir: Path, emit: Emit, max_unpacked: 
         outputs = _outputs(handle, batches)
         fid = fidelity(handle.output_names, reference, outputs)
         size, params = _size_params(handle)
-        steps.append({"index": len(steps), "type": pass_.type, "auto": auto,
-                      "config": pass_.config.model_dump(mode="json"), "seconds": seconds,
-                      "format": _format(handle), "size_bytes": size, "param_count": params,
-                      "sparsity": _sparsity(handle), "metrics": ctx.metrics, "fidelity": fid,
-                      "accuracy": accuracy(outputs)})
-        if pass_.converts and (fid.get("cosine_min") is None or fid["cosine_min"] < threshold):
-            raise PassFailed("conversion_mismatch", f"step {len(steps) - 1} ({label}) changed the model's "
-                             f"outputs: min cosine {fid.get('cosine_min')} < {threshold} on output "
-                             f"{fid.get('output')!r}; the converted model would be wrong")
+        step = {"index": len(steps), "type": pass_.type, "auto": auto,
+                "config": pass_.config.model_dump(mode="json"), "seconds": seconds,
+                "format": _format(handle), "size_bytes": size, "param_count": params,
+                "sparsity": _sparsity(handle), "metrics": ctx.metrics, "fidelity": fid,
+                "accuracy": accuracy(outputs)}
+        steps.append(step)
+        if pass_.converts:
+            own = fid if previous[0] is reference else fidelity(handle.output_names, previous[0], outputs)
+            step["conversion_fidelity"] = own
+            if own.get("cosine_min") is None or own["cosine_min"] < threshold:
+                raise PassFailed("conversion_mismatch", f"step {len(steps) - 1} ({label}) changed the model's "
+                                 f"outputs: min cosine {own.get('cosine_min')} < {threshold} on output "
+                                 f"{own.get('output')!r} against the model it converted; the converted model "
+                                 "would be wrong")
+        previous[0] = outputs
         return handle
 
     for index, config in enumerate(spec.passes):
         pass_ = REGISTRY[config.type](config)
         needs = {"onnx": "onnx", "torch": "torch"}.get(pass_.takes)
         if needs is not None and handle.kind != needs:
-            handle = apply(ConvertPass(ConvertConfig.model_validate({"type": "convert", "to": needs})), True, handle,
-                           (1 + index) / steps_total)
+            to_needed = ConvertConfig.model_validate({"type": "convert", "to": needs})
+            handle = apply(ConvertPass(to_needed), True, handle, (1 + index) / steps_total)
         handle = apply(pass_, False, handle, (1 + index) / steps_total)
 
     final = next((c for c in reversed(spec.passes) if isinstance(c, ConvertConfig) and c.to != "torch"),

@@ -45,8 +45,8 @@ class ModelHandle:
         return replace(self, kind="onnx", path=path, module=None, output_names=output_names or self.output_names)
 
     def with_torch(self, module: Any, path: Path | None = None) -> "ModelHandle":
-        """A torch module; `path` only when the module was loaded back from an exported file (pt2, TorchScript)
-        that is still exactly this model."""
+        """A torch module; `path` only when the module was loaded back from an exported file (pt2,
+        TorchScript) that is still exactly this model."""
         return replace(self, kind="torch", module=module, path=path)
 
 

@@ -107,6 +107,7 @@ def fit(
                 total += loss.item() * len(index)
             history.append(total / count)
     finally:
+        module.zero_grad(set_to_none=True)
         module.to("cpu").eval()
     return history
 

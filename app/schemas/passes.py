@@ -79,10 +79,12 @@ class PruneConfig(_PassBase):
     type: Literal["prune"]
     method: Literal["magnitude", "threshold", "structured"]
     sparsity: float | None = Field(None, gt=0, lt=1, description="magnitude: share of weights set to zero")
-    scope: Literal["global", "layer"] = Field("global", description="magnitude: rank weights across all layers "
-                                              "or within each layer")
-    threshold: float | None = Field(None, gt=0, description="threshold: weights with |w| below it become zero")
-    ratio: float | None = Field(None, gt=0, lt=1, description="structured: share of channels removed per layer")
+    scope: Literal["global", "layer"] = Field(
+        "global", description="magnitude: rank weights across all layers or within each layer")
+    threshold: float | None = Field(None, gt=0,
+                                    description="threshold: weights with |w| below it become zero")
+    ratio: float | None = Field(None, gt=0, lt=1,
+                                description="structured: share of channels removed per layer")
     importance: Literal["l1", "l2", "taylor"] = Field(
         "l1", description="structured: channel ranking by weight L1/L2 norm, or first-order Taylor (needs "
                           "`finetune`'s data for the gradients)")
@@ -135,15 +137,18 @@ class DistillConfig(_PassBase):
 
     type: Literal["distill"]
     student: Literal["current", "drop_layers"] = "current"
-    dataset_id: str = Field(description="training inputs (arrays named after the model's inputs), optional `labels`")
+    dataset_id: str = Field(
+        description="training inputs (arrays named after the model's inputs), optional `labels`")
     epochs: int = Field(2, ge=1, le=100)
     lr: float = Field(1e-4, gt=0, le=1)
     batch_size: int = Field(32, ge=1, le=4096)
     temperature: float = Field(2.0, gt=0, le=100)
     alpha: float = Field(0.5, ge=0, le=1, description="weight of the cross-entropy on labels, when present")
-    embedding_loss: Literal["mse", "cosine"] = Field("mse", description="loss for outputs that are not logits")
+    embedding_loss: Literal["mse", "cosine"] = Field(
+        "mse", description="loss for outputs that are not logits")
 
 
 PASS_CONFIGS = (ConvertConfig, OptimizeConfig, QuantizeConfig, PruneConfig, LowRankConfig, DistillConfig)
-PassConfig = Annotated[ConvertConfig | OptimizeConfig | QuantizeConfig | PruneConfig | LowRankConfig | DistillConfig,
-                       Field(discriminator="type")]
+PassConfig = Annotated[
+    ConvertConfig | OptimizeConfig | QuantizeConfig | PruneConfig | LowRankConfig | DistillConfig,
+    Field(discriminator="type")]

@@ -144,9 +144,19 @@ def test_structured_pruning_shrinks_and_finetunes(
     assert ort.InferenceSession(str(exported.path)).get_inputs()[0].shape[0] != 3, "the batch stays dynamic"
 
 
-def test_taylor_needs_finetune_data() -> None:
+def test_taylor_importance_uses_the_finetune_data(torch_handle: ModelHandle, ctx: PassContext) -> None:
     with pytest.raises(ValueError, match="taylor"):
         PruneConfig(type="prune", method="structured", ratio=0.3, importance="taylor")
+    config = PruneConfig(
+        type="prune",
+        method="structured",
+        ratio=0.3,
+        importance="taylor",
+        finetune={"dataset_id": TRAIN, "epochs": 1, "batch_size": 128},
+    )
+    pruned = PrunePass(config).run(torch_handle, ctx)
+    assert torch_params(pruned.module) <= 0.75 * torch_params(torch_handle.module)
+    assert all(p.grad is None for p in pruned.module.parameters()), "no gradients left on the result"
 
 
 def test_tucker_with_finetuning(torch_handle: ModelHandle, ctx: PassContext, digits: Digits) -> None:

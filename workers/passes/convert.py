@@ -78,8 +78,9 @@ def onnx_to_torch_handle(handle: ModelHandle, ctx: PassContext) -> ModelHandle:
     try:
         module = onnx_to_torch(onnx.load(str(handle.path)), ctx.example)
     except ConversionUnsupported as exc:
-        raise PassFailed("conversion_unsupported", f"ONNX -> torch does not cover operator(s) {', '.join(exc.ops)}; "
-                         "run the ONNX passes (quantize, optimize) on this model instead") from exc
+        raise PassFailed("conversion_unsupported", f"ONNX -> torch does not cover operator(s) "
+                         f"{', '.join(exc.ops)}; run the ONNX passes (quantize, optimize) on this model "
+                         "instead") from exc
     return handle.with_torch(module)
 
 
