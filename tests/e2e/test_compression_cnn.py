@@ -34,7 +34,7 @@ def run_job(client: httpx.Client, stack: Stack, spec: dict) -> tuple[dict, dict,
     assert job["status"] == "succeeded", job["error"]
     report = client.get(f"/v1/jobs/{job['id']}/report").json()
     listing = next(
-        a for a in client.get(f"/v1/jobs/{job['id']}/artifacts").json()["items"] if a["kind"] == "model"
+        a for a in client.get(f"/v1/jobs/{job['id']}/artifacts").json() if a["kind"] == "model"
     )
     content = client.get(listing["download_url"])
     assert content.status_code == 200
@@ -43,7 +43,8 @@ def run_job(client: httpx.Client, stack: Stack, spec: dict) -> tuple[dict, dict,
 
 def onnx_accuracy(artifact: bytes, digits: Digits) -> float:
     session = ort.InferenceSession(artifact)
-    return float((session.run(None, {"x": digits.x_test})[0].argmax(1) == digits.y_test).mean())
+    feeds = {session.get_inputs()[0].name: digits.x_test}
+    return float((session.run(None, feeds)[0].argmax(1) == digits.y_test).mean())
 
 
 @pytest.fixture(scope="module")
@@ -54,6 +55,10 @@ def ids(stack: Stack, digits: Digits, digits_cnn_onnx: Path, digits_cnn_pt2: Pat
             "pt2": upload(client, digits_cnn_pt2)["id"],
             "train": upload_dataset(client, {"x": digits.x_train, "labels": digits.y_train}, "train.npz"),
             "test": upload_dataset(client, {"x": digits.x_test, "labels": digits.y_test}, "test.npz"),
+            # torch.export names the Sequential's argument `input`
+            "test_pt2": upload_dataset(
+                client, {"input": digits.x_test, "labels": digits.y_test}, "test_pt2.npz"
+            ),
         }
 
 
@@ -103,7 +108,7 @@ def test_magnitude_pruning_pt2_upload(
 ) -> None:
     spec = {
         "model_id": ids["pt2"],
-        "evaluate": {"dataset_id": ids["test"], "latency": LATENCY},
+        "evaluate": {"dataset_id": ids["test_pt2"], "latency": LATENCY},
         "passes": [{"type": "prune", "method": "magnitude", "sparsity": 0.7}],
     }
     report, listing, artifact = run_job(client, stack, spec)
