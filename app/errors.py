@@ -49,7 +49,7 @@ class NotReady(SqueezeError):
 
 
 class UnsupportedDatasetFormat(SqueezeError):
-    status, code, title = 422, "unsupported_dataset_format", "The upload is not a dataset format Squeeze reads"
+    status, code, title = 422, "unsupported_dataset_format", "The upload is not a dataset format we read"
 
 
 class UnsafeDataset(SqueezeError):

@@ -26,8 +26,8 @@ def load_dataset(path: Path, meta: Mapping[str, Any], inputs: Sequence[Mapping[s
 
         return dict(load_file(str(path)))
     if tokenizer_root is None:
-        raise PassFailed("dataset_mismatch", f"dataset {meta['id']} is text, which needs the model's tokenizer, "
-                                             "and the model has none")
+        raise PassFailed("dataset_mismatch", f"dataset {meta['id']} is text, which needs the model's "
+                                             "tokenizer, and the model has none")
     return tokenize(path.read_text(encoding="utf-8"), inputs, tokenizer_root)
 
 
@@ -36,7 +36,8 @@ def tokenize(text: str, inputs: Sequence[Mapping[str, Any]], tokenizer_root: Pat
     line; `batches` then trims each batch to its own longest line."""
     from transformers import AutoTokenizer
 
-    tokenizer = AutoTokenizer.from_pretrained(str(tokenizer_root), local_files_only=True, trust_remote_code=False)
+    tokenizer = AutoTokenizer.from_pretrained(str(tokenizer_root), local_files_only=True,
+                                              trust_remote_code=False)
     lines = [line.strip() for line in text.splitlines() if line.strip()]
     max_length = min(int(getattr(tokenizer, "model_max_length", MAX_TOKENS) or MAX_TOKENS), MAX_TOKENS)
     encoded = tokenizer(lines, padding="longest", truncation=True, max_length=max_length, return_tensors="np")
@@ -44,8 +45,8 @@ def tokenize(text: str, inputs: Sequence[Mapping[str, Any]], tokenizer_root: Pat
     for item in inputs:
         name = str(item["name"])
         if name not in encoded:
-            raise PassFailed("dataset_mismatch", f"the model's tokenizer gives {sorted(encoded)}, not the model "
-                                                 f"input {name!r}; upload an .npz with every input instead")
+            raise PassFailed("dataset_mismatch", f"the model's tokenizer gives {sorted(encoded)}, not the "
+                                                 f"model input {name!r}; upload an .npz with every input")
         feeds[name] = np.asarray(encoded[name]).astype(item["dtype"])
     return feeds
 

@@ -14,7 +14,7 @@ from onnx import numpy_helper
 
 from app.schemas.datasets import dataset_refs, eval_batch_size, shapes_from_dataset
 from app.schemas.jobs import JobSpec
-from app.schemas.passes import ConvertConfig
+from app.schemas.passes import STORED, ConvertConfig
 from app.schemas.shapes import resolve_input_shapes
 from workers.datasets import batches as dataset_batches
 from workers.datasets import load_dataset
@@ -83,18 +83,20 @@ def _zstd_size(path: Path) -> int:
 
 def run_pipeline(task: dict[str, Any], workdir: Path, emit: Emit, max_unpacked: int, threads: int) -> dict[str, Any]:
     started = time.perf_counter()
-    spec = JobSpec.model_validate(task["spec"])
+    spec = JobSpec.model_validate(task["spec"], context={STORED: True})
     model = task["model"]
     metas: dict[str, dict[str, Any]] = task.get("datasets", {})
     evaluation = metas.get(spec.evaluate.dataset_id) if spec.evaluate.dataset_id else None
-    shapes = resolve_input_shapes(model["inputs"], shapes_from_dataset(model["inputs"], spec.input_shapes, evaluation))
+    shapes = resolve_input_shapes(model["inputs"],
+                                  shapes_from_dataset(model["inputs"], spec.input_shapes, evaluation))
     steps_total = len(spec.passes) + 2
     emit({"progress": 0.0, "pass": "load"})
     handle = load_original(workdir / "upload", model["format"], model["inputs"], model["outputs"],
                            model["details"], workdir, max_unpacked)
     tokenizer_root = (workdir / "original" / model["details"].get("root", ".")
                       if model["format"] == "hf_folder" and model["details"].get("has_tokenizer") else None)
-    datasets = {i: load_dataset(workdir / m["path"], m, model["inputs"], tokenizer_root) for i, m in metas.items()}
+    datasets = {i: load_dataset(workdir / m["path"], m, model["inputs"], tokenizer_root)
+                for i, m in metas.items()}
     labels = None
     if evaluation is not None:
         cut = dataset_batches(datasets[evaluation["id"]], handle.input_names,
@@ -181,8 +183,8 @@ def run_pipeline(task: dict[str, Any], workdir: Path, emit: Emit, max_unpacked: 
               "size_ratio": model["size_bytes"] / final_size if final_size else None,
               "sparsity": _sparsity(handle), "size_zstd_bytes": _zstd_size(out_dir / name),
               "fidelity": steps[-1]["fidelity"], "accuracy": steps[-1]["accuracy"],
-              "accuracy_drop": (original["accuracy"] - steps[-1]["accuracy"]
-                                if original["accuracy"] is not None and steps[-1]["accuracy"] is not None else None),
+              "accuracy_drop": (None if original["accuracy"] is None or steps[-1]["accuracy"] is None
+                                else original["accuracy"] - steps[-1]["accuracy"]),
               "latency": measure(handle, timing_feeds, lat.runs, lat.warmup, threads)}
     result["speedup_p50"] = reporting.speedups(original["latency"], result["latency"])
     report = {
@@ -195,7 +197,8 @@ def run_pipeline(task: dict[str, Any], workdir: Path, emit: Emit, max_unpacked: 
                        "latency": {"runs": lat.runs, "warmup": lat.warmup, "threads": threads,
                                    "device": "cpu"}},
         "datasets": [{"id": m["id"], "sha256": m["sha256"], "format": m["format"], "filename": m["filename"],
-                      "samples": m["samples"], "fields": [f for f, ref in dataset_refs(task["spec"]) if ref == i]}
+                      "samples": m["samples"],
+                      "fields": [f for f, ref in dataset_refs(task["spec"]) if ref == i]}
                      for i, m in metas.items()],
         "original": original, "steps": steps, "result": result,
         "constraints": reporting.constraints_verdict(spec, result),

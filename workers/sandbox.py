@@ -35,7 +35,8 @@ class Outcome:
 def _child_env(workdir: Path, threads: int) -> dict[str, str]:
     env = {"PATH": os.environ.get("PATH", "/usr/bin:/bin"), "HOME": str(workdir), "PYTHONPATH": str(ROOT),
            "PYTHONUNBUFFERED": "1", "HF_HUB_OFFLINE": "1", "TRANSFORMERS_OFFLINE": "1",
-           "TOKENIZERS_PARALLELISM": "false", "OMP_NUM_THREADS": str(threads), "LANG": "C.UTF-8"}
+           "TOKENIZERS_PARALLELISM": "false", "OMP_NUM_THREADS": str(threads), "LANG": "C.UTF-8",
+           "TMPDIR": str(workdir / "tmp")}  # library temp files (onnxruntime's) stay in the job's workdir
     for name in ("CUDA_VISIBLE_DEVICES", "LD_LIBRARY_PATH"):
         if name in os.environ:
             env[name] = os.environ[name]
@@ -62,6 +63,7 @@ def run_child(workdir: Path, *, timeout_s: float, memory_bytes: int, threads: in
               poll_s: float = 0.5) -> Outcome:
     """Run the pipeline for WORKDIR/task.json; returns how it ended. Never raises for the child's faults."""
     log_path = workdir / "child.log"
+    (workdir / "tmp").mkdir(exist_ok=True)
     with log_path.open("wb") as log:
         proc = subprocess.Popen([sys.executable, "-m", "workers.child", str(workdir)], cwd=str(workdir),
                                 env=_child_env(workdir, threads), stdout=subprocess.PIPE, stderr=log,

@@ -92,7 +92,7 @@ def _fetch_datasets(claim: transitions.Claim, settings: Settings, store: Store,
         return {}
     query = select(Dataset).where(Dataset.id.in_(ids), Dataset.tenant == claim.tenant)
     with session_scope(settings.effective_database_url) as session:
-        found = {row.id: (row.storage_key, {
+        found: dict[str, tuple[str, dict[str, Any]]] = {row.id: (row.storage_key, {
             "id": row.id, "format": row.format, "arrays": row.arrays, "samples": row.samples,
             "has_labels": row.has_labels, "sha256": row.sha256, "filename": row.filename,
             "path": f"datasets/{row.id}"}) for row in session.scalars(query)}

@@ -19,8 +19,9 @@ def dataset_out(dataset: Dataset) -> DatasetOut:
 
 
 @router.post("", status_code=201, response_model=DatasetOut,
-             summary="Upload a dataset: .npz or .safetensors of arrays named after the model's inputs (plus "
-                     "optional integer `labels`), or .txt lines for a model with a tokenizer (multipart `file`)")
+             summary="Upload a dataset (multipart `file`): .npz or .safetensors of arrays named after "
+                     "the model's inputs, plus optional integer `labels`, or .txt lines for a model with "
+                     "a tokenizer")
 async def upload_dataset(request: Request, response: Response, session: SessionDep, store: StoreDep,
                          settings: SettingsDep, tenant: TenantDep, filename: str | None = None) -> DatasetOut:
     length = request.headers.get("content-length")

@@ -22,9 +22,9 @@ class EvaluateSpec(BaseModel):
     model_config = ConfigDict(extra="forbid")
     samples: int | None = Field(None, ge=1, le=100_000, description="evaluation samples: made from the input "
                                 "signature (default 32), or the first ones of the dataset (default: all)")
-    dataset_id: str | None = Field(None, description="evaluate original and every step on this dataset instead "
-                                   "of generated inputs; with `labels`, top-1 accuracy and its drop are reported")
-    output: str | None = Field(None, description="the output accuracy is read from (argmax over its last axis); "
+    dataset_id: str | None = Field(None, description="evaluate original and every step on this dataset "
+                                   "instead of generated inputs; with `labels`, top-1 accuracy and its drop")
+    output: str | None = Field(None, description="the output accuracy reads (argmax of its last axis); "
                                "default: the first")
     latency: LatencySpec = Field(default_factory=LatencySpec)
     min_conversion_cosine: float = Field(
@@ -35,6 +35,9 @@ class Constraints(BaseModel):
     model_config = ConfigDict(extra="forbid")
     min_cosine: float | None = Field(None, ge=-1, le=1, description="result's mean cosine to the original")
     min_size_ratio: float | None = Field(None, gt=0, description="original size / result size")
+    max_accuracy_drop: float | None = Field(
+        None, ge=0, le=1, description="original - result top-1 accuracy (a fraction); needs "
+                                      "evaluate.dataset_id with labels")
 
 
 class JobSpec(BaseModel):

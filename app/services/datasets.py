@@ -20,7 +20,8 @@ async def create_dataset(session: Session, store: Store, settings: Settings, ten
                          upload: ReceivedUpload) -> Dataset:
     """Inspect the received file (refusing pickles and unknown or inconsistent files), store it, record it."""
     try:
-        info = await asyncio.to_thread(inspect_dataset, upload.path, upload.filename, settings.max_upload_bytes * 4)
+        info = await asyncio.to_thread(inspect_dataset, upload.path, upload.filename,
+                                       settings.max_upload_bytes * 4)
         dataset_id = new_id("ds")
         key = f"datasets/{dataset_id}/upload"
         await asyncio.to_thread(store.put_file, key, upload.path)
@@ -43,7 +44,8 @@ def get_dataset(session: Session, tenant: str, dataset_id: str) -> Dataset:
 
 def list_datasets(session: Session, tenant: str, limit: int,
                   cursor: str | None) -> tuple[list[Dataset], str | None]:
-    query = select(Dataset).where(Dataset.tenant == tenant).order_by(Dataset.created_at.desc(), Dataset.id.desc())
+    query = (select(Dataset).where(Dataset.tenant == tenant)
+             .order_by(Dataset.created_at.desc(), Dataset.id.desc()))
     if cursor:
         anchor = get_dataset(session, tenant, cursor)
         query = query.where((Dataset.created_at < anchor.created_at) |
@@ -57,7 +59,7 @@ def delete_dataset(session: Session, store: Store, tenant: str, dataset_id: str)
     and sha256 in their reports."""
     dataset = get_dataset(session, tenant, dataset_id)
     active = session.scalars(select(Job).where(Job.tenant == tenant, Job.status.in_(("queued", "running"))))
-    user = next((job.id for job in active if any(ref == dataset_id for _, ref in dataset_refs(job.spec))), None)
+    user = next((job.id for job in active if dataset_id in {ref for _, ref in dataset_refs(job.spec)}), None)
     if user:
         raise Conflict(f"dataset {dataset_id!r} is in use by job {user!r}; cancel it or wait, then delete")
     session.delete(dataset)
@@ -71,7 +73,8 @@ def summary(dataset: Dataset) -> dict[str, Any]:
             "has_labels": dataset.has_labels, "sha256": dataset.sha256, "filename": dataset.filename}
 
 
-def resolve_references(session: Session, tenant: str, spec: dict[str, Any], model: Model) -> dict[str, dict[str, Any]]:
+def resolve_references(session: Session, tenant: str, spec: dict[str, Any],
+                       model: Model) -> dict[str, dict[str, Any]]:
     """Check every `dataset_id` of a spec: it exists for this tenant and fits the model. Returns the
     summaries by id; 422 naming each offending field path."""
     found: dict[str, dict[str, Any]] = {}
@@ -82,13 +85,16 @@ def resolve_references(session: Session, tenant: str, spec: dict[str, Any], mode
         if dataset_id not in found:
             row = session.scalar(select(Dataset).where(Dataset.id == dataset_id, Dataset.tenant == tenant))
             if row is None:
-                missing.append({"field": field, "message": f"no dataset {dataset_id!r}: upload one with "
-                                                           "POST /v1/datasets, or list yours with GET /v1/datasets"})
+                message = (f"no dataset {dataset_id!r}: upload one with POST /v1/datasets, or list yours "
+                           "with GET /v1/datasets")
+                missing.append({"field": field, "message": message})
                 continue
             found[dataset_id] = summary(row)
-        mismatched += [{"field": field, "message": problem} for problem in check_fit(found[dataset_id], model_view)]
+        mismatched += [{"field": field, "message": problem}
+                       for problem in check_fit(found[dataset_id], model_view)]
     if missing:
         raise ValidationFailed("; ".join(f"{e['field']}: {e['message']}" for e in missing), errors=missing)
     if mismatched:
-        raise DatasetMismatch("; ".join(f"{e['field']}: {e['message']}" for e in mismatched[:5]), errors=mismatched)
+        raise DatasetMismatch("; ".join(f"{e['field']}: {e['message']}" for e in mismatched[:5]),
+                              errors=mismatched)
     return found

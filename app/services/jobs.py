@@ -65,8 +65,14 @@ def submit_job(session: Session, settings: Settings, publish: Publisher, tenant:
     outputs = [str(o["name"]) for o in model.outputs]
     if spec.evaluate.output is not None and spec.evaluate.output not in outputs:
         message = f"the model has no output {spec.evaluate.output!r}; its outputs are {outputs}"
-        raise ValidationFailed(f"evaluate.output: {message}", errors=[{"field": "evaluate.output", "message": message}])
+        raise ValidationFailed(f"evaluate.output: {message}",
+                               errors=[{"field": "evaluate.output", "message": message}])
     evaluation = datasets.get(spec.evaluate.dataset_id) if spec.evaluate.dataset_id else None
+    labelled = evaluation is not None and evaluation["has_labels"]
+    if spec.constraints and spec.constraints.max_accuracy_drop is not None and not labelled:
+        message = "max_accuracy_drop needs accuracy: set evaluate.dataset_id to a dataset with 'labels'"
+        raise ValidationFailed(message,
+                               errors=[{"field": "constraints.max_accuracy_drop", "message": message}])
     try:
         resolve_input_shapes(model.inputs, shapes_from_dataset(model.inputs, spec.input_shapes, evaluation))
     except ShapeError as exc:

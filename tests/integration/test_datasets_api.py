@@ -17,6 +17,7 @@ from safetensors.numpy import save as safetensors_bytes
 from tests.conftest import Stack, upload
 
 N = 40
+DYNAMIC = {"type": "quantize", "method": "dynamic"}
 
 
 def _npz(**arrays: np.ndarray) -> bytes:
@@ -63,7 +64,7 @@ def test_upload_read_list_delete(client: httpx.Client, stack: Stack, mlp_data: d
 
     tensors = _dataset(client, "mlp.safetensors", safetensors_bytes({"x": mlp_data["x"]}))
     assert (tensors["format"], tensors["samples"], tensors["has_labels"]) == ("safetensors", N, False)
-    text = _dataset(client, "sentences.txt", "first line\n\nsecond line\r\nthird\n".encode())
+    text = _dataset(client, "sentences.txt", b"first line\n\nsecond line\r\nthird\n")
     assert (text["format"], text["samples"], text["arrays"]) == ("text", 3, []), "blank lines are not samples"
 
     first = client.get("/v1/datasets", params={"limit": 2}).json()
@@ -74,7 +75,7 @@ def test_upload_read_list_delete(client: httpx.Client, stack: Stack, mlp_data: d
     assert client.delete(f"/v1/datasets/{dataset['id']}").status_code == 204
     gone = client.get(f"/v1/datasets/{dataset['id']}")
     assert gone.status_code == 404 and gone.json()["code"] == "not_found"
-    assert not list((stack.home / "store" / "datasets" / dataset["id"]).glob("*")), "the stored file is deleted"
+    assert not list((stack.home / "store" / "datasets" / dataset["id"]).glob("*")), "its file is deleted"
 
 
 def _safetensors_truncated() -> bytes:
@@ -92,7 +93,8 @@ BAD_FILES = [
     ("scalar", "data.npz", _npz(x=np.float32(1.0)), "invalid_dataset"),
     ("zip of other files", "data.npz", _zip({"readme.md": b"not an array"}), "invalid_dataset"),
     ("truncated safetensors", "data.safetensors", _safetensors_truncated(), "invalid_dataset"),
-    ("safetensors header past the end", "data.safetensors", struct.pack("<Q", 10_000) + b"{}", "invalid_dataset"),
+    ("safetensors header past the end", "data.safetensors", struct.pack("<Q", 10_000) + b"{}",
+     "invalid_dataset"),
     ("single .npy", "data.npy", b"\x93NUMPY\x01\x00" + b" " * 40, "unsupported_dataset_format"),
     ("unknown bytes", "data.bin", b"\x01\x02\x03 not a dataset", "unsupported_dataset_format"),
     ("text not UTF-8", "lines.txt", "caf\xe9\n".encode("latin-1"), "invalid_dataset"),
@@ -131,10 +133,10 @@ MISMATCHES = [
 
 
 @pytest.mark.parametrize(("case", "arrays", "fragment"), MISMATCHES, ids=[c[0] for c in MISMATCHES])
-def test_a_dataset_that_does_not_fit_the_model_is_refused_at_submit(client: httpx.Client, mlp_model: dict,
-                                                                    case: str, arrays: dict, fragment: str) -> None:
+def test_a_dataset_that_does_not_fit_the_model_is_refused_at_submit(
+        client: httpx.Client, mlp_model: dict, case: str, arrays: dict, fragment: str) -> None:
     dataset = _dataset(client, "d.npz", _npz(**arrays))
-    response = _submit(client, {"model_id": mlp_model["id"], "passes": [{"type": "quantize", "method": "dynamic"}],
+    response = _submit(client, {"model_id": mlp_model["id"], "passes": [DYNAMIC],
                                 "evaluate": {"dataset_id": dataset["id"]}})
     assert response.status_code == 422, f"{case}: {response.text}"
     problem = response.json()
@@ -160,9 +162,9 @@ def test_missing_and_text_datasets_are_refused_at_submit(client: httpx.Client, m
 def test_a_job_evaluated_on_a_dataset_reports_accuracy(client: httpx.Client, stack: Stack, mlp_model: dict,
                                                        mlp_data: dict[str, np.ndarray]) -> None:
     dataset = _dataset(client, "mlp.npz", _npz(**mlp_data))
-    response = _submit(client, {"model_id": mlp_model["id"], "passes": [{"type": "quantize", "method": "dynamic"}],
+    response = _submit(client, {"model_id": mlp_model["id"], "passes": [DYNAMIC],
                                 "evaluate": {"dataset_id": dataset["id"], "latency": {"runs": 3}}})
-    assert response.status_code == 202, "no input_shapes needed: the batch comes from the dataset " + response.text
+    assert response.status_code == 202, "no input_shapes needed, the dataset gives them: " + response.text
     job = stack.wait_for(client, response.json()["id"], timeout=300)
     assert job["status"] == "succeeded", job["error"]
     report = client.get(f"/v1/jobs/{job['id']}/report").json()
@@ -173,3 +175,17 @@ def test_a_job_evaluated_on_a_dataset_reports_accuracy(client: httpx.Client, sta
     assert 0 <= original <= 1 and 0 <= result <= 1
     assert report["result"]["accuracy_drop"] == pytest.approx(original - result)
     assert report["steps"][-1]["accuracy"] == result
+
+
+def test_static_quantization_needs_a_fitting_calibration_dataset(client: httpx.Client,
+                                                                 mlp_model: dict) -> None:
+    bare = {"type": "quantize", "method": "static"}
+    response = _submit(client, {"model_id": mlp_model["id"], "passes": [bare]})
+    assert response.status_code == 422 and response.json()["code"] == "validation_error"
+    assert response.json()["errors"][0]["field"].startswith("passes.0")
+    assert '"calibration"' in response.json()["detail"], "the message shows the missing block"
+    wrong = _dataset(client, "d.npz", _npz(x=np.zeros((4, 64), np.float64)))
+    static = {"type": "quantize", "method": "static", "calibration": {"dataset_id": wrong["id"]}}
+    response = _submit(client, {"model_id": mlp_model["id"], "passes": [DYNAMIC, static]})
+    assert response.status_code == 422 and response.json()["code"] == "dataset_mismatch"
+    assert response.json()["errors"][0]["field"] == "passes.1.calibration.dataset_id"

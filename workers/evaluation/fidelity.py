@@ -10,23 +10,30 @@ import numpy as np
 
 
 def _per_output(reference: list[np.ndarray], candidate: list[np.ndarray]) -> dict[str, Any] | None:
-    ref = np.concatenate([r.reshape(r.shape[0], -1) for r in reference]).astype(np.float64)
-    cand = np.concatenate([c.reshape(c.shape[0], -1) for c in candidate]).astype(np.float64)
-    if ref.shape != cand.shape:
-        return {"error": f"shape mismatch: original {list(ref.shape)}, result {list(cand.shape)}"}
-    norms = np.linalg.norm(ref, axis=1) * np.linalg.norm(cand, axis=1)
-    cosine = np.where(norms > 0, (ref * cand).sum(axis=1) / np.maximum(norms, 1e-30), 1.0)
-    result: dict[str, Any] = {
+    """Figures over all batches; batches may differ in their trailing sizes (text padded per batch)."""
+    cosines, max_abs, abs_sum, count, agree = [], 0.0, 0.0, 0, []
+    for ref_batch, cand_batch in zip(reference, candidate, strict=True):
+        ref = ref_batch.reshape(ref_batch.shape[0], -1).astype(np.float64)
+        cand = cand_batch.reshape(cand_batch.shape[0], -1).astype(np.float64)
+        if ref.shape != cand.shape:
+            return {"error": f"shape mismatch: original {list(ref_batch.shape)}, "
+                             f"result {list(cand_batch.shape)}"}
+        norms = np.linalg.norm(ref, axis=1) * np.linalg.norm(cand, axis=1)
+        cosines.append(np.where(norms > 0, (ref * cand).sum(axis=1) / np.maximum(norms, 1e-30), 1.0))
+        max_abs = max(max_abs, float(np.abs(ref - cand).max()))
+        abs_sum += float(np.abs(ref - cand).sum())
+        count += ref.size
+        if ref_batch.ndim == 2 and ref_batch.shape[1] > 1:
+            agree.append(ref.argmax(axis=1) == cand.argmax(axis=1))
+    cosine = np.concatenate(cosines)
+    return {
         "cosine_mean": float(cosine.mean()),
         "cosine_min": float(cosine.min()),
-        "max_abs_error": float(np.abs(ref - cand).max()),
-        "mean_abs_error": float(np.abs(ref - cand).mean()),
-        "top1_agreement": None,
-        "samples": int(ref.shape[0]),
+        "max_abs_error": max_abs,
+        "mean_abs_error": abs_sum / max(count, 1),
+        "top1_agreement": float(np.concatenate(agree).mean()) if agree else None,
+        "samples": int(cosine.shape[0]),
     }
-    if reference[0].ndim == 2 and reference[0].shape[1] > 1:
-        result["top1_agreement"] = float((ref.argmax(axis=1) == cand.argmax(axis=1)).mean())
-    return result
 
 
 def fidelity(output_names: list[str], reference: list[list[np.ndarray]],

@@ -43,6 +43,10 @@ def constraints_verdict(spec: JobSpec, result: dict[str, Any]) -> dict[str, Any]
         value = result["size_ratio"]
         checks["min_size_ratio"] = {"limit": spec.constraints.min_size_ratio, "value": value,
                                     "met": value >= spec.constraints.min_size_ratio}
+    if spec.constraints.max_accuracy_drop is not None:
+        value = result.get("accuracy_drop")
+        limit = spec.constraints.max_accuracy_drop
+        checks["max_accuracy_drop"] = {"limit": limit, "value": value, "met": value is not None and value <= limit}
     return {"verdict": "met" if all(c["met"] for c in checks.values()) else "not_met", "checks": checks}
 
 

@@ -1,22 +1,49 @@
 """quantize: post-training quantization with onnxruntime.quantization.
 
-dynamic: int8 weights (MatMul, Gemm, Gather, Conv...), activations quantized at run time, after ORT's
-recommended pre-processing (shape inference and graph cleanup). fp16: weights and compute in half
-precision, inputs and outputs kept float32 so callers need not change.
+dynamic: int8 weights (MatMul, Gemm, Gather, Conv...), activations quantized at run time. static: int8
+weights and uint8 activations as QDQ, activation ranges calibrated by running a dataset. Both after ORT's
+recommended pre-processing (shape inference and graph cleanup, BatchNorm folded into Conv). int4: weight-only
+4-bit blocks, MatMul -> MatMulNBits and embedding Gather -> GatherBlockQuantized. fp16: weights and compute
+in half precision, inputs and outputs kept float32 so callers need not change.
+
+ORT's helpers write their temporary models into tempfile's folder; the child runs with cwd and TMPDIR inside
+the job's workdir, so nothing lands in the repository or outlives the job.
 """
 
 import logging
+from pathlib import Path
 
 import onnx
-from onnxruntime.quantization import QuantType, quantize_dynamic
+from onnxruntime.quantization import (
+    CalibrationDataReader,
+    CalibrationMethod,
+    QuantFormat,
+    QuantType,
+    quantize_dynamic,
+    quantize_static,
+)
+from onnxruntime.quantization.matmul_nbits_quantizer import MatMulNBitsQuantizer
 from onnxruntime.quantization.shape_inference import quant_pre_process
 from onnxruntime.transformers.float16 import convert_float_to_float16
 
 from app.schemas.passes import QuantizeConfig
+from workers.datasets import batches
 from workers.passes.base import Pass, PassContext
-from workers.runtime import ModelHandle
+from workers.runtime import Feeds, ModelHandle, PassFailed
 
 log = logging.getLogger(__name__)
+CALIBRATION = {"minmax": CalibrationMethod.MinMax, "entropy": CalibrationMethod.Entropy,
+               "percentile": CalibrationMethod.Percentile}
+
+
+class DatasetReader(CalibrationDataReader):
+    """Feeds the calibration samples to ORT's calibrator in batches the model accepts."""
+
+    def __init__(self, feeds: list[Feeds]) -> None:
+        self.feeds = iter(feeds)
+
+    def get_next(self) -> Feeds | None:
+        return next(self.feeds, None)
 
 
 class QuantizePass(Pass):
@@ -25,20 +52,83 @@ class QuantizePass(Pass):
     config: QuantizeConfig
 
     def run(self, handle: ModelHandle, ctx: PassContext) -> ModelHandle:
+        assert handle.path is not None
         path = ctx.path("model.onnx")
         if self.config.method == "fp16":
             model = convert_float_to_float16(onnx.load(str(handle.path)), keep_io_types=True,
                                              node_block_list=self.config.nodes_to_exclude or None)
             onnx.save(model, str(path))
-            return handle.with_onnx(path)
-        source = ctx.path("preprocessed.onnx")
+        elif self.config.method == "int4":
+            self._int4(handle.path, path)
+        elif self.config.method == "static":
+            self._static(self._preprocessed(handle.path, ctx), path, handle, ctx)
+        else:
+            quantize_dynamic(str(self._preprocessed(handle.path, ctx)), str(path),
+                             weight_type=self._weight_type(), per_channel=self.config.per_channel,
+                             op_types_to_quantize=self.config.op_types,
+                             nodes_to_exclude=self.config.nodes_to_exclude)
+        _drop_debug_metadata(path)
+        return handle.with_onnx(path)
+
+    def _weight_type(self) -> QuantType:
+        return QuantType.QInt8 if self.config.weight_type == "int8" else QuantType.QUInt8
+
+    @staticmethod
+    def _preprocessed(source: Path, ctx: PassContext) -> Path:
+        target = ctx.path("preprocessed.onnx")
         try:
-            quant_pre_process(str(handle.path), str(source), skip_symbolic_shape=True)
+            quant_pre_process(str(source), str(target), skip_symbolic_shape=True)
         except Exception as exc:  # pre-processing is an optimisation; quantize the model as it is
             log.warning("quantization pre-processing skipped: %s", exc)
-            source = handle.path
-        quantize_dynamic(str(source), str(path),
-                         weight_type=QuantType.QInt8 if self.config.weight_type == "int8" else QuantType.QUInt8,
-                         per_channel=self.config.per_channel, op_types_to_quantize=self.config.op_types,
-                         nodes_to_exclude=self.config.nodes_to_exclude)
-        return handle.with_onnx(path)
+            return source
+        return target
+
+    def _static(self, source: Path, path: Path, handle: ModelHandle, ctx: PassContext) -> None:
+        calibration = self.config.calibration
+        assert calibration is not None  # the config refuses static without it
+        data = ctx.datasets[calibration.dataset_id]
+        batch_size = len(next(iter(ctx.example.values())))
+        feeds = [f for f, _ in batches(data, handle.input_names, batch_size, calibration.samples)]
+        if batch_size > 1 and len(feeds) > 1 and len(next(iter(feeds[-1].values()))) != batch_size:
+            feeds.pop()  # a short last batch would not fit a fixed batch size; the ranges do not need it
+        extra = {"CalibMovingAverage": False}
+        if calibration.method == "percentile":
+            extra["CalibPercentile"] = 99.999  # type: ignore[assignment]
+        try:
+            quantize_static(str(source), str(path), DatasetReader(feeds), quant_format=QuantFormat.QDQ,
+                            op_types_to_quantize=self.config.op_types, per_channel=self.config.per_channel,
+                            activation_type=QuantType.QUInt8, weight_type=self._weight_type(),
+                            nodes_to_exclude=self.config.nodes_to_exclude,
+                            calibrate_method=CALIBRATION[calibration.method], extra_options=extra)
+        except ValueError as exc:
+            raise PassFailed("quantization_failed", f"static quantization failed: {exc}") from exc
+
+    def _int4(self, source: Path, path: Path) -> None:
+        op_types = ("MatMul", "Gather") if self.config.embeddings else ("MatMul",)
+        quantizer = MatMulNBitsQuantizer(onnx.load(str(source)), bits=4, block_size=self.config.block_size,
+                                         is_symmetric=self.config.symmetric,
+                                         accuracy_level=self.config.accuracy_level,
+                                         nodes_to_exclude=self.config.nodes_to_exclude,
+                                         op_types_to_quantize=op_types,
+                                         quant_axes=(("MatMul", 0), ("Gather", 1)))
+        quantizer.process()
+        quantized = quantizer.model.model
+        if not any(n.op_type in ("MatMulNBits", "GatherBlockQuantized") for n in quantized.graph.node):
+            raise PassFailed("nothing_to_quantize", "int4 found no MatMul with a constant weight (nor "
+                             "embedding Gather) whose size fits the block size; use method 'dynamic'")
+        onnx.save(quantized, str(path))
+
+
+
+def _drop_debug_metadata(path: Path) -> None:
+    """Remove what exporters attach to each node for debugging (torch's stack traces, fx node names, rewrite
+    rule names): nothing reads it at run time, and in a small quantized model it is several percent of the
+    file."""
+    model = onnx.load(str(path))
+    nodes = [n for n in model.graph.node if len(n.metadata_props) or n.doc_string]
+    if not nodes:
+        return
+    for node in nodes:
+        del node.metadata_props[:]
+        node.doc_string = ""
+    onnx.save(model, str(path))
