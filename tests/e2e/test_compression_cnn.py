@@ -33,9 +33,7 @@ def run_job(client: httpx.Client, stack: Stack, spec: dict) -> tuple[dict, dict,
     job = stack.wait_for(client, response.json()["id"], timeout=600)
     assert job["status"] == "succeeded", job["error"]
     report = client.get(f"/v1/jobs/{job['id']}/report").json()
-    listing = next(
-        a for a in client.get(f"/v1/jobs/{job['id']}/artifacts").json() if a["kind"] == "model"
-    )
+    listing = next(a for a in client.get(f"/v1/jobs/{job['id']}/artifacts").json() if a["kind"] == "model")
     content = client.get(listing["download_url"])
     assert content.status_code == 200
     return report, listing, content.content
@@ -100,6 +98,39 @@ def test_onnx_upload_to_torch_structured_prune_and_back(
         f"\nstructured 30% + 2 epochs: params {params[0]} -> {params[1]} "
         f"({1 - params[1] / params[0]:.1%} fewer), "
         f"accuracy {baseline:.4f} -> {accuracy:.4f}, CPU p50 speedup at batch 32 {speedup:.2f}x"
+    )
+
+
+def test_onnx_to_torch_prune_back_to_onnx_then_static_int8(
+    client: httpx.Client, stack: Stack, ids: dict[str, str], digits: Digits, baseline: float
+) -> None:
+    spec = {
+        "model_id": ids["onnx"],
+        "evaluate": {"dataset_id": ids["test"], "latency": LATENCY},
+        "passes": [
+            {"type": "convert", "to": "torch"},
+            {
+                "type": "prune",
+                "method": "structured",
+                "ratio": 0.3,
+                "finetune": {"dataset_id": ids["train"], "epochs": 2},
+            },
+            {"type": "convert", "to": "onnx"},
+            {
+                "type": "quantize",
+                "method": "static",
+                "calibration": {"dataset_id": ids["train"], "samples": 128},
+            },
+        ],
+    }
+    report, _, artifact = run_job(client, stack, spec)
+    assert [s["type"] for s in report["steps"]] == ["convert", "prune", "convert", "quantize"]
+    accuracy = onnx_accuracy(artifact, digits)
+    ratio = report["result"]["size_ratio"]
+    assert baseline - accuracy <= 0.03, f"accuracy {baseline:.4f} -> {accuracy:.4f}"
+    print(
+        f"\nONNX -> torch -> structured 30% (+2 epochs) -> ONNX -> static int8: {ratio:.2f}x smaller, "
+        f"accuracy {baseline:.4f} -> {accuracy:.4f}"
     )
 
 
