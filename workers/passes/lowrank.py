@@ -66,15 +66,9 @@ def factorize_conv(layer: nn.Conv2d, config: LowRankConfig) -> tuple[nn.Module, 
         weight, rank=[r_out, r_in], modes=[0, 1], init="svd", n_iter_max=50, random_state=0
     )
     first = nn.Conv2d(in_c, r_in, 1, bias=False)
-    middle = nn.Conv2d(
-        r_in,
-        r_out,
-        (kh, kw),
-        stride=layer.stride,
-        padding=layer.padding,  # type: ignore[arg-type]
-        dilation=layer.dilation,
-        bias=False,
-    )  # type: ignore[arg-type]
+    stride, padding, dilation = (tuple(layer.stride), tuple(layer.padding), tuple(layer.dilation))
+    middle = nn.Conv2d(r_in, r_out, (kh, kw), stride=stride, padding=padding, dilation=dilation,  # type: ignore[arg-type]
+                       bias=False)
     last = nn.Conv2d(r_out, out_c, 1, bias=layer.bias is not None)
     with torch.no_grad():
         first.weight.copy_(torch.from_numpy(np.ascontiguousarray(u_in.T)[:, :, None, None]).float())
@@ -105,9 +99,9 @@ class LowRankPass(Pass):
         for name, layer in layers:
             made = (
                 factorize_linear(layer, self.config)
-                if isinstance(layer, nn.Linear)  # type: ignore[arg-type]
-                else factorize_conv(layer, self.config)
-            )  # type: ignore[arg-type]
+                if isinstance(layer, nn.Linear)
+                else factorize_conv(layer, self.config)  # type: ignore[arg-type]
+            )
             if made is None:
                 skipped.append(name)
                 continue
