@@ -123,6 +123,10 @@ class PruneConfig(_PassBase):
                                     description="threshold: weights with |w| below it become zero")
     ratio: float | None = Field(None, gt=0, lt=1,
                                 description="structured: share of channels removed per layer")
+    round_to: int | None = Field(
+        8, ge=1, le=256, description="structured: channels kept per layer rounded up to a multiple of this, "
+        "which CPU kernels run faster (digits CNN at 30%, onnxruntime, batch 32: 22/44 channels 1.05x faster "
+        "than the original, 24/48 1.48x); null keeps the exact share")
     importance: Literal["l1", "l2", "taylor"] = Field(
         "l1", description="structured: channel ranking by weight L1/L2 norm, or first-order Taylor (needs "
                           "`finetune`'s data for the gradients)")
@@ -134,9 +138,9 @@ class PruneConfig(_PassBase):
         if getattr(self, needed) is None:
             raise ValueError(f"method {self.method!r} needs `{needed}`")
         own = {"magnitude": {"sparsity", "scope"}, "threshold": {"threshold"},
-               "structured": {"ratio", "importance"}}[self.method]
+               "structured": {"ratio", "importance", "round_to"}}[self.method]
         # Compared with the defaults, not model_fields_set: a stored spec holds every default explicitly.
-        foreign = {name for name in ("sparsity", "scope", "threshold", "ratio", "importance")
+        foreign = {name for name in ("sparsity", "scope", "threshold", "ratio", "importance", "round_to")
                    if name not in own and getattr(self, name) != type(self).model_fields[name].default}
         if foreign:
             raise ValueError(f"{', '.join(sorted(foreign))} do not apply to method {self.method!r}")

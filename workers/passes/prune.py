@@ -7,6 +7,7 @@ final layer's outputs, so the model's interface is unchanged.
 """
 
 import copy
+import math
 from typing import Any
 
 import numpy as np
@@ -126,18 +127,14 @@ class PrunePass(Pass):
             if self.config.importance == "taylor"
             else tp.importance.MagnitudeImportance(p=1 if self.config.importance == "l1" else 2)
         )
+        ratio = float(self.config.ratio)  # type: ignore[arg-type]
+        ratios = kept_ratios(module, ratio, self.config.round_to, keep)
         try:
-            pruner = tp.pruner.MetaPruner(
-                module,
-                tuple(example),
-                importance=importance,
-                pruning_ratio=float(self.config.ratio),  # type: ignore[arg-type]
-                ignored_layers=[keep],
-            )
+            pruner = tp.pruner.MetaPruner(module, tuple(example), importance=importance, pruning_ratio=ratio,
+                                          pruning_ratio_dict=ratios, ignored_layers=[keep])
         except Exception as exc:  # torch-pruning's tracer raises assorted errors on graphs it cannot follow
-            raise PassFailed(
-                "prune_unsupported", f"torch-pruning could not trace the model: {type(exc).__name__}: {exc}"
-            ) from exc
+            raise PassFailed("prune_unsupported", f"torch-pruning could not trace the model: "
+                             f"{type(exc).__name__}: {exc}") from exc
         before = {name: _width(m) for name, m in module.named_modules() if _width(m) is not None}
         if self.config.importance == "taylor":
             data = finetuner.data
@@ -151,6 +148,21 @@ class PrunePass(Pass):
             name: {"before": width, "after": _width(dict(module.named_modules())[name])}
             for name, width in before.items()
         }
+
+
+def kept_ratios(module: nn.Module, ratio: float, round_to: int | None, keep: nn.Module) -> dict[nn.Module, float]:
+    """Per-layer ratios that keep ceil((1 - ratio) x width) channels rounded up to a multiple of `round_to`
+    (torch-pruning keeps int(width x (1 - ratio)), so half a channel of margin makes the count exact)."""
+    if not round_to:
+        return {}
+    ratios = {}
+    for layer in module.modules():
+        width = _width(layer)
+        if width is None or layer is keep:
+            continue
+        kept = min(width, math.ceil(width * (1 - ratio) / round_to) * round_to)
+        ratios[layer] = max(0.0, 1 - (kept + 0.5) / width)
+    return ratios
 
 
 def _width(module: nn.Module) -> int | None:
