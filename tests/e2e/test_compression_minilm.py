@@ -71,8 +71,8 @@ ENDINGS = [
 ]
 SEQUENCE = 24
 LR = 2e-4
-MIN_DISTILLED_COSINE = 0.8
-"""the issue's target is 0.9; the test holds the student to clearly better than the 0.61 it starts from"""
+MIN_DISTILLED_COSINE = 0.9
+"""the issue's target; the student starts at 0.61 (every other layer dropped) and reached 0.976"""
 
 
 def _mean_pool(hidden: np.ndarray, mask: np.ndarray) -> np.ndarray:
