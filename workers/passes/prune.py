@@ -150,7 +150,9 @@ class PrunePass(Pass):
         }
 
 
-def kept_ratios(module: nn.Module, ratio: float, round_to: int | None, keep: nn.Module) -> dict[nn.Module, float]:
+def kept_ratios(
+    module: nn.Module, ratio: float, round_to: int | None, keep: nn.Module
+) -> dict[nn.Module, float]:
     """Per-layer ratios that keep ceil((1 - ratio) x width) channels rounded up to a multiple of `round_to`
     (torch-pruning keeps int(width x (1 - ratio)), so half a channel of margin makes the count exact)."""
     if not round_to:
