@@ -19,7 +19,7 @@ from workers.datasets import load_dataset
 from workers.evaluation import report as reporting
 from workers.evaluation.accuracy import top1
 from workers.evaluation.fidelity import fidelity
-from workers.evaluation.footprint import footprint
+from workers.evaluation.footprint import footprint, onnx_weights, torch_weights
 from workers.evaluation.inputs import make_batches, with_batch
 from workers.evaluation.latency import measure
 from workers.evaluation.metrics import accuracy_report
@@ -36,6 +36,7 @@ from workers.runtime import (
 )
 
 Emit = Callable[[dict[str, Any]], None]
+ARTIFACT_NAMES = {"onnx": "model.onnx", "pt2": "model.pt2", "torchscript": "model.torchscript.pt"}
 GENERATED_SAMPLES = 32
 
 
@@ -47,7 +48,31 @@ def _outputs(handle: ModelHandle, batches: list[dict[str, Any]]) -> list[list[An
 def _size_params(handle: ModelHandle) -> tuple[int | None, int]:
     if handle.kind == "onnx":
         return onnx_size_and_params(handle.path)  # type: ignore[arg-type]
-    return None, torch_params(handle.module)
+    return (handle.path.stat().st_size if handle.path else None), torch_params(handle.module)
+
+
+def _format(handle: ModelHandle) -> str:
+    """onnx; pt2 or torchscript for a torch model loaded back from its exported file; else torch."""
+    if handle.kind == "onnx":
+        return "onnx"
+    if handle.path is not None:
+        return "pt2" if handle.path.suffix == ".pt2" else "torchscript"
+    return "torch"
+
+
+def _sparsity(handle: ModelHandle) -> float:
+    """Share of zero values among the model's float weights (ONNX initializers or torch parameters)."""
+    weights = onnx_weights(handle.path) if handle.kind == "onnx" else torch_weights(handle.module)  # type: ignore[arg-type]
+    return float(weights["sparsity"])
+
+
+def _zstd_size(path: Path) -> int:
+    """The artifact's size compressed with zstd: where unstructured sparsity shows in a dense file."""
+    import zstandard
+
+    compressor = zstandard.ZstdCompressor(level=3)
+    with path.open("rb") as source:
+        return len(compressor.compress(source.read()))
 
 
 def run_pipeline(task: dict[str, Any], workdir: Path, emit: Emit, max_unpacked: int, threads: int) -> dict[str, Any]:
@@ -95,40 +120,64 @@ def run_pipeline(task: dict[str, Any], workdir: Path, emit: Emit, max_unpacked: 
                 "latency": measure(handle, timing_feeds, lat.runs, lat.warmup, threads, spec.device)}
 
     steps: list[dict[str, Any]] = []
-    for index, config in enumerate(spec.passes):
-        planned: list[tuple[Pass, bool]] = [(REGISTRY[config.type](config), False)]
-        if planned[0][0].takes == "onnx" and handle.kind == "torch":
-            planned.insert(0, (ConvertPass(ConvertConfig(type="convert")), True))
-        for pass_, auto in planned:
-            label = f"{pass_.type} (auto)" if auto else pass_.type
-            emit({"progress": (1 + index) / steps_total, "pass": label})
-            ctx = PassContext(workdir=workdir, step=len(steps), device=spec.device, example=batches[0],
-                              datasets=datasets)
-            t0 = time.perf_counter()
-            handle = pass_.run(handle, ctx)
-            seconds = time.perf_counter() - t0
-            outputs = _outputs(handle, batches)
-            fid = fidelity(handle.output_names, reference, outputs)
-            size, params = _size_params(handle)
-            steps.append({"index": len(steps), "type": pass_.type, "auto": auto,
-                          "config": pass_.config.model_dump(mode="json"), "seconds": seconds,
-                          "format": handle.kind, "size_bytes": size, "param_count": params, "fidelity": fid,
-                          "accuracy": accuracy(outputs)})
-            threshold = spec.evaluate.min_conversion_cosine
-            if pass_.converts and (fid.get("cosine_min") is None or fid["cosine_min"] < threshold):
-                raise PassFailed("conversion_mismatch", f"step {len(steps) - 1} ({label}) changed the model's "
-                                 f"outputs: min cosine {fid.get('cosine_min')} < {threshold} on output "
-                                 f"{fid.get('output')!r}; the converted model would be wrong")
+    original_handle = handle
+    threshold = spec.evaluate.min_conversion_cosine
 
-    if handle.kind != "onnx":
-        raise PassFailed("no_artifact", "the pipeline ended on a torch model; end it with a convert pass")
+    previous = [reference]
+    """outputs of the model as it entered the next step: a conversion is checked against its own input"""
+
+    def apply(pass_: Pass, auto: bool, handle: ModelHandle, progress: float) -> ModelHandle:
+        label = f"{pass_.type} (auto)" if auto else pass_.type
+        emit({"progress": progress, "pass": label})
+        ctx = PassContext(workdir=workdir, step=len(steps), device=spec.device, example=batches[0],
+                          datasets=datasets, original=original_handle)
+        t0 = time.perf_counter()
+        handle = pass_.run(handle, ctx)
+        seconds = time.perf_counter() - t0
+        outputs = _outputs(handle, batches)
+        fid = fidelity(handle.output_names, reference, outputs)
+        size, params = _size_params(handle)
+        step = {"index": len(steps), "type": pass_.type, "auto": auto,
+                "config": pass_.config.model_dump(mode="json"), "seconds": seconds,
+                "format": _format(handle), "size_bytes": size, "param_count": params,
+                "sparsity": _sparsity(handle), "metrics": ctx.metrics, "fidelity": fid,
+                "accuracy": accuracy(outputs)}
+        steps.append(step)
+        if pass_.converts:
+            own = fid if previous[0] is reference else fidelity(handle.output_names, previous[0], outputs)
+            step["conversion_fidelity"] = own
+            if own.get("cosine_min") is None or own["cosine_min"] < threshold:
+                raise PassFailed("conversion_mismatch", f"step {len(steps) - 1} ({label}) changed the model's "
+                                 f"outputs: min cosine {own.get('cosine_min')} < {threshold} on output "
+                                 f"{own.get('output')!r} against the model it converted; the converted model "
+                                 "would be wrong")
+        previous[0] = outputs
+        return handle
+
+    for index, config in enumerate(spec.passes):
+        pass_ = REGISTRY[config.type](config)
+        needs = {"onnx": "onnx", "torch": "torch"}.get(pass_.takes)
+        if needs is not None and handle.kind != needs:
+            to_needed = ConvertConfig.model_validate({"type": "convert", "to": needs})
+            handle = apply(ConvertPass(to_needed), True, handle, (1 + index) / steps_total)
+        handle = apply(pass_, False, handle, (1 + index) / steps_total)
+
+    final = next((c for c in reversed(spec.passes) if isinstance(c, ConvertConfig) and c.to != "torch"),
+                 ConvertConfig.model_validate({"type": "convert"}))
+    final_format = final.to
+    if _format(handle) != final_format:
+        handle = apply(ConvertPass(final), True, handle,
+                       (steps_total - 1.5) / steps_total)
     emit({"progress": (steps_total - 1) / steps_total, "pass": "evaluate result"})
     out_dir = workdir / "out"
     out_dir.mkdir(exist_ok=True)
-    shutil.copyfile(handle.path, out_dir / "model.onnx")  # type: ignore[arg-type]
-    final = footprint(handle, shapes, batches[0])
-    result = {**final, "format": "onnx", "sha256": reporting.sha256_file(out_dir / "model.onnx"),
-              "size_ratio": model["size_bytes"] / final["size_bytes"] if final["size_bytes"] else None,
+    name = ARTIFACT_NAMES[final_format]
+    shutil.copyfile(handle.path, out_dir / name)  # type: ignore[arg-type]
+    final_size, _ = _size_params(handle)
+    result = {**footprint(handle, shapes, batches[0]), "format": final_format, "size_bytes": final_size,
+              "sha256": reporting.sha256_file(out_dir / name),
+              "size_ratio": model["size_bytes"] / final_size if final_size else None,
+              "size_zstd_bytes": _zstd_size(out_dir / name),
               "fidelity": steps[-1]["fidelity"], "accuracy": steps[-1]["accuracy"],
               "accuracy_drop": (None if original["accuracy"] is None or steps[-1]["accuracy"] is None
                                 else original["accuracy"] - steps[-1]["accuracy"]),
@@ -136,7 +185,7 @@ def run_pipeline(task: dict[str, Any], workdir: Path, emit: Emit, max_unpacked: 
     result["speedup_p50"] = reporting.speedups(original["latency"], result["latency"])
     # With a labelled evaluation dataset: top-1/top-5 and the drop with its bootstrap interval.
     statistics = (accuracy_report(np.concatenate([b[scored] for b in reference]),
-                                  np.concatenate([b[scored] for b in outputs]), labels,
+                                  np.concatenate([b[scored] for b in previous[0]]), labels,
                                   output_names[scored], seed=spec.seed) if labels is not None else None)
     report = {
         "spec": spec.model_dump(mode="json"), "model_id": model["id"],
@@ -162,5 +211,5 @@ def run_pipeline(task: dict[str, Any], workdir: Path, emit: Emit, max_unpacked: 
         "wall_seconds": time.perf_counter() - started,
     }
     emit({"progress": 0.99, "pass": "store"})
-    return {"artifacts": [{"path": "out/model.onnx", "name": "model.onnx", "kind": "model", "format": "onnx"}],
+    return {"artifacts": [{"path": f"out/{name}", "name": name, "kind": "model", "format": final_format}],
             "report": report}

@@ -44,6 +44,11 @@ class ModelHandle:
     def with_onnx(self, path: Path, output_names: list[str] | None = None) -> "ModelHandle":
         return replace(self, kind="onnx", path=path, module=None, output_names=output_names or self.output_names)
 
+    def with_torch(self, module: Any, path: Path | None = None) -> "ModelHandle":
+        """A torch module; `path` only when the module was loaded back from an exported file (pt2,
+        TorchScript) that is still exactly this model."""
+        return replace(self, kind="torch", module=module, path=path)
+
 
 def _dynamic(inputs: list[dict[str, Any]]) -> dict[str, list[int]]:
     return {i["name"]: [a for a, d in enumerate(i.get("shape") or []) if not (isinstance(d, int) and d > 0)]

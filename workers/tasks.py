@@ -35,7 +35,9 @@ from workers.sandbox import Outcome, run_child
 from workers.webhooks import notify_job_ended
 
 log = logging.getLogger(__name__)
-MEDIA_TYPES = {"onnx": "application/octet-stream", "json": "application/json"}
+MEDIA_TYPES = {"onnx": "application/octet-stream", "json": "application/json", "pt2": "application/zip",
+               "torchscript": "application/zip"}
+"""pt2 (ExportedProgram) and TorchScript files are zip archives"""
 T = TypeVar("T")
 
 _shutdown_deadline: float | None = None

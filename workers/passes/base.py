@@ -17,6 +17,10 @@ class PassContext:
     datasets: dict[str, Feeds] = field(default_factory=dict)
     """every dataset the spec references (any `dataset_id` field), loaded by the pipeline: arrays by
     input name, plus `labels` when the dataset has them"""
+    original: Any = None
+    """the job's original model (a ModelHandle), kept through the pipeline: the teacher of distillation"""
+    metrics: dict[str, Any] = field(default_factory=dict)
+    """what the pass measured about its own work (sparsity, ranks, losses): shown in its step of the report"""
 
     def path(self, name: str) -> Path:
         return self.workdir / f"step{self.step:02d}-{name}"

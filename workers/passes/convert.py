@@ -1,5 +1,6 @@
 """convert: a torch model (ExportedProgram, TorchScript, Hugging Face) to ONNX with torch.onnx's
-dynamo exporter, keeping dynamic axes dynamic; or an ONNX model to another opset."""
+dynamo exporter, keeping dynamic axes dynamic; an ONNX model to another opset; an ONNX model to torch
+(our converter, real layers holding the weights); a torch model to a .pt2 ExportedProgram or TorchScript."""
 
 import inspect
 import logging
@@ -49,13 +50,62 @@ def export_to_onnx(handle: ModelHandle, ctx: PassContext, opset: int) -> ModelHa
                               output_names=handle.output_names, opset_version=opset, dynamo=True,
                               external_data=False, dynamic_shapes=shapes, verbose=False)
     except Exception as exc:  # the exporter raises many types; all mean "this model did not export"
-        root = exc
+        root: BaseException = exc
         while root.__cause__ is not None:
             root = root.__cause__
         raise PassFailed("conversion_failed", f"torch.onnx.export failed: {type(root).__name__}: "
                          f"{str(root)[:800]}") from exc
     model = onnx.load(str(path), load_external_data=False)
     return handle.with_onnx(path, [o.name for o in model.graph.output])
+
+
+def _trace_args(handle: ModelHandle, ctx: PassContext) -> tuple[tuple[torch.Tensor, ...], tuple[Any, ...]]:
+    args, dynamic_shapes = [], []
+    for name in handle.input_names:
+        tensor = torch.from_numpy(ctx.example[name])
+        dims = handle.dynamic_axes.get(name, [])
+        if 0 in dims and tensor.shape[0] == 1:
+            tensor = torch.cat([tensor, tensor])  # batch 1 would be specialised away
+        args.append(tensor)
+        dynamic_shapes.append({axis: torch.export.Dim.AUTO for axis in dims})
+    return tuple(args), tuple(dynamic_shapes)
+
+
+def onnx_to_torch_handle(handle: ModelHandle, ctx: PassContext) -> ModelHandle:
+    """The ONNX model as a torch module whose Conv/Linear/BatchNorm layers hold the weights."""
+    from workers.conversion.onnx_to_torch import ConversionUnsupported, onnx_to_torch
+
+    try:
+        module = onnx_to_torch(onnx.load(str(handle.path)), ctx.example)
+    except ConversionUnsupported as exc:
+        raise PassFailed("conversion_unsupported", f"ONNX -> torch does not cover operator(s) "
+                         f"{', '.join(exc.ops)}; run the ONNX passes (quantize, optimize) on this model "
+                         "instead") from exc
+    return handle.with_torch(module)
+
+
+def export_torch_artifact(handle: ModelHandle, ctx: PassContext, to: str) -> ModelHandle:
+    """Save the torch model as a .pt2 ExportedProgram (dynamic axes kept) or as TorchScript (traced), and
+    continue with the module loaded back from that file, so what is checked is what is downloaded."""
+    args, shapes = _trace_args(handle, ctx)
+    module = handle.module.eval()
+    try:
+        if to == "pt2":
+            path = ctx.path("model.pt2")
+            params = list(inspect.signature(module.forward).parameters.values())
+            if len(params) == 1 and params[0].kind is inspect.Parameter.VAR_POSITIONAL:
+                shapes = (shapes,)
+            program = torch.export.export(module, args, dynamic_shapes=shapes)
+            torch.export.save(program, str(path))
+            return handle.with_torch(torch.export.load(str(path)).module(), path)
+        path = ctx.path("model.torchscript.pt")
+        with torch.no_grad():
+            traced = torch.jit.trace(module, args, check_trace=False)
+        torch.jit.save(traced, str(path))
+        return handle.with_torch(torch.jit.load(str(path), map_location="cpu").eval(), path)
+    except Exception as exc:  # export and tracing raise many types; all mean "this model did not export"
+        raise PassFailed("conversion_failed", f"export to {to} failed: {type(exc).__name__}: "
+                         f"{str(exc)[:800]}") from exc
 
 
 class ConvertPass(Pass):
@@ -65,6 +115,10 @@ class ConvertPass(Pass):
     config: ConvertConfig
 
     def run(self, handle: ModelHandle, ctx: PassContext) -> ModelHandle:
+        if self.config.to != "onnx":
+            if handle.kind == "onnx":
+                handle = onnx_to_torch_handle(handle, ctx)
+            return handle if self.config.to == "torch" else export_torch_artifact(handle, ctx, self.config.to)
         if handle.kind == "torch":
             return export_to_onnx(handle, ctx, self.config.opset or DEFAULT_OPSET)
         model = onnx.load(str(handle.path))

@@ -1,0 +1,260 @@
+"""PyTorch-side compression through the API on the digits CNN: each job's artifact is downloaded and run
+on digits.x_test here, so the accuracy figures are what a user of the artifact gets. Figures are printed
+(pytest -s) for the README table."""
+
+import io
+import zipfile
+from pathlib import Path
+
+import httpx
+import numpy as np
+import onnxruntime as ort
+import pytest
+import torch
+
+from tests.conftest import Digits, Stack, upload
+
+pytestmark = pytest.mark.e2e
+LATENCY = {"batch_sizes": [32], "runs": 20, "warmup": 3}
+
+
+def upload_dataset(client: httpx.Client, arrays: dict[str, np.ndarray], name: str) -> str:
+    buffer = io.BytesIO()
+    np.savez(buffer, **arrays)
+    response = client.post("/v1/datasets", files={"file": (name, buffer.getvalue())})
+    assert response.status_code == 201, response.text
+    return str(response.json()["id"])
+
+
+def run_job(client: httpx.Client, stack: Stack, spec: dict) -> tuple[dict, dict, bytes]:
+    """Submit, wait, and return the report, the model artifact's listing and its bytes."""
+    response = client.post("/v1/jobs", json=spec)
+    assert response.status_code == 202, response.text
+    job = stack.wait_for(client, response.json()["id"], timeout=600)
+    assert job["status"] == "succeeded", job["error"]
+    report = client.get(f"/v1/jobs/{job['id']}/report").json()
+    listing = next(a for a in client.get(f"/v1/jobs/{job['id']}/artifacts").json() if a["kind"] == "model")
+    content = client.get(listing["download_url"])
+    assert content.status_code == 200
+    return report, listing, content.content
+
+
+def onnx_accuracy(artifact: bytes, digits: Digits) -> float:
+    session = ort.InferenceSession(artifact)
+    feeds = {session.get_inputs()[0].name: digits.x_test}
+    return float((session.run(None, feeds)[0].argmax(1) == digits.y_test).mean())
+
+
+@pytest.fixture(scope="module")
+def ids(stack: Stack, digits: Digits, digits_cnn_onnx: Path, digits_cnn_pt2: Path) -> dict[str, str]:
+    with stack.client() as client:
+        return {
+            "onnx": upload(client, digits_cnn_onnx)["id"],
+            "pt2": upload(client, digits_cnn_pt2)["id"],
+            "train": upload_dataset(client, {"x": digits.x_train, "labels": digits.y_train}, "train.npz"),
+            "test": upload_dataset(client, {"x": digits.x_test, "labels": digits.y_test}, "test.npz"),
+            # torch.export names the Sequential's argument `input`
+            "test_pt2": upload_dataset(
+                client, {"input": digits.x_test, "labels": digits.y_test}, "test_pt2.npz"
+            ),
+        }
+
+
+@pytest.fixture(scope="module")
+def baseline(digits_cnn_onnx: Path, digits: Digits) -> float:
+    return onnx_accuracy(digits_cnn_onnx.read_bytes(), digits)
+
+
+def test_onnx_upload_to_torch_structured_prune_and_back(
+    client: httpx.Client, stack: Stack, ids: dict[str, str], digits: Digits, baseline: float
+) -> None:
+    spec = {
+        "model_id": ids["onnx"],
+        "evaluate": {"dataset_id": ids["test"], "latency": LATENCY},
+        "passes": [
+            {"type": "convert", "to": "torch"},
+            {
+                "type": "prune",
+                "method": "structured",
+                "ratio": 0.3,
+                "finetune": {"dataset_id": ids["train"], "epochs": 2, "lr": 1e-3},
+            },
+            {"type": "convert", "to": "onnx"},
+        ],
+    }
+    report, listing, artifact = run_job(client, stack, spec)
+    assert [s["type"] for s in report["steps"]] == ["convert", "prune", "convert"]
+    assert report["steps"][0]["fidelity"]["cosine_min"] > 0.9999, "ONNX -> torch is exact"
+    params = report["original"]["param_count"], report["result"]["param_count"]
+    assert params[1] <= 0.75 * params[0], f"parameters {params[0]} -> {params[1]}"
+    accuracy = onnx_accuracy(artifact, digits)
+    assert baseline - accuracy <= 0.02, f"accuracy {baseline:.4f} -> {accuracy:.4f}"
+    assert report["result"]["accuracy"] == pytest.approx(accuracy), (
+        "the report states the artifact's accuracy"
+    )
+    assert listing["format"] == "onnx" and listing["name"] == "model.onnx"
+    speedup = report["result"]["speedup_p50"]["32"]
+    print(
+        f"\nstructured 30% + 2 epochs: params {params[0]} -> {params[1]} "
+        f"({1 - params[1] / params[0]:.1%} fewer), "
+        f"accuracy {baseline:.4f} -> {accuracy:.4f}, CPU p50 speedup at batch 32 {speedup:.2f}x"
+    )
+
+
+def test_onnx_to_torch_prune_back_to_onnx_then_static_int8(
+    client: httpx.Client, stack: Stack, ids: dict[str, str], digits: Digits, baseline: float
+) -> None:
+    spec = {
+        "model_id": ids["onnx"],
+        "evaluate": {"dataset_id": ids["test"], "latency": LATENCY},
+        "passes": [
+            {"type": "convert", "to": "torch"},
+            {
+                "type": "prune",
+                "method": "structured",
+                "ratio": 0.3,
+                "finetune": {"dataset_id": ids["train"], "epochs": 2},
+            },
+            {"type": "convert", "to": "onnx"},
+            {
+                "type": "quantize",
+                "method": "static",
+                "calibration": {"dataset_id": ids["train"], "samples": 128},
+            },
+        ],
+    }
+    report, _, artifact = run_job(client, stack, spec)
+    assert [s["type"] for s in report["steps"]] == ["convert", "prune", "convert", "quantize"]
+    accuracy = onnx_accuracy(artifact, digits)
+    ratio = report["result"]["size_ratio"]
+    assert baseline - accuracy <= 0.03, f"accuracy {baseline:.4f} -> {accuracy:.4f}"
+    print(
+        f"\nONNX -> torch -> structured 30% (+2 epochs) -> ONNX -> static int8: {ratio:.2f}x smaller, "
+        f"accuracy {baseline:.4f} -> {accuracy:.4f}"
+    )
+
+
+def test_magnitude_pruning_pt2_upload(
+    client: httpx.Client, stack: Stack, ids: dict[str, str], digits: Digits, baseline: float
+) -> None:
+    spec = {
+        "model_id": ids["pt2"],
+        "evaluate": {"dataset_id": ids["test_pt2"], "latency": LATENCY},
+        "passes": [{"type": "prune", "method": "magnitude", "sparsity": 0.7}],
+    }
+    report, listing, artifact = run_job(client, stack, spec)
+    assert [(s["type"], s["auto"]) for s in report["steps"]] == [("prune", False), ("convert", True)], (
+        "a pipeline ending on torch is exported to ONNX by itself"
+    )
+    prune = report["steps"][0]
+    assert prune["metrics"]["sparsity"] >= 0.69, prune["metrics"]
+    result = report["result"]
+    assert result["size_zstd_bytes"] < 0.6 * result["size_bytes"], "a 70% sparse file compresses"
+    accuracy = onnx_accuracy(artifact, digits)
+    print(
+        f"\nmagnitude 70%: sparsity {result['sparsity']:.3f}, ONNX {result['size_bytes']} B, zstd "
+        f"{result['size_zstd_bytes']} B, accuracy {baseline:.4f} -> {accuracy:.4f} (no fine-tuning)"
+    )
+
+
+def test_tucker_with_finetuning(
+    client: httpx.Client, stack: Stack, ids: dict[str, str], digits: Digits, baseline: float
+) -> None:
+    spec = {
+        "model_id": ids["onnx"],
+        "evaluate": {"dataset_id": ids["test"], "latency": LATENCY},
+        "passes": [
+            {
+                "type": "lowrank",
+                "method": "tucker",
+                "rank_ratio": 0.5,
+                "finetune": {"dataset_id": ids["train"], "epochs": 2},
+            }
+        ],
+    }
+    report, _, artifact = run_job(client, stack, spec)
+    assert report["steps"][0]["auto"] and report["steps"][0]["format"] == "torch", "ONNX -> torch by itself"
+    assert len(report["steps"][1]["metrics"]["factorized"]) == 2, report["steps"][1]["metrics"]
+    params = report["original"]["param_count"], report["result"]["param_count"]
+    assert params[1] < params[0]
+    accuracy = onnx_accuracy(artifact, digits)
+    assert baseline - accuracy <= 0.05, f"accuracy {baseline:.4f} -> {accuracy:.4f}"
+    print(
+        f"\ntucker 0.5 + 2 epochs: params {params[0]} -> {params[1]}, "
+        f"accuracy {baseline:.4f} -> {accuracy:.4f}"
+    )
+
+
+def test_distill_pruned_student_with_labels_to_pt2(
+    client: httpx.Client, stack: Stack, ids: dict[str, str], digits: Digits, baseline: float
+) -> None:
+    spec = {
+        "model_id": ids["onnx"],
+        "evaluate": {"dataset_id": ids["test"], "latency": LATENCY},
+        "passes": [
+            {"type": "prune", "method": "structured", "ratio": 0.5},
+            {"type": "distill", "dataset_id": ids["train"], "epochs": 2, "lr": 2e-3},
+            {"type": "convert", "to": "pt2"},
+        ],
+    }
+    report, listing, artifact = run_job(client, stack, spec)
+    assert listing["name"] == "model.pt2" and listing["media_type"] == "application/zip"
+    assert report["steps"][2]["metrics"]["loss"] == "kl+alpha*ce"
+    path = Path(stack.home) / "distilled.pt2"
+    path.write_bytes(artifact)
+    with torch.inference_mode():
+        logits = torch.export.load(str(path)).module()(torch.from_numpy(digits.x_test)).numpy()
+    accuracy = float((logits.argmax(1) == digits.y_test).mean())
+    assert accuracy >= baseline - 0.03, f"accuracy {baseline:.4f} -> {accuracy:.4f}"
+    print(
+        f"\nstructured 50% then distilled 2 epochs -> pt2: params {report['original']['param_count']} -> "
+        f"{report['result']['param_count']}, accuracy {baseline:.4f} -> {accuracy:.4f}"
+    )
+
+
+def test_torchscript_artifact(
+    client: httpx.Client, stack: Stack, ids: dict[str, str], digits: Digits, baseline: float
+) -> None:
+    spec = {
+        "model_id": ids["onnx"],
+        "input_shapes": {"x": [4, 1, 8, 8]},
+        "evaluate": {"latency": {"runs": 3}},
+        "passes": [{"type": "convert", "to": "torchscript"}],
+    }
+    report, listing, artifact = run_job(client, stack, spec)
+    assert listing["format"] == "torchscript" and zipfile.is_zipfile(io.BytesIO(artifact))
+    module = torch.jit.load(io.BytesIO(artifact))
+    logits = module(torch.from_numpy(digits.x_test)).detach().numpy()
+    assert float((logits.argmax(1) == digits.y_test).mean()) == pytest.approx(baseline)
+
+
+BAD = [
+    ({"type": "prune", "method": "magnitude", "sparsity": 1.5}, "sparsity"),
+    ({"type": "prune", "method": "magnitude"}, "sparsity"),
+    ({"type": "prune", "method": "structured", "ratio": 0.3, "importance": "l3"}, "importance"),
+    ({"type": "prune", "method": "threshold", "threshold": -1}, "threshold"),
+    ({"type": "lowrank", "method": "svd", "rank_ratio": 0}, "rank_ratio"),
+    ({"type": "lowrank", "method": "tucker", "energy": 0.9}, "energy"),
+    ({"type": "distill", "dataset_id": "ds_x", "temperature": 0}, "temperature"),
+    ({"type": "distill", "dataset_id": "ds_x", "student": "tiny"}, "student"),
+    ({"type": "convert", "to": "pt2", "opset": 17}, "opset"),
+    (
+        {
+            "type": "prune",
+            "method": "magnitude",
+            "sparsity": 0.5,
+            "finetune": {"dataset_id": "ds_x", "epochs": 0},
+        },
+        "epochs",
+    ),
+]
+
+
+@pytest.mark.parametrize(("bad", "named"), BAD, ids=[f"{b['type']}-{n}" for b, n in BAD])
+def test_bad_parameter_is_422_naming_it(
+    client: httpx.Client, ids: dict[str, str], bad: dict, named: str
+) -> None:
+    response = client.post("/v1/jobs", json={"model_id": ids["onnx"], "passes": [bad]})
+    assert response.status_code == 422, response.text
+    problem = response.json()
+    assert problem["code"] == "validation_error" and named in problem["detail"], problem["detail"]

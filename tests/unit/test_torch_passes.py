@@ -1,0 +1,220 @@
+"""The PyTorch-side passes run directly (no server): ONNX -> torch conversion, pruning, low-rank
+factorization, fine-tuning and distillation on the trained digits CNN, and the exports back out."""
+
+from pathlib import Path
+
+import numpy as np
+import onnx
+import onnxruntime as ort
+import pytest
+import torch
+from onnx import TensorProto, helper
+
+from app.schemas.jobs import JobSpec
+from app.schemas.passes import ConvertConfig, DistillConfig, LowRankConfig, PruneConfig
+from tests.conftest import Digits
+from workers.conversion.onnx_to_torch import ConversionUnsupported, onnx_to_torch
+from workers.passes.base import PassContext
+from workers.passes.convert import ConvertPass
+from workers.passes.distill import DistillPass
+from workers.passes.lowrank import LowRankPass
+from workers.passes.prune import PrunePass
+from workers.runtime import ModelHandle, PassFailed, run, torch_params
+
+TRAIN = "ds_train"
+
+
+def _accuracy(handle: ModelHandle, digits: Digits) -> float:
+    logits = run(handle, {"x": digits.x_test})[0]
+    return float((logits.argmax(1) == digits.y_test).mean())
+
+
+@pytest.fixture(scope="module")
+def onnx_handle(digits_cnn_onnx: Path) -> ModelHandle:
+    return ModelHandle("onnx", ["x"], ["logits"], {"x": [0]}, path=digits_cnn_onnx)
+
+
+@pytest.fixture()
+def ctx(tmp_path: Path, digits: Digits, onnx_handle: ModelHandle) -> PassContext:
+    datasets = {
+        TRAIN: {"x": digits.x_train, "labels": digits.y_train},
+        "ds_unlabelled": {"x": digits.x_train[:256]},
+    }
+    return PassContext(
+        workdir=tmp_path,
+        step=0,
+        device="cpu",
+        example={"x": digits.x_test[:4]},
+        datasets=datasets,
+        original=onnx_handle,
+    )
+
+
+@pytest.fixture(scope="module")
+def torch_handle(
+    onnx_handle: ModelHandle, tmp_path_factory: pytest.TempPathFactory, digits: Digits
+) -> ModelHandle:
+    ctx = PassContext(
+        workdir=tmp_path_factory.mktemp("convert"), step=0, device="cpu", example={"x": digits.x_test[:4]}
+    )
+    return ConvertPass(ConvertConfig(type="convert", to="torch")).run(onnx_handle, ctx)
+
+
+def test_onnx_to_torch_holds_real_layers_and_matches(
+    onnx_handle: ModelHandle, torch_handle: ModelHandle, digits: Digits
+) -> None:
+    kinds = sorted({type(m).__name__ for m in torch_handle.module.layers.values()})
+    assert kinds == ["Conv2d", "Linear"], f"the converted CNN's weights are not in real layers: {kinds}"
+    expected = run(onnx_handle, {"x": digits.x_test})[0]
+    got = run(torch_handle, {"x": digits.x_test})[0]
+    assert np.abs(expected - got).max() < 1e-4, (
+        "the converted model computes something else than the ONNX one"
+    )
+
+
+def test_unsupported_operator_is_named(tmp_path: Path) -> None:
+    node = helper.make_node("TopK", ["x", "k"], ["values", "indices"])
+    graph = helper.make_graph(
+        [node],
+        "g",
+        [helper.make_tensor_value_info("x", TensorProto.FLOAT, [1, 4])],
+        [helper.make_tensor_value_info("values", TensorProto.FLOAT, [1, 2])],
+        [helper.make_tensor("k", TensorProto.INT64, [1], [2])],
+    )
+    with pytest.raises(ConversionUnsupported) as info:
+        onnx_to_torch(helper.make_model(graph), {"x": np.zeros((1, 4), np.float32)})
+    assert info.value.ops == ["TopK"]
+    path = tmp_path / "topk.onnx"
+    onnx.save(helper.make_model(graph), str(path))
+    handle = ModelHandle("onnx", ["x"], ["values"], {}, path=path)
+    ctx = PassContext(workdir=tmp_path, step=0, device="cpu", example={"x": np.zeros((1, 4), np.float32)})
+    with pytest.raises(PassFailed) as failed:
+        ConvertPass(ConvertConfig(type="convert", to="torch")).run(handle, ctx)
+    assert failed.value.code == "conversion_unsupported" and "TopK" in failed.value.message
+
+
+def test_magnitude_pruning_reaches_sparsity_and_compresses(
+    torch_handle: ModelHandle, ctx: PassContext, digits: Digits
+) -> None:
+    config = PruneConfig(type="prune", method="magnitude", sparsity=0.7)
+    pruned = PrunePass(config).run(torch_handle, ctx)
+    weights = [p for n, p in pruned.module.named_parameters() if p.dim() >= 2]
+    zero = sum(int((p == 0).sum()) for p in weights) / sum(p.numel() for p in weights)
+    assert zero == pytest.approx(0.7, abs=0.01), f"weight sparsity {zero}"
+    assert ctx.metrics["weights_zstd_bytes"] < 0.6 * ctx.metrics["weights_bytes"], ctx.metrics
+    assert _accuracy(torch_handle, digits) == pytest.approx(_accuracy(ctx.original, digits)), (
+        "the input is untouched"
+    )
+
+
+def test_threshold_pruning_keeps_sparsity_through_finetuning(
+    torch_handle: ModelHandle, ctx: PassContext
+) -> None:
+    config = PruneConfig(
+        type="prune",
+        method="threshold",
+        threshold=0.02,
+        finetune={"dataset_id": "ds_unlabelled", "epochs": 1, "batch_size": 64},
+    )
+    pruned = PrunePass(config).run(torch_handle, ctx)
+    for name, p in pruned.module.named_parameters():
+        if p.dim() >= 2:
+            before = dict(torch_handle.module.named_parameters())[name]
+            assert bool((p[before.abs() < 0.02] == 0).all()), f"{name}: pruned weights grew back in training"
+    assert ctx.metrics["finetune"]["loss"] == "mse_to_input_model"
+
+
+def test_structured_pruning_shrinks_and_finetunes(
+    torch_handle: ModelHandle, ctx: PassContext, digits: Digits
+) -> None:
+    config = PruneConfig(
+        type="prune",
+        method="structured",
+        ratio=0.3,
+        finetune={"dataset_id": TRAIN, "epochs": 2, "batch_size": 64},
+    )
+    pruned = PrunePass(config).run(torch_handle, ctx)
+    before, after = torch_params(torch_handle.module), torch_params(pruned.module)
+    assert after <= 0.75 * before, f"parameters {before} -> {after}"
+    assert pruned.module(torch.zeros(3, 1, 8, 8)).shape == (3, 10), "the classifier keeps its 10 outputs"
+    drop = _accuracy(ctx.original, digits) - _accuracy(pruned, digits)
+    assert drop <= 0.02, f"accuracy dropped {drop:.3f}"
+    exported = ConvertPass(ConvertConfig(type="convert")).run(pruned, ctx)
+    assert _accuracy(exported, digits) == pytest.approx(_accuracy(pruned, digits), abs=0.003)
+    assert ort.InferenceSession(str(exported.path)).get_inputs()[0].shape[0] != 3, "the batch stays dynamic"
+
+
+def test_taylor_importance_uses_the_finetune_data(torch_handle: ModelHandle, ctx: PassContext) -> None:
+    with pytest.raises(ValueError, match="taylor"):
+        PruneConfig(type="prune", method="structured", ratio=0.3, importance="taylor")
+    config = PruneConfig(
+        type="prune",
+        method="structured",
+        ratio=0.3,
+        importance="taylor",
+        finetune={"dataset_id": TRAIN, "epochs": 1, "batch_size": 128},
+    )
+    pruned = PrunePass(config).run(torch_handle, ctx)
+    assert torch_params(pruned.module) <= 0.75 * torch_params(torch_handle.module)
+    assert all(p.grad is None for p in pruned.module.parameters()), "no gradients left on the result"
+
+
+def test_tucker_with_finetuning(torch_handle: ModelHandle, ctx: PassContext, digits: Digits) -> None:
+    config = LowRankConfig(
+        type="lowrank",
+        method="tucker",
+        rank_ratio=0.5,
+        finetune={"dataset_id": TRAIN, "epochs": 1, "batch_size": 64},
+    )
+    factorized = LowRankPass(config).run(torch_handle, ctx)
+    assert sorted(ctx.metrics["factorized"]) == ["layers.l_3", "layers.l_7"], ctx.metrics
+    assert ctx.metrics["skipped_no_gain"] == ["layers.l_0"], "a 1-channel conv is not worth factorizing"
+    assert torch_params(factorized.module) < torch_params(torch_handle.module)
+    assert _accuracy(ctx.original, digits) - _accuracy(factorized, digits) <= 0.03
+
+
+def test_svd_energy_and_ratio(torch_handle: ModelHandle, ctx: PassContext, digits: Digits) -> None:
+    LowRankPass(LowRankConfig(type="lowrank", method="svd", energy=0.9)).run(torch_handle, ctx)
+    ranks = {name: f["rank"] for name, f in ctx.metrics["factorized"].items()}
+    assert "layers.l_12" in ranks and ranks["layers.l_12"] < 128, ctx.metrics
+    with pytest.raises(ValueError, match="exactly one"):
+        LowRankConfig(type="lowrank", method="svd")
+
+
+def test_distill_cnn_with_labels(torch_handle: ModelHandle, ctx: PassContext, digits: Digits) -> None:
+    pruned = PrunePass(PruneConfig(type="prune", method="structured", ratio=0.5)).run(torch_handle, ctx)
+    ctx.metrics = {}
+    student = DistillPass(
+        DistillConfig(type="distill", dataset_id=TRAIN, epochs=2, lr=2e-3, batch_size=64)
+    ).run(pruned, ctx)
+    assert ctx.metrics["loss"] == "kl+alpha*ce"
+    assert ctx.metrics["epoch_losses"][-1] < ctx.metrics["epoch_losses"][0]
+    assert _accuracy(student, digits) >= _accuracy(ctx.original, digits) - 0.02
+
+
+@pytest.mark.parametrize("to", ["pt2", "torchscript"])
+def test_torch_artifacts_roundtrip(
+    torch_handle: ModelHandle, ctx: PassContext, digits: Digits, to: str
+) -> None:
+    exported = ConvertPass(ConvertConfig(type="convert", to=to)).run(torch_handle, ctx)  # type: ignore[arg-type]
+    assert exported.path is not None and exported.path.exists()
+    expected = run(torch_handle, {"x": digits.x_test[:7]})[0]
+    assert np.abs(run(exported, {"x": digits.x_test[:7]})[0] - expected).max() < 1e-4, "batch 7 (not traced)"
+
+
+@pytest.mark.parametrize(
+    "config",
+    [
+        {"type": "prune", "method": "structured", "ratio": 0.3, "finetune": {"dataset_id": "ds_a"}},
+        {"type": "prune", "method": "magnitude", "sparsity": 0.7, "scope": "layer"},
+        {"type": "prune", "method": "threshold", "threshold": 0.01},
+        {"type": "lowrank", "method": "tucker", "rank_ratio": 0.5},
+        {"type": "lowrank", "method": "svd", "energy": 0.9},
+        {"type": "distill", "student": "drop_layers", "dataset_id": "ds_a"},
+        {"type": "convert", "to": "pt2"},
+    ],
+)
+def test_stored_spec_validates_again_in_the_worker(config: dict) -> None:
+    """The API stores the spec with every default spelled out; the worker must accept it as it is."""
+    spec = JobSpec.model_validate({"model_id": "mdl_x", "passes": [config]})
+    assert JobSpec.model_validate(spec.model_dump(mode="json")) == spec

@@ -1,0 +1,1 @@
+"""Converters between model representations that the pipeline uses when a pass needs the other form."""

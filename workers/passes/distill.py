@@ -1,0 +1,131 @@
+"""distill: train a student to reproduce the job's original model (the teacher) on a dataset.
+
+The teacher's outputs are computed once, before training. Logits (a [batch, classes] output) are matched
+by KL divergence on temperature-softened distributions (times T^2), plus alpha x cross-entropy when the
+dataset has labels; any other output (embeddings, hidden states) by MSE or 1 - cosine.
+"""
+
+import copy
+from typing import Any
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from app.schemas.passes import DistillConfig
+from workers.passes.base import Pass, PassContext
+from workers.runtime import ModelHandle, PassFailed
+from workers.training import Loss, dataset, fit, is_logits, predict
+
+
+def drop_layers(module: nn.Module) -> tuple[nn.Module, list[int], int]:
+    """A copy of a transformer keeping every other layer of its deepest stack of layers (the last one kept):
+    MiniLM's 6 encoder layers become 3. Returns the copy, the kept indices and the original depth."""
+    student = copy.deepcopy(module)
+    stacks = [
+        (name, m)
+        for name, m in student.named_modules()
+        if isinstance(m, nn.ModuleList)
+        and len(m) >= 2
+        and name.split(".")[-1] in ("layer", "layers", "h")
+        and len({type(x) for x in m}) == 1
+    ]
+    if not stacks:
+        raise PassFailed(
+            "distill_unsupported",
+            "student 'drop_layers' needs a transformer with a stack of "
+            "layers (e.g. a Hugging Face BERT-like model); use student 'current' instead",
+        )
+    name, stack = max(stacks, key=lambda item: len(item[1]))
+    depth = len(stack)
+    kept = list(range(depth))[1::2] if depth % 2 == 0 else list(range(depth))[::2]
+    parent_name, _, attr = name.rpartition(".")
+    setattr(
+        student.get_submodule(parent_name) if parent_name else student,
+        attr,
+        nn.ModuleList([stack[i] for i in kept]),
+    )
+    for sub in student.modules():
+        config = getattr(sub, "config", None)
+        if config is not None and hasattr(config, "num_hidden_layers"):
+            config.num_hidden_layers = len(kept)
+    for position, layer in enumerate(stack[i] for i in kept):
+        for sub in layer.modules():  # transformers numbers each attention by its layer (caches, masks)
+            if hasattr(sub, "layer_idx"):
+                sub.layer_idx = position  # type: ignore[assignment]
+    return student, kept, depth
+
+
+def distill_loss(
+    teacher: torch.Tensor, labels: torch.Tensor | None, config: DistillConfig, device: str
+) -> Loss:
+    temperature = config.temperature
+    if is_logits(teacher):
+        soft = F.softmax(teacher / temperature, dim=1)
+
+        def kd(out: torch.Tensor, index: torch.Tensor) -> torch.Tensor:
+            loss = (
+                F.kl_div(
+                    F.log_softmax(out / temperature, dim=1), soft[index].to(device), reduction="batchmean"
+                )
+                * temperature**2
+            )
+            if labels is not None:
+                loss = loss + config.alpha * F.cross_entropy(out, labels[index].to(device))
+            return loss
+
+        return kd
+    if config.embedding_loss == "cosine":
+
+        def cosine(out: torch.Tensor, index: torch.Tensor) -> torch.Tensor:
+            target = teacher[index].to(device)
+            return 1 - F.cosine_similarity(out.float().flatten(1), target.flatten(1), dim=1).mean()
+
+        return cosine
+
+    def mse(out: torch.Tensor, index: torch.Tensor) -> torch.Tensor:
+        return F.mse_loss(out.float(), teacher[index].to(device))
+
+    return mse
+
+
+class DistillPass(Pass):
+    type = "distill"
+    takes = "torch"
+    config: DistillConfig
+
+    def run(self, handle: ModelHandle, ctx: PassContext) -> ModelHandle:
+        teacher: ModelHandle = ctx.original
+        data = dataset(ctx.datasets, self.config.dataset_id, handle.input_names)
+        metrics: dict[str, Any] = {
+            "teacher": teacher.origin,
+            "student": self.config.student,
+            "device": ctx.device,
+            "dataset_id": self.config.dataset_id,
+        }
+        if self.config.student == "drop_layers":
+            student, kept, depth = drop_layers(handle.module)
+            metrics.update({"layers_kept": kept, "layers_before": depth})
+        else:
+            student = copy.deepcopy(handle.module)
+        targets = predict(teacher, data, self.config.batch_size, ctx.device)
+        labels = torch.from_numpy(data["labels"]).long() if "labels" in data else None
+        loss = distill_loss(targets, labels, self.config, ctx.device)
+        metrics["loss"] = (
+            "kl" + ("+alpha*ce" if labels is not None else "")
+            if is_logits(targets)
+            else self.config.embedding_loss
+        )
+        metrics["epoch_losses"] = fit(
+            student,
+            data,
+            handle.input_names,
+            loss,
+            self.config.epochs,
+            self.config.lr,
+            self.config.batch_size,
+            ctx.device,
+        )
+        metrics["student_params"] = sum(p.numel() for p in student.parameters())
+        ctx.metrics.update(metrics)
+        return handle.with_torch(student)
