@@ -44,5 +44,9 @@ bench: install
 soak: install
 	$(BIN)/python -m bench.soak
 
+# On a CUDA machine with the worker extra installed: distillation, fine-tuning and latency on the GPU.
+test-gpu: install
+	$(BIN)/pytest -m gpu tests/gpu -s
+
 clean:
 	rm -rf $(VENV) var

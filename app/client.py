@@ -6,10 +6,11 @@ headline numbers. Exits 0 when the job succeeded and met its constraints, 1 when
 them, 2 when the service refused the request (the problem's code and detail are printed).
 """
 
+import io
 import json
 import time
 from pathlib import Path
-from typing import IO, Any
+from typing import IO, Any, cast
 
 import httpx
 from rich.console import Console
@@ -22,11 +23,15 @@ class RefusedError(Exception):
     """The service answered with a problem+json error."""
 
 
-class _ProgressReader:
-    """A file wrapper that advances a progress bar as httpx reads it for the upload."""
+class _ProgressReader(io.RawIOBase):
+    """A readable file that advances a progress bar as httpx reads it for the upload."""
 
     def __init__(self, fh: IO[bytes], progress: Progress, task: TaskID) -> None:
+        super().__init__()
         self.fh, self.progress, self.task = fh, progress, task
+
+    def readable(self) -> bool:
+        return True
 
     def read(self, size: int = -1) -> bytes:
         data = self.fh.read(size)
@@ -48,7 +53,8 @@ def _checked(response: httpx.Response) -> Any:
 def _upload(client: httpx.Client, path: Path, progress: Progress) -> dict[str, Any]:
     task = progress.add_task(f"upload {path.name}", total=path.stat().st_size)
     with path.open("rb") as fh:
-        body = _checked(client.post("/v1/models", files={"file": (path.name, _ProgressReader(fh, progress, task))}))
+        reader = cast(IO[bytes], _ProgressReader(fh, progress, task))
+        body = _checked(client.post("/v1/models", files={"file": (path.name, reader)}))
     progress.update(task, completed=path.stat().st_size)
     return dict(body)
 

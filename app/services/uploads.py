@@ -91,25 +91,25 @@ async def _receive_multipart(stream: AsyncIterator[bytes], boundary: bytes,
     if not boundary:
         raise ValidationFailed("multipart body without a boundary in Content-Type")
     fields: dict[str, bytearray] = {}
-    state: dict[str, object] = {"headers": {}, "field": b"", "value": b"", "name": None, "filename": None}
+    headers: dict[bytes, bytes] = {}
+    current = {"field": b"", "value": b""}  # the header line being parsed
+    part: dict[str, str | None] = {"name": None}
     found: dict[str, str] = {}
 
     def on_header_field(data: bytes, start: int, end: int) -> None:
-        state["field"] = bytes(state["field"]) + data[start:end]  # type: ignore[arg-type]
+        current["field"] += data[start:end]
 
     def on_header_value(data: bytes, start: int, end: int) -> None:
-        state["value"] = bytes(state["value"]) + data[start:end]  # type: ignore[arg-type]
+        current["value"] += data[start:end]
 
     def on_header_end() -> None:
-        headers: dict[bytes, bytes] = state["headers"]  # type: ignore[assignment]
-        headers[bytes(state["field"]).lower()] = bytes(state["value"])  # type: ignore[arg-type]
-        state["field"], state["value"] = b"", b""
+        headers[current["field"].lower()] = current["value"]
+        current["field"], current["value"] = b"", b""
 
     def on_headers_finished() -> None:
-        headers: dict[bytes, bytes] = state["headers"]  # type: ignore[assignment]
         _, disp = parse_options_header(headers.get(b"content-disposition", b""))
         name = disp.get(b"name", b"").decode("utf-8", "replace")
-        state["name"] = name
+        part["name"] = name
         if name == "file":
             if "file" in found:
                 raise ValidationFailed("more than one 'file' field: upload one model per request")
@@ -118,16 +118,17 @@ async def _receive_multipart(stream: AsyncIterator[bytes], boundary: bytes,
             fields[name] = bytearray()
 
     def on_part_data(data: bytes, start: int, end: int) -> None:
-        if state["name"] == "file":
+        if part["name"] == "file":
             sink.write(data[start:end])
         else:
-            buf = fields[str(state["name"])]
+            buf = fields[str(part["name"])]
             buf.extend(data[start:end])
             if sum(len(v) for v in fields.values()) > MAX_FIELD_BYTES:
                 raise PayloadTooLarge(f"the form fields beside 'file' pass {MAX_FIELD_BYTES} bytes in all")
 
     def on_part_end() -> None:
-        state["headers"], state["name"] = {}, None
+        headers.clear()
+        part["name"] = None
 
     # The parser bounds each part's headers (count and line length), so a hostile header cannot grow memory.
     parser = MultipartParser(boundary, {  # type: ignore[arg-type]

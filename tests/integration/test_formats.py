@@ -37,7 +37,8 @@ def test_torch_upload_converts_and_quantizes(fmt: str, torch_files: dict[str, Pa
     model = upload(client, torch_files[fmt])
     assert model["format"] == fmt
     response = client.post("/v1/jobs", json={
-        "model_id": model["id"], "passes": [{"type": "convert", "to": "onnx"}, {"type": "quantize", "method": "dynamic"}],
+        "model_id": model["id"],
+        "passes": [{"type": "convert", "to": "onnx"}, {"type": "quantize", "method": "dynamic"}],
         "input_shapes": {model["inputs"][0]["name"]: [4, 1, 8, 8]}, "evaluate": {"latency": {"runs": 5}}})
     assert response.status_code == 202, response.text
     job = stack.wait_for(client, response.json()["id"])
