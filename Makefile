@@ -5,7 +5,7 @@ BIN := $(VENV)/bin
 TORCH_VERSION ?= 2.13.0
 PORT ?= 8000
 
-.PHONY: install run test test-unit test-faults test-integration test-pg lint bench soak clean
+.PHONY: install run test test-unit test-faults test-gpu lint bench soak clean
 
 $(BIN)/.installed: pyproject.toml
 	test -x $(BIN)/python || $(PY) -m venv $(VENV)
