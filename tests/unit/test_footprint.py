@@ -54,3 +54,21 @@ def test_params_size_and_sparsity(digits_cnn: torch.nn.Module, digits_cnn_onnx: 
     with torch.no_grad():
         linear.weight[:, :3] = 0
     assert torch_weights(linear)["sparsity"] == 0.3 and torch_weights(linear)["param_count"] == 100
+
+
+def test_optimized_and_quantized_graphs_count_the_same_macs(digits_cnn_onnx: Path, tmp_path: Path) -> None:
+    """onnxruntime's optimizer writes fused contrib ops (FusedConv, FusedGemm) and quantization writes
+    integer ops: the compute per sample is the same work, so the count must not drop to 0."""
+    import onnxruntime as ort
+    from onnxruntime.quantization import quantize_dynamic
+
+    shapes = {"x": [4, 1, 8, 8]}
+    expected = onnx_compute(digits_cnn_onnx, shapes)["macs_per_sample"]
+    options = ort.SessionOptions()
+    options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_EXTENDED
+    options.optimized_model_filepath = str(tmp_path / "optimized.onnx")
+    ort.InferenceSession(str(digits_cnn_onnx), options, providers=["CPUExecutionProvider"])
+    quantize_dynamic(str(tmp_path / "optimized.onnx"), str(tmp_path / "int8.onnx"))
+    for name in ("optimized.onnx", "int8.onnx"):
+        counted = onnx_compute(tmp_path / name, shapes)
+        assert counted["macs_per_sample"] == expected, f"{name}: {counted}"

@@ -119,9 +119,26 @@ def _node_cost(node: onnx.NodeProto, shapes: dict[str, list[int | None]]) -> tup
     return 0, 0
 
 
+# onnxruntime's fused contrib ops (written by its offline optimizer) and the standard op each one extends;
+# ONNX shape inference knows only the standard ones, so the counting copy uses those.
+FUSED = {"FusedGemm": "Gemm", "FusedConv": "Conv"}
+FUSED_ONLY_ATTRIBUTES = ("activation", "activation_alpha", "activation_beta", "activation_gamma")
+
+
+def _standardise(model: onnx.ModelProto) -> None:
+    for node in model.graph.node:
+        if node.domain == "com.microsoft" and node.op_type in FUSED:
+            node.op_type, node.domain = FUSED[node.op_type], ""
+            kept = [a for a in node.attribute if a.name not in FUSED_ONLY_ATTRIBUTES]
+            del node.attribute[:]
+            node.attribute.extend(kept)
+
+
 def onnx_compute(path: Path, shapes: dict[str, list[int]]) -> dict[str, Any]:
-    """MACs and FLOPs per sample of the ONNX model at the given input shapes (batch on axis 0)."""
+    """MACs and FLOPs per sample of the ONNX model at the given input shapes (batch on axis 0); None when
+    a matmul or convolution could not be counted, rather than a figure that leaves it out."""
     model = onnx.load(str(path), load_external_data=False)
+    _standardise(model)
     for value in model.graph.input:
         if value.name in shapes and value.type.HasField("tensor_type"):
             for dim, size in zip(value.type.tensor_type.shape.dim, shapes[value.name], strict=False):
@@ -138,9 +155,10 @@ def onnx_compute(path: Path, shapes: dict[str, list[int]]) -> dict[str, Any]:
         else:
             macs, flops = macs + cost[0], flops + cost[1]
     batch = max(1, next(iter(shapes.values()))[0]) if shapes else 1
+    complete = not set(uncounted) & set(MAC_OPS)
     return {
-        "macs_per_sample": macs // batch,
-        "flops_per_sample": (2 * macs + flops) // batch,
+        "macs_per_sample": macs // batch if complete else None,
+        "flops_per_sample": (2 * macs + flops) // batch if complete else None,
         "compute_method": "onnx graph, shape inference",
         "uncounted_ops": sorted(set(uncounted)),
     }
