@@ -17,6 +17,7 @@ from app.api import artifacts, datasets, health, jobs, models, reports, tenant
 from app.errors import SqueezeError
 from app.queue import RUN_JOB_TASK, make_celery
 from app.schemas.common import Problem
+from app.services.metrics import Metrics
 from app.services.ratelimit import TokenBuckets
 from app.services.uploads import remove_stale
 from app.settings import Settings, get_settings
@@ -114,6 +115,8 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     app.state.publish = publish
     app.state.broker_ping = broker_ping
     app.state.rate_limiter = TokenBuckets(settings.rate_limit_per_s, settings.rate_limit_burst)
+    app.state.metrics = Metrics(settings.effective_database_url)
+    app.middleware("http")(app.state.metrics.middleware)
     _install_error_handlers(app)
     app.include_router(health.router)
     for router in (models.router, datasets.router, jobs.router, reports.router, artifacts.router, tenant.router):

@@ -1,9 +1,11 @@
-"""Liveness and readiness: /healthz answers while the process runs; /readyz checks database, broker, store."""
+"""Liveness, readiness and metrics: /healthz answers while the process runs; /readyz checks database, broker,
+store; /metrics is the Prometheus exposition (requests, jobs by status, queue age)."""
 
 import asyncio
 
 from fastapi import APIRouter, Request
-from fastapi.responses import JSONResponse
+from fastapi.responses import JSONResponse, Response
+from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 from sqlalchemy import text
 
 from app.api.deps import SessionDep, StoreDep
@@ -33,3 +35,8 @@ async def readyz(request: Request, session: SessionDep, store: StoreDep) -> JSON
     ready = all(v == "ok" for v in checks.values())
     return JSONResponse({"status": "ready" if ready else "unavailable", "checks": checks},
                         status_code=200 if ready else 503)
+
+
+@router.get("/metrics", include_in_schema=False)
+def metrics(request: Request) -> Response:
+    return Response(generate_latest(request.app.state.metrics.registry), media_type=CONTENT_TYPE_LATEST)
