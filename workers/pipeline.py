@@ -156,7 +156,7 @@ def run_pipeline(task: dict[str, Any], workdir: Path, emit: Emit, max_unpacked: 
 
     for index, config in enumerate(spec.passes):
         pass_ = REGISTRY[config.type](config)
-        needs = {"onnx": "onnx", "torch": "torch"}.get(pass_.takes)
+        needs = {"onnx": "onnx", "torch": "torch"}.get(pass_.form())
         if needs is not None and handle.kind != needs:
             to_needed = ConvertConfig.model_validate({"type": "convert", "to": needs})
             handle = apply(ConvertPass(to_needed), True, handle, (1 + index) / steps_total)

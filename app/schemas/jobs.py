@@ -3,9 +3,9 @@
 from datetime import datetime
 from typing import Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, HttpUrl, PositiveInt, field_validator
+from pydantic import BaseModel, ConfigDict, Field, HttpUrl, PositiveInt, field_validator, model_validator
 
-from app.schemas.passes import PassConfig
+from app.schemas.passes import ConvertConfig, PassConfig, QuantizeConfig, pass_form
 
 JobStatus = Literal["queued", "running", "succeeded", "failed", "cancelled"]
 
@@ -60,6 +60,17 @@ class JobSpec(BaseModel):
     device: Literal["cpu", "cuda"] = "cpu"
     seed: int = Field(0, ge=0, description="seeds the evaluation inputs, so a report can be reproduced")
     webhook: WebhookSpec | None = None
+
+    @model_validator(mode="after")
+    def _reduced_precision_ends_on_torch(self) -> "JobSpec":
+        for index, config in enumerate(self.passes):
+            if isinstance(config, QuantizeConfig) and pass_form(config) == "torch":
+                later = self.passes[index + 1:]
+                if not any(isinstance(c, ConvertConfig) and c.to in ("pt2", "torchscript") for c in later):
+                    raise ValueError(f"passes.{index}: a {config.method} PyTorch model is delivered as a PyTorch "
+                                     "artifact: add {\"type\": \"convert\", \"to\": \"pt2\"} (or \"torchscript\") "
+                                     "after it")
+        return self
 
     @field_validator("input_shapes")
     @classmethod

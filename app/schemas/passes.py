@@ -56,18 +56,24 @@ _ONLY = {
     "weight_type": {"dynamic", "static"}, "per_channel": {"dynamic", "static"},
     "op_types": {"dynamic", "static"}, "calibration": {"static"}, "block_size": {"int4"},
     "symmetric": {"int4"}, "accuracy_level": {"int4"}, "embeddings": {"int4"},
+    "representation": {"fp16", "bf16"},
 }
 """The methods each method-specific field applies to."""
 
 
 class QuantizeConfig(_PassBase):
-    """Post-training quantization with onnxruntime.quantization."""
+    """Post-training quantization: onnxruntime.quantization on ONNX; half precision on PyTorch for GPUs."""
 
     type: Literal["quantize"]
-    method: Literal["dynamic", "static", "int4", "fp16"] = Field(
+    method: Literal["dynamic", "static", "int4", "fp16", "bf16"] = Field(
         description="dynamic: int8 weights, activations quantized at run time; static: int8 weights and "
                     "activations (QDQ), ranges calibrated on a dataset; int4: 4-bit weight-only MatMul (and "
-                    "embedding Gather) in blocks; fp16: half-precision weights")
+                    "embedding Gather) in blocks; fp16: half-precision weights; bf16: bfloat16 weights and "
+                    "compute on PyTorch (for GPUs)")
+    representation: Literal["onnx", "torch"] | None = Field(
+        None, description="fp16/bf16: convert the ONNX graph (onnx, fp16's default) or the PyTorch module "
+                          "(torch, bf16's default and its only form; end the pipeline with a convert to pt2 "
+                          "or torchscript). Inputs and outputs stay float32 either way")
     weight_type: Literal["int8", "uint8"] = "int8"
     per_channel: bool = Field(
         True, description="one scale per output channel: same size, much closer outputs (MiniLM cosine 0.991 "
@@ -92,6 +98,9 @@ class QuantizeConfig(_PassBase):
         if self.method == "static" and self.calibration is None:
             raise ValueError("method 'static' needs calibration data: add \"calibration\": {\"dataset_id\": "
                              "\"ds_...\", \"samples\": 128, \"method\": \"minmax\"}")
+        if self.method == "bf16" and self.representation == "onnx":
+            raise ValueError("bf16 runs on PyTorch only (onnxruntime has few bfloat16 CPU kernels): drop "
+                             "representation or use method fp16")
         if self.block_size & (self.block_size - 1):
             raise ValueError(f"block_size {self.block_size} is not a power of two (16, 32, 64, 128 or 256)")
         return self
@@ -194,3 +203,8 @@ PASS_CONFIGS = (ConvertConfig, OptimizeConfig, QuantizeConfig, PruneConfig, LowR
 PassConfig = Annotated[
     ConvertConfig | OptimizeConfig | QuantizeConfig | PruneConfig | LowRankConfig | DistillConfig,
     Field(discriminator="type")]
+
+
+def pass_form(config: QuantizeConfig) -> Literal["onnx", "torch"]:
+    """Which representation a quantize pass works on: torch for bf16 and for fp16 asked on torch."""
+    return config.representation or ("torch" if config.method == "bf16" else "onnx")

@@ -258,3 +258,34 @@ def test_bad_parameter_is_422_naming_it(
     assert response.status_code == 422, response.text
     problem = response.json()
     assert problem["code"] == "validation_error" and named in problem["detail"], problem["detail"]
+
+
+def test_bf16_pytorch_artifact_for_gpus(
+    client: httpx.Client, stack: Stack, ids: dict[str, str], digits: Digits, baseline: float
+) -> None:
+    fp32 = {"model_id": ids["pt2"], "evaluate": {"dataset_id": ids["test_pt2"], "latency": LATENCY},
+            "passes": [{"type": "convert", "to": "pt2"}]}
+    _, fp32_listing, _ = run_job(client, stack, fp32)
+    spec = {**fp32, "passes": [{"type": "quantize", "method": "bf16"}, {"type": "convert", "to": "pt2"}]}
+    report, listing, artifact = run_job(client, stack, spec)
+    assert report["steps"][0]["metrics"]["dtype"] == "bfloat16", report["steps"][0]
+    ratio = fp32_listing["size_bytes"] / listing["size_bytes"]
+    assert ratio > 1.6, f"bf16 weights should halve the .pt2: {fp32_listing['size_bytes']} -> {listing['size_bytes']}"
+    path = Path(stack.home) / "bf16.pt2"
+    path.write_bytes(artifact)
+    module = torch.export.load(str(path)).module()  # our own artifact, just downloaded
+    logits = module(torch.from_numpy(digits.x_test)).detach()
+    assert logits.dtype == torch.float32, "callers keep feeding and reading float32"
+    accuracy = float((logits.numpy().argmax(1) == digits.y_test).mean())
+    assert accuracy >= baseline - 0.01, f"accuracy {baseline:.4f} -> {accuracy:.4f}"
+    print(f"\nbf16 on PyTorch -> pt2: {fp32_listing['size_bytes']} -> {listing['size_bytes']} B (x{ratio:.2f}), "
+          f"accuracy {baseline:.4f} -> {accuracy:.4f}")
+
+
+def test_reduced_precision_on_torch_must_end_as_a_torch_artifact(client: httpx.Client, ids: dict[str, str]) -> None:
+    for passes, field in (([{"type": "quantize", "method": "bf16"}], "passes.0"),
+                          ([{"type": "quantize", "method": "bf16", "representation": "onnx"},
+                            {"type": "convert", "to": "pt2"}], "bf16 runs on PyTorch only")):
+        response = client.post("/v1/jobs", json={"model_id": ids["onnx"], "input_shapes": {"x": [4, 1, 8, 8]},
+                                                 "passes": passes})
+        assert response.status_code == 422 and field in response.text, response.text

@@ -35,5 +35,9 @@ class Pass:
     def __init__(self, config: Any) -> None:
         self.config = config
 
+    def form(self) -> Literal["onnx", "torch", "any"]:
+        """The representation this configured pass needs; most passes need one form whatever the config."""
+        return self.takes
+
     def run(self, handle: Any, ctx: PassContext) -> Any:
         raise NotImplementedError

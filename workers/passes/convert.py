@@ -2,6 +2,7 @@
 dynamo exporter, keeping dynamic axes dynamic; an ONNX model to another opset; an ONNX model to torch
 (our converter, real layers holding the weights); a torch model to a .pt2 ExportedProgram or TorchScript."""
 
+import contextlib
 import inspect
 import logging
 from typing import Any
@@ -88,7 +89,9 @@ def export_torch_artifact(handle: ModelHandle, ctx: PassContext, to: str) -> Mod
     """Save the torch model as a .pt2 ExportedProgram (dynamic axes kept) or as TorchScript (traced), and
     continue with the module loaded back from that file, so what is checked is what is downloaded."""
     args, shapes = _trace_args(handle, ctx)
-    module = handle.module.eval()
+    module = handle.module
+    with contextlib.suppress(NotImplementedError):  # a module from torch.export keeps its exported mode
+        module = module.eval()
     try:
         if to == "pt2":
             path = ctx.path("model.pt2")

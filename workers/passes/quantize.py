@@ -4,16 +4,20 @@ dynamic: int8 weights (MatMul, Gemm, Gather, Conv...), activations quantized at 
 weights and uint8 activations as QDQ, activation ranges calibrated by running a dataset. Both after ORT's
 recommended pre-processing (shape inference and graph cleanup, BatchNorm folded into Conv). int4: weight-only
 4-bit blocks, MatMul -> MatMulNBits and embedding Gather -> GatherBlockQuantized. fp16: weights and compute
-in half precision, inputs and outputs kept float32 so callers need not change.
+in half precision, inputs and outputs kept float32 so callers need not change. fp16/bf16 on PyTorch: the
+module in half precision behind float32 inputs and outputs, for GPU deployment as .pt2 or TorchScript.
 
 ORT's helpers write their temporary models into tempfile's folder; the child runs with cwd and TMPDIR inside
 the job's workdir, so nothing lands in the repository or outlives the job.
 """
 
 import logging
+from dataclasses import replace
 from pathlib import Path
+from typing import Any, Literal
 
 import onnx
+import torch
 from onnxruntime.quantization import (
     CalibrationDataReader,
     CalibrationMethod,
@@ -26,7 +30,7 @@ from onnxruntime.quantization.matmul_nbits_quantizer import MatMulNBitsQuantizer
 from onnxruntime.quantization.shape_inference import quant_pre_process
 from onnxruntime.transformers.float16 import convert_float_to_float16
 
-from app.schemas.passes import QuantizeConfig
+from app.schemas.passes import QuantizeConfig, pass_form
 from workers.datasets import batches
 from workers.passes.base import Pass, PassContext
 from workers.runtime import Feeds, ModelHandle, PassFailed
@@ -46,12 +50,44 @@ class DatasetReader(CalibrationDataReader):
         return next(self.feeds, None)
 
 
+class ReducedPrecision(torch.nn.Module):
+    """A module computing in fp16 or bf16 whose float inputs and outputs stay float32, so callers (and the
+    evaluation) feed it exactly what they fed the original."""
+
+    def __init__(self, module: torch.nn.Module, dtype: torch.dtype) -> None:
+        super().__init__()
+        self.module = module.to(dtype)
+        self.dtype = dtype
+
+    def train(self, mode: bool = True) -> "ReducedPrecision":
+        self.training = mode
+        try:
+            self.module.train(mode)
+        except NotImplementedError:  # a module from torch.export keeps the mode it was exported in
+            pass
+        return self
+
+    def forward(self, *inputs: torch.Tensor) -> Any:
+        result = self.module(*[x.to(self.dtype) if x.is_floating_point() else x for x in inputs])
+        if isinstance(result, list | tuple):
+            return type(result)(r.float() if r.is_floating_point() else r for r in result)
+        return result.float() if result.is_floating_point() else result
+
+
 class QuantizePass(Pass):
     type = "quantize"
     takes = "onnx"
     config: QuantizeConfig
 
+    def form(self) -> Literal["onnx", "torch", "any"]:
+        return pass_form(self.config)
+
     def run(self, handle: ModelHandle, ctx: PassContext) -> ModelHandle:
+        if pass_form(self.config) == "torch":
+            dtype = torch.bfloat16 if self.config.method == "bf16" else torch.float16
+            module = ReducedPrecision(handle.module, dtype)
+            ctx.metrics["dtype"] = str(dtype).removeprefix("torch.")
+            return replace(handle, module=module, path=None)
         assert handle.path is not None
         path = ctx.path("model.onnx")
         if self.config.method == "fp16":
