@@ -111,6 +111,24 @@ def start_worker(env: dict[str, str], log: Path, name: str = "w1") -> subprocess
                             stdout=log.open("ab"), stderr=subprocess.STDOUT)
 
 
+def start_api_process(env: dict[str, str], log: Path, probe: str = "/healthz") -> tuple[subprocess.Popen[bytes], str]:
+    """uvicorn with this whole environment on a free port, appending to `log`; returns once `probe` answers 200."""
+    port = _free_port()
+    api = subprocess.Popen([sys.executable, "-m", "uvicorn", "--factory", "app.main:create_app", "--port", str(port)],
+                           cwd=ROOT, env=env, stdout=log.open("ab"), stderr=subprocess.STDOUT)
+    url = f"http://127.0.0.1:{port}"
+    deadline = time.monotonic() + 60
+    while True:
+        try:
+            if httpx.get(f"{url}{probe}", timeout=5).status_code == 200:
+                return api, url
+        except httpx.HTTPError:
+            pass
+        assert api.poll() is None, log.read_text()
+        assert time.monotonic() < deadline, f"the API did not answer {probe} in 60 s"
+        time.sleep(0.2)
+
+
 @pytest.fixture(scope="session")
 def stack(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Stack]:
     from app.db.migrate import upgrade_to_head
@@ -121,24 +139,11 @@ def stack(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Stack]:
     if BACKEND == "postgres-redis":
         _reset_postgres(database_url)
     upgrade_to_head(database_url)
-    port = _free_port()
     logs = home / "logs"
     logs.mkdir()
     full_env = {**os.environ, **env}
-    api = subprocess.Popen([sys.executable, "-m", "uvicorn", "--factory", "app.main:create_app", "--port", str(port)],
-                           cwd=ROOT, env=full_env, stdout=(logs / "api.log").open("wb"), stderr=subprocess.STDOUT)
+    api, url = start_api_process(full_env, logs / "api.log", "/readyz")
     worker = start_worker(env, logs / "worker.log")
-    url = f"http://127.0.0.1:{port}"
-    deadline = time.monotonic() + 60
-    while True:
-        try:
-            if httpx.get(f"{url}/readyz", timeout=5).status_code == 200:
-                break
-        except httpx.HTTPError:
-            pass
-        assert api.poll() is None, (logs / "api.log").read_text()
-        assert time.monotonic() < deadline, "the API did not become ready in 60 s"
-        time.sleep(0.3)
     yield Stack(url, env, home, database_url, worker, api)
     for proc in (api, worker):
         proc.terminate()

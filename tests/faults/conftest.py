@@ -8,7 +8,6 @@ import os
 import shutil
 import signal
 import subprocess
-import sys
 import tempfile
 import time
 import uuid
@@ -20,7 +19,7 @@ from typing import Any
 import httpx
 import pytest
 
-from tests.conftest import ROOT, Stack, _free_port, start_worker, upload
+from tests.conftest import Stack, _free_port, start_api_process, start_worker, upload
 
 FAST_LEASES = {
     "LEASE_S": "5", "HEARTBEAT_S": "1", "REAPER_INTERVAL_S": "1", "MAX_ATTEMPTS": "3", "REQUEUE_AFTER_S": "4",
@@ -205,26 +204,10 @@ class _ignore_missing:
 
 def start_api(env: dict[str, str], logs: Path, database_url: str) -> Stack:
     """uvicorn on a free port with this environment, as the session stack does; returns once ready."""
-    import httpx as _httpx
-
     from app.db.migrate import upgrade_to_head
 
     upgrade_to_head(database_url)
-    port = _free_port()
-    api = subprocess.Popen([sys.executable, "-m", "uvicorn", "--factory", "app.main:create_app", "--port",
-                            str(port)], cwd=ROOT, env={**os.environ, **env},
-                           stdout=(logs / "api.log").open("ab"), stderr=subprocess.STDOUT)
-    url = f"http://127.0.0.1:{port}"
-    deadline = time.monotonic() + 60
-    while True:
-        try:
-            if _httpx.get(f"{url}/healthz", timeout=5).status_code == 200:
-                break
-        except _httpx.HTTPError:
-            pass
-        assert api.poll() is None, (logs / "api.log").read_text()
-        assert time.monotonic() < deadline, "the API did not start in 60 s"
-        time.sleep(0.2)
+    api, url = start_api_process({**os.environ, **env}, logs / "api.log")
     # Workers come and go per test: the Stack's `worker` slot holds the API so Stack keeps its shape.
     return Stack(url=url, env=env, home=Path(env["SQUEEZE_HOME"]), database_url=database_url, worker=api,
                  api=api)

@@ -3,15 +3,12 @@ bucket, one active job per tenant) on the same database, and small ONNX builders
 
 import os
 import subprocess
-import sys
-import time
 import uuid
 from collections.abc import Iterator
 
-import httpx
 import pytest
 
-from tests.conftest import ROOT, Stack, _free_port
+from tests.conftest import Stack, start_api_process
 
 LIMITED_ENV = {"MAX_UPLOAD_BYTES": str(1 << 20), "RATE_LIMIT_PER_S": "0.2", "RATE_LIMIT_BURST": "6",
                "MAX_ACTIVE_JOBS_PER_TENANT": "1"}
@@ -21,23 +18,8 @@ LIMITED_ENV = {"MAX_UPLOAD_BYTES": str(1 << 20), "RATE_LIMIT_PER_S": "0.2", "RAT
 def limited(stack: Stack) -> Iterator[Stack]:
     """An API-only process with tight limits. Its queue prefix is its own, so no worker takes its jobs:
     they stay queued, which is what the active-job cap test needs."""
-    port = _free_port()
     env = {**stack.env, **LIMITED_ENV, "QUEUE_PREFIX": f"lim{uuid.uuid4().hex[:6]}-"}
-    log = stack.home / "logs" / "limited-api.log"
-    command = [sys.executable, "-m", "uvicorn", "--factory", "app.main:create_app", "--port", str(port)]
-    api = subprocess.Popen(command, cwd=ROOT, env={**os.environ, **env}, stdout=log.open("wb"),
-                           stderr=subprocess.STDOUT)
-    url = f"http://127.0.0.1:{port}"
-    deadline = time.monotonic() + 60
-    while True:
-        try:
-            if httpx.get(f"{url}/healthz", timeout=5).status_code == 200:
-                break
-        except httpx.HTTPError:
-            pass
-        assert api.poll() is None, log.read_text()
-        assert time.monotonic() < deadline, "the limited API did not start in 60 s"
-        time.sleep(0.3)
+    api, url = start_api_process({**os.environ, **env}, stack.home / "logs" / "limited-api.log")
     yield Stack(url, env, stack.home, stack.database_url, stack.worker, api)
     api.terminate()
     try:

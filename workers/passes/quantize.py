@@ -11,6 +11,7 @@ ORT's helpers write their temporary models into tempfile's folder; the child run
 the job's workdir, so nothing lands in the repository or outlives the job.
 """
 
+import contextlib
 import logging
 from dataclasses import replace
 from pathlib import Path
@@ -61,10 +62,8 @@ class ReducedPrecision(torch.nn.Module):
 
     def train(self, mode: bool = True) -> "ReducedPrecision":
         self.training = mode
-        try:
+        with contextlib.suppress(NotImplementedError):  # a module from torch.export keeps its exported mode
             self.module.train(mode)
-        except NotImplementedError:  # a module from torch.export keeps the mode it was exported in
-            pass
         return self
 
     def forward(self, *inputs: torch.Tensor) -> Any:
