@@ -35,7 +35,8 @@ test-faults: install
 	$(BIN)/pytest tests/faults
 
 lint: install
-	$(BIN)/ruff check app workers tests bench
+	$(BIN)/ruff check app workers tests bench migrations
+	$(BIN)/ruff format --check app workers tests bench migrations
 	$(BIN)/mypy
 
 bench: install

@@ -36,8 +36,9 @@ def check_zip(zf: zipfile.ZipFile, max_total_bytes: int) -> list[zipfile.ZipInfo
         raise UnsafeArchive(f"the archive inflates to {total} bytes; the limit is {max_total_bytes}")
     compressed = sum(info.compress_size for info in infos)
     if total > 2**20 and total > MAX_RATIO * max(compressed, 1):
-        raise UnsafeArchive(f"the archive inflates {total // max(compressed, 1)}x in all, more than "
-                            f"{MAX_RATIO}x (a zip bomb?)")
+        raise UnsafeArchive(
+            f"the archive inflates {total // max(compressed, 1)}x in all, more than {MAX_RATIO}x (a zip bomb?)"
+        )
     return infos
 
 

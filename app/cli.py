@@ -15,9 +15,27 @@ from app.settings import get_settings
 
 
 def worker_command(queues: str, name: str) -> list[str]:
-    return [sys.executable, "-m", "celery", "-A", "workers.celery_app", "worker", "-Q", queues, "--pool", "solo",
-            "--concurrency", "1", "--without-gossip", "--without-mingle", "--without-heartbeat", "-n", name,
-            "--loglevel", "INFO"]
+    return [
+        sys.executable,
+        "-m",
+        "celery",
+        "-A",
+        "workers.celery_app",
+        "worker",
+        "-Q",
+        queues,
+        "--pool",
+        "solo",
+        "--concurrency",
+        "1",
+        "--without-gossip",
+        "--without-mingle",
+        "--without-heartbeat",
+        "-n",
+        name,
+        "--loglevel",
+        "INFO",
+    ]
 
 
 def migrate() -> None:
@@ -39,8 +57,10 @@ def keys(args: argparse.Namespace) -> int:
         try:
             if args.keys_command == "create":
                 new = service.create_key(session, args.tenant)
-                print(f"API key for tenant {args.tenant!r} (shown once; keep it secret):\n{new.token}\n"
-                      f"Webhook signing secret of tenant {args.tenant!r}:\n{new.webhook_secret}")
+                print(
+                    f"API key for tenant {args.tenant!r} (shown once; keep it secret):\n{new.token}\n"
+                    f"Webhook signing secret of tenant {args.tenant!r}:\n{new.webhook_secret}"
+                )
             elif args.keys_command == "revoke":
                 key = service.revoke_key(session, args.key)
                 print(f"revoked {key.id} (prefix {key.prefix}, tenant {key.tenant})")
@@ -48,8 +68,10 @@ def keys(args: argparse.Namespace) -> int:
                 print(f"{'id':<26} {'prefix':<13} {'tenant':<20} {'created':<20} revoked")
                 for key in service.list_keys(session):
                     revoked = key.revoked_at.strftime("%Y-%m-%d %H:%M") if key.revoked_at else "-"
-                    print(f"{key.id:<26} {key.prefix:<13} {key.tenant:<20} "
-                          f"{key.created_at.strftime('%Y-%m-%d %H:%M'):<20} {revoked}")
+                    print(
+                        f"{key.id:<26} {key.prefix:<13} {key.tenant:<20} "
+                        f"{key.created_at.strftime('%Y-%m-%d %H:%M'):<20} {revoked}"
+                    )
         except SqueezeError as exc:
             print(f"squeeze keys: {exc.message}", file=sys.stderr)
             return 1
@@ -80,10 +102,14 @@ def serve(host: str, port: int, workers: int) -> int:
         raise KeyboardInterrupt
 
     signal.signal(signal.SIGTERM, stop)
-    print(f"Squeeze: API on http://{host}:{port} (docs at /docs), {workers} worker(s), home {settings.home}",
-          flush=True)
-    print(f"Squeeze: API key of tenant 'local' (kept in {settings.local_key_file}):\n  {token}\n"
-          f"  e.g. curl -H 'Authorization: Bearer {token}' http://{host}:{port}/v1/models", flush=True)
+    print(
+        f"Squeeze: API on http://{host}:{port} (docs at /docs), {workers} worker(s), home {settings.home}", flush=True
+    )
+    print(
+        f"Squeeze: API key of tenant 'local' (kept in {settings.local_key_file}):\n  {token}\n"
+        f"  e.g. curl -H 'Authorization: Bearer {token}' http://{host}:{port}/v1/models",
+        flush=True,
+    )
     try:
         uvicorn.run("app.main:create_app", factory=True, host=host, port=port, log_level="info")
     except KeyboardInterrupt:
@@ -109,16 +135,19 @@ def main() -> int:
     sub.add_parser("migrate", help="apply database migrations")
     p_submit = sub.add_parser("submit", help="upload a model, run a job, follow it, download the result")
     p_submit.add_argument("model", help="a model file to upload, or the id of an uploaded model (mdl_...)")
-    p_submit.add_argument("--spec", required=True,
-                          help="the job spec: a JSON file, or inline JSON; model_id is filled in")
+    p_submit.add_argument(
+        "--spec", required=True, help="the job spec: a JSON file, or inline JSON; model_id is filled in"
+    )
     p_submit.add_argument("--url", default=os.environ.get("SQUEEZE_URL", "http://127.0.0.1:8000"))
-    p_submit.add_argument("--api-key", default=os.environ.get("SQUEEZE_API_KEY"),
-                          help="bearer key (default: $SQUEEZE_API_KEY)")
+    p_submit.add_argument(
+        "--api-key", default=os.environ.get("SQUEEZE_API_KEY"), help="bearer key (default: $SQUEEZE_API_KEY)"
+    )
     p_submit.add_argument("--out", type=Path, help="folder to download the artifacts into")
     p_keys = sub.add_parser("keys", help="create, list and revoke API keys")
     keys_sub = p_keys.add_subparsers(dest="keys_command", required=True)
     keys_sub.add_parser("create", help="make a key for a tenant (printed once)").add_argument(
-        "--tenant", required=True, help="the tenant the key acts for; made on first use")
+        "--tenant", required=True, help="the tenant the key acts for; made on first use"
+    )
     keys_sub.add_parser("revoke", help="revoke a key at once").add_argument("key", help="its prefix or id")
     keys_sub.add_parser("list", help="every key: id, prefix, tenant, created, revoked")
     args = parser.parse_args()

@@ -72,8 +72,10 @@ def _follow(client: httpx.Client, job_id: str, progress: Progress, poll_s: float
 
 def _summary(console: Console, report: dict[str, Any]) -> None:
     original, result = report["original"], report["result"]
-    console.print(f"size {original['size_bytes'] / 1e6:.2f} MB -> {result['size_bytes'] / 1e6:.2f} MB "
-                  f"(x{result.get('size_ratio') or 0:.2f} smaller)")
+    console.print(
+        f"size {original['size_bytes'] / 1e6:.2f} MB -> {result['size_bytes'] / 1e6:.2f} MB "
+        f"(x{result.get('size_ratio') or 0:.2f} smaller)"
+    )
     fid = result.get("fidelity") or {}
     if fid.get("cosine_mean") is not None:
         console.print(f"fidelity: cosine mean {fid['cosine_mean']:.4f}, min {fid['cosine_min']:.4f}")
@@ -84,14 +86,23 @@ def _summary(console: Console, report: dict[str, Any]) -> None:
         console.print(f"constraints {constraints.get('verdict')}: {json.dumps(constraints['checks'])}")
 
 
-def submit(url: str, api_key: str | None, model: str, spec: dict[str, Any], out: Path | None,
-           poll_s: float = 1.0, console: Console | None = None) -> int:
+def submit(
+    url: str,
+    api_key: str | None,
+    model: str,
+    spec: dict[str, Any],
+    out: Path | None,
+    poll_s: float = 1.0,
+    console: Console | None = None,
+) -> int:
     """Upload (when `model` is a file), submit, follow, download; the exit status described above."""
     console = console or Console(stderr=True)
     headers = {"Authorization": f"Bearer {api_key}"} if api_key else {}
     columns = (TextColumn("{task.description}"), BarColumn(), DownloadColumn(), TimeElapsedColumn())
-    with httpx.Client(base_url=url, headers=headers, timeout=300) as client, \
-            Progress(*columns, console=console, transient=False) as progress:
+    with (
+        httpx.Client(base_url=url, headers=headers, timeout=300) as client,
+        Progress(*columns, console=console, transient=False) as progress,
+    ):
         try:
             path = Path(model)
             model_id = _upload(client, path, progress)["id"] if path.is_file() else model
@@ -111,8 +122,10 @@ def submit(url: str, api_key: str | None, model: str, spec: dict[str, Any], out:
             out.mkdir(parents=True, exist_ok=True)
             for artifact in _checked(client.get(f"/v1/jobs/{job['id']}/artifacts")):
                 target = out / Path(artifact["name"]).name
-                with client.stream("GET", f"/v1/artifacts/{artifact['id']}/content") as response, \
-                        target.open("wb") as fh:
+                with (
+                    client.stream("GET", f"/v1/artifacts/{artifact['id']}/content") as response,
+                    target.open("wb") as fh,
+                ):
                     for chunk in response.iter_bytes():
                         fh.write(chunk)
                 console.print(f"saved {target} ({artifact['size_bytes']} bytes, sha256 {artifact['sha256'][:12]}…)")

@@ -74,6 +74,8 @@ class FormatMismatch(SqueezeError):
 
 class WebhookRefused(SqueezeError):
     status, code, title = 422, "webhook_refused", "The webhook URL is not an allowed destination"
+
+
 class UnsupportedDatasetFormat(SqueezeError):
     status, code, title = 422, "unsupported_dataset_format", "The upload is not a dataset format we read"
 

@@ -30,17 +30,31 @@ PROBLEM = "application/problem+json"
 _PROBLEM_CONTENT = {PROBLEM: {"schema": {"$ref": "#/components/schemas/Problem"}}}
 PROBLEM_RESPONSES: dict[int | str, dict[str, Any]] = {
     status: {"model": Problem, "description": description, "content": _PROBLEM_CONTENT}
-    for status, description in [(400, "bad request"), (401, "missing, malformed, unknown or revoked API key"),
-                                (404, "no such object for this tenant"), (409, "conflict"),
-                                (413, "upload past the size limit"), (416, "range not satisfiable"),
-                                (422, "invalid request"), (429, "rate limited, or too many active jobs"),
-                                (503, "database unavailable")]}
+    for status, description in [
+        (400, "bad request"),
+        (401, "missing, malformed, unknown or revoked API key"),
+        (404, "no such object for this tenant"),
+        (409, "conflict"),
+        (413, "upload past the size limit"),
+        (416, "range not satisfiable"),
+        (422, "invalid request"),
+        (429, "rate limited, or too many active jobs"),
+        (503, "database unavailable"),
+    ]
+}
 
 
-def problem(status: int, code: str, title: str, detail: str, headers: dict[str, str] | None = None,
-            **extra: Any) -> JSONResponse:
-    body = {"type": f"https://squeeze.dev/problems/{code}", "title": title, "status": status, "detail": detail,
-            "code": code, **{k: v for k, v in extra.items() if v is not None}}
+def problem(
+    status: int, code: str, title: str, detail: str, headers: dict[str, str] | None = None, **extra: Any
+) -> JSONResponse:
+    body = {
+        "type": f"https://squeeze.dev/problems/{code}",
+        "title": title,
+        "status": status,
+        "detail": detail,
+        "code": code,
+        **{k: v for k, v in extra.items() if v is not None},
+    }
     headers = {"Retry-After": "5", **(headers or {})} if status == 503 else headers
     return JSONResponse(body, status_code=status, media_type=PROBLEM, headers=headers)
 
@@ -66,14 +80,21 @@ def _install_error_handlers(app: FastAPI) -> None:
         # e.g. a NUL character in an id, which PostgreSQL text cannot hold (SQLite can): the client's value
         # is at fault, not the service.
         log.info("database refused a value: %s", exc.orig)
-        return problem(422, "invalid_value", "A value in the request cannot be used",
-                       "a path, query or body value has characters the database cannot hold (such as NUL); "
-                       "remove them")
+        return problem(
+            422,
+            "invalid_value",
+            "A value in the request cannot be used",
+            "a path, query or body value has characters the database cannot hold (such as NUL); remove them",
+        )
 
     async def _database_down(_: Request, exc: Exception) -> JSONResponse:
         log.warning("database unavailable: %s", exc)
-        return problem(503, "database_unavailable", "The database is unavailable",
-                       "the service cannot reach its database right now; retry after a few seconds")
+        return problem(
+            503,
+            "database_unavailable",
+            "The database is unavailable",
+            "the service cannot reach its database right now; retry after a few seconds",
+        )
 
     # Refused or dropped connections, a server restarting, SQLite's lock wait running out, a full pool:
     # all transient, all a 503 with Retry-After rather than a 500.
@@ -83,8 +104,9 @@ def _install_error_handlers(app: FastAPI) -> None:
     @app.exception_handler(Exception)
     async def _unexpected(_: Request, exc: Exception) -> JSONResponse:
         log.exception("unhandled error")
-        return problem(500, "internal_error", "Internal error",
-                       f"an unexpected {type(exc).__name__}; the service logged it")
+        return problem(
+            500, "internal_error", "Internal error", f"an unexpected {type(exc).__name__}; the service logged it"
+        )
 
 
 def create_app(settings: Settings | None = None) -> FastAPI:
@@ -95,16 +117,24 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         remove_stale(settings.tmp_dir)
         yield
 
-    app = FastAPI(title="Squeeze", version=__version__, lifespan=lifespan,
-                  description="Upload a model, queue compression passes, download the result and its report.")
+    app = FastAPI(
+        title="Squeeze",
+        version=__version__,
+        lifespan=lifespan,
+        description="Upload a model, queue compression passes, download the result and its report.",
+    )
     celery = make_celery(settings, "squeeze-api")
 
     def publish(job_id: str, queue: str) -> None:
         # Few retries: if the broker is down the job stays queued in the database and the workers' sweep
         # publishes it, so the client gets its 202 without waiting for the broker.
-        celery.send_task(RUN_JOB_TASK, args=[job_id], queue=queue, retry=settings.publish_retries > 0,
-                         retry_policy={"max_retries": settings.publish_retries, "interval_start": 0.2,
-                                       "interval_step": 0.5})
+        celery.send_task(
+            RUN_JOB_TASK,
+            args=[job_id],
+            queue=queue,
+            retry=settings.publish_retries > 0,
+            retry_policy={"max_retries": settings.publish_retries, "interval_start": 0.2, "interval_step": 0.5},
+        )
 
     def broker_ping() -> None:
         with celery.connection_for_write() as conn:

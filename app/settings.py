@@ -27,8 +27,9 @@ class Settings(BaseSettings):
     # Abuse limits (docs/security.md).
     rate_limit_per_s: float = Field(20.0, gt=0, description="Requests per second one API key may sustain.")
     rate_limit_burst: int = Field(100, ge=1, description="Requests one API key may make at once, then waits.")
-    max_active_jobs_per_tenant: int = Field(20, ge=1, description="Queued plus running jobs one tenant may "
-                                            "have; more get 429 too_many_jobs.")
+    max_active_jobs_per_tenant: int = Field(
+        20, ge=1, description="Queued plus running jobs one tenant may have; more get 429 too_many_jobs."
+    )
     max_graph_nodes: int = Field(1_000_000, ge=1, description="Largest ONNX graph accepted, in nodes.")
     max_tensor_bytes: int = Field(4 * 1024**3, ge=1, description="Largest tensor an ONNX model may declare.")
     webhook_attempts: int = Field(5, ge=1, le=10, description="Deliveries tried per webhook, then it gives up.")
@@ -39,18 +40,27 @@ class Settings(BaseSettings):
     lease_s: float = Field(60.0, gt=0, description="How long a claimed job stays its worker's unrenewed.")
     heartbeat_s: float = Field(10.0, gt=0, description="How often a worker renews the lease of its job.")
     reaper_interval_s: float = Field(
-        30.0, gt=0, description="How often every worker re-queues jobs whose lease expired and re-publishes "
-        "queued jobs whose message may be lost.")
+        30.0,
+        gt=0,
+        description="How often every worker re-queues jobs whose lease expired and re-publishes "
+        "queued jobs whose message may be lost.",
+    )
     max_attempts: int = Field(3, ge=1, description="Attempts (worker lost, pipeline crashed) before failing.")
     requeue_after_s: float = Field(
-        300.0, gt=0, description="A job queued this long since its last publish is published again (the "
-        "broker may have lost it; a duplicate message is harmless).")
+        300.0,
+        gt=0,
+        description="A job queued this long since its last publish is published again (the "
+        "broker may have lost it; a duplicate message is harmless).",
+    )
     shutdown_grace_s: float = Field(
-        60.0, ge=0, description="On SIGTERM a worker lets its job run this long, then hands it back.")
-    db_retry_s: float = Field(120.0, ge=0, description="How long a worker retries recording a result while the "
-                              "database is unreachable.")
+        60.0, ge=0, description="On SIGTERM a worker lets its job run this long, then hands it back."
+    )
+    db_retry_s: float = Field(
+        120.0, ge=0, description="How long a worker retries recording a result while the database is unreachable."
+    )
     broker_visibility_timeout_s: float = Field(
-        6 * 3600.0, gt=0, description="Redis: an unacknowledged message is redelivered after this long.")
+        6 * 3600.0, gt=0, description="Redis: an unacknowledged message is redelivered after this long."
+    )
     publish_retries: int = Field(1, ge=0, description="Publish retries at submit, then the sweep's turn.")
 
     @property

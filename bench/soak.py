@@ -35,8 +35,16 @@ def build_mlp(folder: Path) -> Path:
     torch.manual_seed(0)
     model = torch.nn.Sequential(torch.nn.Linear(64, 256), torch.nn.ReLU(), torch.nn.Linear(256, 10)).eval()
     path = folder / "mlp.onnx"
-    torch.onnx.export(model, (torch.randn(2, 64),), str(path), input_names=["x"], output_names=["logits"],
-                      dynamo=True, external_data=False, dynamic_shapes=({0: torch.export.Dim("batch")},))
+    torch.onnx.export(
+        model,
+        (torch.randn(2, 64),),
+        str(path),
+        input_names=["x"],
+        output_names=["logits"],
+        dynamo=True,
+        external_data=False,
+        dynamic_shapes=({0: torch.export.Dim("batch")},),
+    )
     return path
 
 
@@ -51,8 +59,14 @@ def soak(jobs: int, workers: int, kill_every: float, seed: int, timeout: float) 
     try:
         database_url = pg.create_database("soak")
         # More attempts than the tests allow: the soak measures loss and duplication, not the attempt limit.
-        env = {"SQUEEZE_HOME": str(home), "QUEUE_PREFIX": f"s{uuid.uuid4().hex[:6]}-",
-               "DATABASE_URL": database_url, "BROKER_URL": redis.url, **FAST_LEASES, "MAX_ATTEMPTS": "20"}
+        env = {
+            "SQUEEZE_HOME": str(home),
+            "QUEUE_PREFIX": f"s{uuid.uuid4().hex[:6]}-",
+            "DATABASE_URL": database_url,
+            "BROKER_URL": redis.url,
+            **FAST_LEASES,
+            "MAX_ATTEMPTS": "20",
+        }
         cluster = Cluster(start_api(env, home / "logs", database_url), env, home / "logs", pg, redis)
         with cluster.stack.client() as client:
             body = quick_job(str(upload(client, build_mlp(home))["id"]))
@@ -67,8 +81,11 @@ def soak(jobs: int, workers: int, kill_every: float, seed: int, timeout: float) 
             kills, next_kill = 0, time.monotonic() + rng.uniform(0.5, 1.5) * kill_every
             while time.monotonic() - started < timeout:
                 with session_scope(database_url) as session:
-                    open_jobs = session.scalar(select(func.count()).select_from(Job).where(
-                        Job.id.in_(job_ids), Job.status.in_(("queued", "running"))))
+                    open_jobs = session.scalar(
+                        select(func.count())
+                        .select_from(Job)
+                        .where(Job.id.in_(job_ids), Job.status.in_(("queued", "running")))
+                    )
                 if not open_jobs:
                     break
                 if time.monotonic() >= next_kill:
@@ -90,8 +107,9 @@ def soak(jobs: int, workers: int, kill_every: float, seed: int, timeout: float) 
         attempts = Counter(r.attempts for r in rows)
         lost = jobs - statuses["succeeded"]
         doubled = sum(1 for r in rows if sets.get(r.id, 0) > 2)
-        stored = sum(1 for job_id in job_ids for p in (home / "store" / "jobs" / job_id).glob("attempt-*")
-                     if any(p.iterdir()))
+        stored = sum(
+            1 for job_id in job_ids for p in (home / "store" / "jobs" / job_id).glob("attempt-*") if any(p.iterdir())
+        )
         print(f"jobs submitted        {jobs}")
         print(f"workers               {workers} (SIGKILLed {kills} times, one every ~{kill_every:.0f} s)")
         print(f"statuses              {dict(statuses)}")
@@ -109,8 +127,7 @@ def soak(jobs: int, workers: int, kill_every: float, seed: int, timeout: float) 
 
 
 def main() -> int:
-    parser = argparse.ArgumentParser(description=__doc__,
-                                     formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--jobs", type=int, default=200)
     parser.add_argument("--workers", type=int, default=3)
     parser.add_argument("--kill-every", type=float, default=5.0, help="mean seconds between worker kills")

@@ -82,8 +82,13 @@ class Stack:
         """What `squeeze submit` needs in its environment to talk to this stack as the test tenant."""
         return {"SQUEEZE_URL": self.url, "SQUEEZE_API_KEY": self.key()}
 
-    def wait_for(self, client: httpx.Client, job_id: str, timeout: float = 300,
-                 until: tuple[str, ...] = ("succeeded", "failed", "cancelled")) -> dict:
+    def wait_for(
+        self,
+        client: httpx.Client,
+        job_id: str,
+        timeout: float = 300,
+        until: tuple[str, ...] = ("succeeded", "failed", "cancelled"),
+    ) -> dict:
         deadline = time.monotonic() + timeout
         while time.monotonic() < deadline:
             job = client.get(f"/v1/jobs/{job_id}").json()
@@ -107,15 +112,25 @@ def start_worker(env: dict[str, str], log: Path, name: str = "w1") -> subprocess
     from app.cli import worker_command
 
     queues = f"{env['QUEUE_PREFIX']}cpu"
-    return subprocess.Popen(worker_command(queues, f"{name}@%h"), cwd=ROOT, env={**os.environ, **env},
-                            stdout=log.open("ab"), stderr=subprocess.STDOUT)
+    return subprocess.Popen(
+        worker_command(queues, f"{name}@%h"),
+        cwd=ROOT,
+        env={**os.environ, **env},
+        stdout=log.open("ab"),
+        stderr=subprocess.STDOUT,
+    )
 
 
 def start_api_process(env: dict[str, str], log: Path, probe: str = "/healthz") -> tuple[subprocess.Popen[bytes], str]:
     """uvicorn with this whole environment on a free port, appending to `log`; returns once `probe` answers 200."""
     port = _free_port()
-    api = subprocess.Popen([sys.executable, "-m", "uvicorn", "--factory", "app.main:create_app", "--port", str(port)],
-                           cwd=ROOT, env=env, stdout=log.open("ab"), stderr=subprocess.STDOUT)
+    api = subprocess.Popen(
+        [sys.executable, "-m", "uvicorn", "--factory", "app.main:create_app", "--port", str(port)],
+        cwd=ROOT,
+        env=env,
+        stdout=log.open("ab"),
+        stderr=subprocess.STDOUT,
+    )
     url = f"http://127.0.0.1:{port}"
     deadline = time.monotonic() + 60
     while True:
@@ -196,10 +211,16 @@ def export_minilm_onnx(folder: Path, path: Path) -> None:
 
     ids = torch.randint(1000, 2000, (2, 16))
     batch, seq = torch.export.Dim("batch"), torch.export.Dim("sequence")
-    torch.onnx.export(Encoder().eval(), (ids, torch.ones_like(ids)), str(path),
-                      input_names=["input_ids", "attention_mask"], output_names=["last_hidden_state"],
-                      dynamo=True, external_data=False,
-                      dynamic_shapes={"input_ids": {0: batch, 1: seq}, "attention_mask": {0: batch, 1: seq}})
+    torch.onnx.export(
+        Encoder().eval(),
+        (ids, torch.ones_like(ids)),
+        str(path),
+        input_names=["input_ids", "attention_mask"],
+        output_names=["last_hidden_state"],
+        dynamo=True,
+        external_data=False,
+        dynamic_shapes={"input_ids": {0: batch, 1: seq}, "attention_mask": {0: batch, 1: seq}},
+    )
 
 
 @pytest.fixture(scope="session")
@@ -218,8 +239,16 @@ def mlp_onnx(tmp_path_factory: pytest.TempPathFactory) -> Path:
     torch.manual_seed(0)
     model = torch.nn.Sequential(torch.nn.Linear(64, 256), torch.nn.ReLU(), torch.nn.Linear(256, 10)).eval()
     path = tmp_path_factory.mktemp("mlp") / "mlp.onnx"
-    torch.onnx.export(model, (torch.randn(2, 64),), str(path), input_names=["x"], output_names=["logits"],
-                      dynamo=True, external_data=False, dynamic_shapes=({0: torch.export.Dim("batch")},))
+    torch.onnx.export(
+        model,
+        (torch.randn(2, 64),),
+        str(path),
+        input_names=["x"],
+        output_names=["logits"],
+        dynamo=True,
+        external_data=False,
+        dynamic_shapes=({0: torch.export.Dim("batch")},),
+    )
     return path
 
 
@@ -230,8 +259,15 @@ def heavy_onnx(tmp_path_factory: pytest.TempPathFactory) -> Path:
 
     model = torch.nn.Sequential(*[torch.nn.Linear(1024, 1024) for _ in range(4)]).eval()
     path = tmp_path_factory.mktemp("heavy") / "heavy.onnx"
-    torch.onnx.export(model, (torch.randn(64, 1024),), str(path), input_names=["x"], output_names=["y"],
-                      dynamo=True, external_data=False)
+    torch.onnx.export(
+        model,
+        (torch.randn(64, 1024),),
+        str(path),
+        input_names=["x"],
+        output_names=["y"],
+        dynamo=True,
+        external_data=False,
+    )
     return path
 
 
@@ -270,10 +306,21 @@ def build_digits_cnn() -> "torch.nn.Module":
     from torch import nn
 
     return nn.Sequential(
-        nn.Conv2d(1, 32, 3, padding=1), nn.BatchNorm2d(32), nn.ReLU(),
-        nn.Conv2d(32, 64, 3, padding=1), nn.BatchNorm2d(64), nn.ReLU(), nn.MaxPool2d(2),
-        nn.Conv2d(64, 64, 3, padding=1), nn.BatchNorm2d(64), nn.ReLU(), nn.MaxPool2d(2),
-        nn.Flatten(), nn.Linear(64 * 2 * 2, 128), nn.ReLU(), nn.Linear(128, 10),
+        nn.Conv2d(1, 32, 3, padding=1),
+        nn.BatchNorm2d(32),
+        nn.ReLU(),
+        nn.Conv2d(32, 64, 3, padding=1),
+        nn.BatchNorm2d(64),
+        nn.ReLU(),
+        nn.MaxPool2d(2),
+        nn.Conv2d(64, 64, 3, padding=1),
+        nn.BatchNorm2d(64),
+        nn.ReLU(),
+        nn.MaxPool2d(2),
+        nn.Flatten(),
+        nn.Linear(64 * 2 * 2, 128),
+        nn.ReLU(),
+        nn.Linear(128, 10),
     )
 
 
@@ -305,9 +352,16 @@ def digits_cnn_onnx(digits_cnn: "torch.nn.Module", tmp_path_factory: pytest.Temp
     import torch
 
     path = tmp_path_factory.mktemp("digits-cnn") / "digits_cnn.onnx"
-    torch.onnx.export(digits_cnn, (torch.zeros(2, 1, 8, 8),), str(path), input_names=["x"],
-                      output_names=["logits"], dynamo=True, external_data=False,
-                      dynamic_shapes=({0: torch.export.Dim("batch")},))
+    torch.onnx.export(
+        digits_cnn,
+        (torch.zeros(2, 1, 8, 8),),
+        str(path),
+        input_names=["x"],
+        output_names=["logits"],
+        dynamo=True,
+        external_data=False,
+        dynamic_shapes=({0: torch.export.Dim("batch")},),
+    )
     return path
 
 
@@ -317,7 +371,8 @@ def digits_cnn_pt2(digits_cnn: "torch.nn.Module", tmp_path_factory: pytest.TempP
     import torch
 
     path = tmp_path_factory.mktemp("digits-cnn-pt2") / "digits_cnn.pt2"
-    program = torch.export.export(digits_cnn, (torch.zeros(2, 1, 8, 8),),
-                                  dynamic_shapes=({0: torch.export.Dim("batch")},))
+    program = torch.export.export(
+        digits_cnn, (torch.zeros(2, 1, 8, 8),), dynamic_shapes=({0: torch.export.Dim("batch")},)
+    )
     torch.export.save(program, str(path))
     return path

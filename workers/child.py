@@ -29,8 +29,10 @@ def main() -> int:
     except PassFailed as exc:
         outcome = {"ok": False, "error": {"code": exc.code, "message": exc.message}}
     except MemoryError:
-        outcome = {"ok": False, "error": {"code": "out_of_memory",
-                                          "message": "the job ran out of its memory limit (JOB_MEMORY_BYTES)"}}
+        outcome = {
+            "ok": False,
+            "error": {"code": "out_of_memory", "message": "the job ran out of its memory limit (JOB_MEMORY_BYTES)"},
+        }
     except Exception as exc:  # any other failure of a pass: the job fails with its message, the worker lives
         traceback.print_exc()
         message = f"{type(exc).__name__}: {exc}"[:2000]

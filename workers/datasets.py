@@ -15,8 +15,9 @@ from workers.runtime import Feeds, PassFailed
 MAX_TOKENS = 512
 
 
-def load_dataset(path: Path, meta: Mapping[str, Any], inputs: Sequence[Mapping[str, Any]],
-                 tokenizer_root: Path | None) -> Feeds:
+def load_dataset(
+    path: Path, meta: Mapping[str, Any], inputs: Sequence[Mapping[str, Any]], tokenizer_root: Path | None
+) -> Feeds:
     """The dataset's arrays by model input name, plus `labels` when it has them."""
     if meta["format"] == "npz":
         with np.load(path, allow_pickle=False) as npz:
@@ -26,8 +27,10 @@ def load_dataset(path: Path, meta: Mapping[str, Any], inputs: Sequence[Mapping[s
 
         return dict(load_file(str(path)))
     if tokenizer_root is None:
-        raise PassFailed("dataset_mismatch", f"dataset {meta['id']} is text, which needs the model's "
-                                             "tokenizer, and the model has none")
+        raise PassFailed(
+            "dataset_mismatch",
+            f"dataset {meta['id']} is text, which needs the model's tokenizer, and the model has none",
+        )
     return tokenize(path.read_text(encoding="utf-8"), inputs, tokenizer_root)
 
 
@@ -36,8 +39,7 @@ def tokenize(text: str, inputs: Sequence[Mapping[str, Any]], tokenizer_root: Pat
     line; `batches` then trims each batch to its own longest line."""
     from transformers import AutoTokenizer
 
-    tokenizer = AutoTokenizer.from_pretrained(str(tokenizer_root), local_files_only=True,
-                                              trust_remote_code=False)
+    tokenizer = AutoTokenizer.from_pretrained(str(tokenizer_root), local_files_only=True, trust_remote_code=False)
     lines = [line.strip() for line in text.splitlines() if line.strip()]
     max_length = min(int(getattr(tokenizer, "model_max_length", MAX_TOKENS) or MAX_TOKENS), MAX_TOKENS)
     encoded = tokenizer(lines, padding="longest", truncation=True, max_length=max_length, return_tensors="np")
@@ -45,14 +47,18 @@ def tokenize(text: str, inputs: Sequence[Mapping[str, Any]], tokenizer_root: Pat
     for item in inputs:
         name = str(item["name"])
         if name not in encoded:
-            raise PassFailed("dataset_mismatch", f"the model's tokenizer gives {sorted(encoded)}, not the "
-                                                 f"model input {name!r}; upload an .npz with every input")
+            raise PassFailed(
+                "dataset_mismatch",
+                f"the model's tokenizer gives {sorted(encoded)}, not the "
+                f"model input {name!r}; upload an .npz with every input",
+            )
         feeds[name] = np.asarray(encoded[name]).astype(item["dtype"])
     return feeds
 
 
-def batches(data: Feeds, input_names: Sequence[str], batch_size: int, limit: int | None = None,
-            per_batch_padding: bool = False) -> list[tuple[Feeds, np.ndarray | None]]:
+def batches(
+    data: Feeds, input_names: Sequence[str], batch_size: int, limit: int | None = None, per_batch_padding: bool = False
+) -> list[tuple[Feeds, np.ndarray | None]]:
     """(inputs, labels) batches in order over the first `limit` samples. With per_batch_padding (tokenized
     text), each batch drops the trailing columns its attention mask leaves unused."""
     total = len(data[input_names[0]]) if limit is None else min(limit, len(data[input_names[0]]))

@@ -50,12 +50,12 @@ class Heartbeat:
                 if time.monotonic() - renewed < settings.lease_s:
                     log.warning("job %s: lease renewal failed, retrying: %s", self.job_id, exc)
                     continue
-                log.error("job %s: could not renew the lease for %.0f s; giving the job up", self.job_id,
-                          settings.lease_s)
+                log.error(
+                    "job %s: could not renew the lease for %.0f s; giving the job up", self.job_id, settings.lease_s
+                )
                 mine = False
             if not mine:
-                log.warning("job %s: lease %d is no longer ours; stopping its pipeline", self.job_id,
-                            self.fence)
+                log.warning("job %s: lease %d is no longer ours; stopping its pipeline", self.job_id, self.fence)
                 self.lost.set()
                 return
             renewed = time.monotonic()
@@ -74,8 +74,13 @@ def reap_and_sweep(settings: Settings, publish: Publish, pending: Pending) -> tu
     for job_id, fence, queue in expired:
         with session_scope(url) as session:
             status = transitions.retry_or_fail(
-                session, job_id, fence, settings.max_attempts, "worker_lost",
-                "the worker running this job stopped answering (its lease expired)")
+                session,
+                job_id,
+                fence,
+                settings.max_attempts,
+                "worker_lost",
+                "the worker running this job stopped answering (its lease expired)",
+            )
         if status is not None:
             reaped += 1
             log.warning("job %s: lease %d expired; job is now %s", job_id, fence, status)

@@ -51,12 +51,20 @@ class ModelHandle:
 
 
 def _dynamic(inputs: list[dict[str, Any]]) -> dict[str, list[int]]:
-    return {i["name"]: [a for a, d in enumerate(i.get("shape") or []) if not (isinstance(d, int) and d > 0)]
-            for i in inputs}
+    return {
+        i["name"]: [a for a, d in enumerate(i.get("shape") or []) if not (isinstance(d, int) and d > 0)] for i in inputs
+    }
 
 
-def load_original(upload: Path, fmt: str, inputs: list[dict[str, Any]], outputs: list[dict[str, Any]],
-                  details: dict[str, Any], workdir: Path, max_unpacked: int) -> ModelHandle:
+def load_original(
+    upload: Path,
+    fmt: str,
+    inputs: list[dict[str, Any]],
+    outputs: list[dict[str, Any]],
+    details: dict[str, Any],
+    workdir: Path,
+    max_unpacked: int,
+) -> ModelHandle:
     """Open an uploaded model in the child. Never unpickles: ONNX is protobuf, pt2 and TorchScript are
     torch's own loaders, a Hugging Face folder loads safetensors only and never remote code."""
     names_in = [i["name"] for i in inputs]
@@ -66,15 +74,17 @@ def load_original(upload: Path, fmt: str, inputs: list[dict[str, Any]], outputs:
         path = workdir / "original.onnx"
         path.symlink_to(upload)
         check_external_data(path)
-        return ModelHandle("onnx", names_in, names_out, dynamic, path=path, vocab_size=onnx_vocab_size(path),
-                           origin=fmt)
+        return ModelHandle(
+            "onnx", names_in, names_out, dynamic, path=path, vocab_size=onnx_vocab_size(path), origin=fmt
+        )
     if fmt == "onnx_zip":
         folder = workdir / "original"
         safe_extract(upload, folder, max_unpacked)
         path = folder / details["onnx_member"]
         check_external_data(path)
-        return ModelHandle("onnx", names_in, names_out, dynamic, path=path, vocab_size=onnx_vocab_size(path),
-                           origin=fmt)
+        return ModelHandle(
+            "onnx", names_in, names_out, dynamic, path=path, vocab_size=onnx_vocab_size(path), origin=fmt
+        )
     if fmt == "pt2":
         program = torch.export.load(str(upload))
         return ModelHandle("torch", names_in, names_out, dynamic, module=program.module(), origin=fmt)
@@ -86,8 +96,9 @@ def load_original(upload: Path, fmt: str, inputs: list[dict[str, Any]], outputs:
         safe_extract(upload, folder, max_unpacked)
         root = folder / details.get("root", ".")
         module = HuggingFaceModule(root, names_in)
-        return ModelHandle("torch", names_in, names_out, dynamic, module=module, origin=fmt,
-                           vocab_size=details.get("vocab_size"))
+        return ModelHandle(
+            "torch", names_in, names_out, dynamic, module=module, origin=fmt, vocab_size=details.get("vocab_size")
+        )
     raise PassFailed("unsupported_model_format", f"the worker cannot load format {fmt!r}")
 
 
@@ -103,13 +114,22 @@ def check_external_data(path: Path) -> None:
         location = next((e.value for e in init.external_data if e.key == "location"), "")
         ref = Path(location)
         target = folder / ref
-        unsafe = (not location or "\x00" in location or ref.is_absolute() or ".." in ref.parts
-                  or any((folder / Path(*ref.parts[:i])).is_symlink() for i in range(1, len(ref.parts) + 1))
-                  or not target.resolve().is_relative_to(folder) or not target.is_file()
-                  or target.lstat().st_nlink > 1)
+        unsafe = (
+            not location
+            or "\x00" in location
+            or ref.is_absolute()
+            or ".." in ref.parts
+            or any((folder / Path(*ref.parts[:i])).is_symlink() for i in range(1, len(ref.parts) + 1))
+            or not target.resolve().is_relative_to(folder)
+            or not target.is_file()
+            or target.lstat().st_nlink > 1
+        )
         if unsafe:
-            raise PassFailed("unsafe_external_data", f"tensor {init.name!r} refers to external data "
-                             f"{location!r}, which is not a plain file inside the model's folder")
+            raise PassFailed(
+                "unsafe_external_data",
+                f"tensor {init.name!r} refers to external data "
+                f"{location!r}, which is not a plain file inside the model's folder",
+            )
 
 
 def onnx_vocab_size(path: Path) -> int | None:
@@ -117,8 +137,11 @@ def onnx_vocab_size(path: Path) -> int | None:
     model = onnx.load(str(path), load_external_data=False)
     inputs = {i.name for i in model.graph.input}
     tables = {i.name: i.dims for i in model.graph.initializer}
-    sizes = [tables[n.input[0]][0] for n in model.graph.node
-             if n.op_type == "Gather" and len(n.input) > 1 and n.input[1] in inputs and n.input[0] in tables]
+    sizes = [
+        tables[n.input[0]][0]
+        for n in model.graph.node
+        if n.op_type == "Gather" and len(n.input) > 1 and n.input[1] in inputs and n.input[0] in tables
+    ]
     return min(sizes) if sizes else None
 
 
@@ -135,8 +158,9 @@ class HuggingFaceModule(torch.nn.Module):
         cls = getattr(transformers, architecture, None)
         if cls is None or not hasattr(cls, "from_pretrained"):
             cls = transformers.AutoModel
-        self.model = cls.from_pretrained(str(root), use_safetensors=True, trust_remote_code=False,
-                                         local_files_only=True).eval()
+        self.model = cls.from_pretrained(
+            str(root), use_safetensors=True, trust_remote_code=False, local_files_only=True
+        ).eval()
         self.input_names = input_names
 
     def forward(self, *tensors: Any) -> Any:

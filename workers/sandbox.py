@@ -39,10 +39,18 @@ class Outcome:
 
 
 def _child_env(workdir: Path, threads: int) -> dict[str, str]:
-    env = {"PATH": os.environ.get("PATH", "/usr/bin:/bin"), "HOME": str(workdir), "PYTHONPATH": str(ROOT),
-           "PYTHONUNBUFFERED": "1", "HF_HUB_OFFLINE": "1", "TRANSFORMERS_OFFLINE": "1",
-           "TOKENIZERS_PARALLELISM": "false", "OMP_NUM_THREADS": str(threads), "LANG": "C.UTF-8",
-           "TMPDIR": str(workdir / "tmp")}  # library temp files (onnxruntime's) stay in the job's workdir
+    env = {
+        "PATH": os.environ.get("PATH", "/usr/bin:/bin"),
+        "HOME": str(workdir),
+        "PYTHONPATH": str(ROOT),
+        "PYTHONUNBUFFERED": "1",
+        "HF_HUB_OFFLINE": "1",
+        "TRANSFORMERS_OFFLINE": "1",
+        "TOKENIZERS_PARALLELISM": "false",
+        "OMP_NUM_THREADS": str(threads),
+        "LANG": "C.UTF-8",
+        "TMPDIR": str(workdir / "tmp"),
+    }  # library temp files (onnxruntime's) stay in the job's workdir
     for name in ("CUDA_VISIBLE_DEVICES", "LD_LIBRARY_PATH"):
         if name in os.environ:
             env[name] = os.environ[name]
@@ -72,9 +80,17 @@ def _tail(path: Path, lines: int = 8) -> str:
         return ""
 
 
-def run_child(workdir: Path, *, timeout_s: float, memory_bytes: int, threads: int,
-              on_event: Callable[[dict[str, Any]], None], should_stop: Callable[[], str | None],
-              on_start: Callable[[int], None] = lambda pid: None, poll_s: float = 0.5) -> Outcome:
+def run_child(
+    workdir: Path,
+    *,
+    timeout_s: float,
+    memory_bytes: int,
+    threads: int,
+    on_event: Callable[[dict[str, Any]], None],
+    should_stop: Callable[[], str | None],
+    on_start: Callable[[int], None] = lambda pid: None,
+    poll_s: float = 0.5,
+) -> Outcome:
     """Run the pipeline for WORKDIR/task.json; returns how it ended. Never raises for the child's faults.
 
     `should_stop` is polled every `poll_s`: `cancelled` ends the job as cancelled; any other reason kills
@@ -82,10 +98,16 @@ def run_child(workdir: Path, *, timeout_s: float, memory_bytes: int, threads: in
     log_path = workdir / "child.log"
     (workdir / "tmp").mkdir(exist_ok=True)
     with log_path.open("wb") as log:
-        proc = subprocess.Popen([sys.executable, "-m", "workers.child", str(workdir)], cwd=str(workdir),
-                                env=_child_env(workdir, threads), stdout=subprocess.PIPE, stderr=log,
-                                stdin=subprocess.DEVNULL, start_new_session=True,
-                                preexec_fn=_limits(memory_bytes))  # noqa: PLW1509 (plain syscalls only)
+        proc = subprocess.Popen(
+            [sys.executable, "-m", "workers.child", str(workdir)],
+            cwd=str(workdir),
+            env=_child_env(workdir, threads),
+            stdout=subprocess.PIPE,
+            stderr=log,
+            stdin=subprocess.DEVNULL,
+            start_new_session=True,
+            preexec_fn=_limits(memory_bytes),
+        )  # noqa: PLW1509 (plain syscalls only)
         on_start(proc.pid)
         events: queue.Queue[dict[str, Any]] = queue.Queue()
 
@@ -132,13 +154,26 @@ def run_child(workdir: Path, *, timeout_s: float, memory_bytes: int, threads: in
     if proc.returncode < 0:
         name = signal.Signals(-proc.returncode).name
         if proc.returncode == -signal.SIGKILL:
-            return Outcome("failed", code="out_of_memory", retryable=True, message=(
-                "the pipeline process was killed (SIGKILL), most likely by the kernel's out-of-memory "
-                f"killer: give the worker more memory or the job a smaller model. {_tail(log_path)}"))
-        return Outcome("failed", code="crashed", retryable=True,
-                       message=f"the pipeline process died with {name}. {_tail(log_path)}")
-    return Outcome("failed", code="crashed",
-                   message=f"the pipeline process exited with status {proc.returncode}. {_tail(log_path)}")
+            return Outcome(
+                "failed",
+                code="out_of_memory",
+                retryable=True,
+                message=(
+                    "the pipeline process was killed (SIGKILL), most likely by the kernel's out-of-memory "
+                    f"killer: give the worker more memory or the job a smaller model. {_tail(log_path)}"
+                ),
+            )
+        return Outcome(
+            "failed",
+            code="crashed",
+            retryable=True,
+            message=f"the pipeline process died with {name}. {_tail(log_path)}",
+        )
+    return Outcome(
+        "failed",
+        code="crashed",
+        message=f"the pipeline process exited with status {proc.returncode}. {_tail(log_path)}",
+    )
 
 
 def _drain(events: "queue.Queue[dict[str, Any]]", on_event: Callable[[dict[str, Any]], None]) -> None:

@@ -35,8 +35,12 @@ from workers.sandbox import Outcome, run_child
 from workers.webhooks import notify_job_ended
 
 log = logging.getLogger(__name__)
-MEDIA_TYPES = {"onnx": "application/octet-stream", "json": "application/json", "pt2": "application/zip",
-               "torchscript": "application/zip"}
+MEDIA_TYPES = {
+    "onnx": "application/octet-stream",
+    "json": "application/json",
+    "pt2": "application/zip",
+    "torchscript": "application/zip",
+}
 """pt2 (ExportedProgram) and TorchScript files are zip archives"""
 T = TypeVar("T")
 
@@ -47,8 +51,13 @@ _maintenance_stop = threading.Event()
 
 def publish(job_id: str, queue: str) -> None:
     """Hand a job id to the broker (re-queued jobs, the sweep)."""
-    celery.send_task(RUN_JOB_TASK, args=[job_id], queue=queue, retry=True,
-                     retry_policy={"max_retries": 1, "interval_start": 0.2, "interval_step": 0.5})
+    celery.send_task(
+        RUN_JOB_TASK,
+        args=[job_id],
+        queue=queue,
+        retry=True,
+        retry_policy={"max_retries": 1, "interval_start": 0.2, "interval_step": 0.5},
+    )
 
 
 def pending(queue: str) -> int:
@@ -63,8 +72,9 @@ def pending(queue: str) -> int:
 @worker_ready.connect
 def _start_maintenance(**_: Any) -> None:
     settings = get_settings()
-    threading.Thread(target=maintenance_loop, args=(settings, publish, pending, _maintenance_stop),
-                     name="maintenance", daemon=True).start()
+    threading.Thread(
+        target=maintenance_loop, args=(settings, publish, pending, _maintenance_stop), name="maintenance", daemon=True
+    ).start()
 
 
 @worker_shutting_down.connect
@@ -105,8 +115,7 @@ def execute(job_id: str, settings: Settings) -> None:
     except Exception as exc:  # our own bug or the store failing: the job must not stay running
         log.exception("job %s failed in the worker", job_id)
         message = f"the worker failed while handling the job: {type(exc).__name__}: {exc}"
-        _with_db_retry(settings, lambda s: transitions.end(s, job_id, claim.fence, "failed", "internal_error",
-                                                           message))
+        _with_db_retry(settings, lambda s: transitions.end(s, job_id, claim.fence, "failed", "internal_error", message))
     finally:
         shutil.rmtree(workdir, ignore_errors=True)
         if not any(workdir.parent.iterdir()):
@@ -114,15 +123,19 @@ def execute(job_id: str, settings: Settings) -> None:
     notify_job_ended(job_id, settings)
 
 
-def _run(claim: transitions.Claim, settings: Settings, store: Store, workdir: Path,
-         heartbeat: Heartbeat) -> Outcome:
+def _run(claim: transitions.Claim, settings: Settings, store: Store, workdir: Path, heartbeat: Heartbeat) -> Outcome:
     url = settings.effective_database_url
     store.get_file(claim.model["storage_key"], workdir / "upload")
     datasets = _fetch_datasets(claim, settings, store, workdir)
     if isinstance(datasets, Outcome):
         return datasets
-    task = {"spec": claim.spec, "model": claim.model, "datasets": datasets, "threads": settings.job_threads,
-            "max_unpacked_bytes": settings.max_upload_bytes * 4}
+    task = {
+        "spec": claim.spec,
+        "model": claim.model,
+        "datasets": datasets,
+        "threads": settings.job_threads,
+        "max_unpacked_bytes": settings.max_upload_bytes * 4,
+    }
     (workdir / "task.json").write_text(json.dumps(task))
 
     def on_start(pid: int) -> None:
@@ -130,8 +143,12 @@ def _run(claim: transitions.Claim, settings: Settings, store: Store, workdir: Pa
         _best_effort(url, lambda s: transitions.record_child(s, claim.job_id, claim.fence, pid))
 
     def on_event(event: dict[str, Any]) -> None:
-        _best_effort(url, lambda s: transitions.record_progress(s, claim.job_id, claim.fence,
-                                                                float(event["progress"]), str(event["pass"])))
+        _best_effort(
+            url,
+            lambda s: transitions.record_progress(
+                s, claim.job_id, claim.fence, float(event["progress"]), str(event["pass"])
+            ),
+        )
 
     def should_stop() -> str | None:
         if heartbeat.lost.is_set():
@@ -141,13 +158,19 @@ def _run(claim: transitions.Claim, settings: Settings, store: Store, workdir: Pa
         cancelled = _best_effort(url, lambda s: transitions.cancel_requested(s, claim.job_id))
         return "cancelled" if cancelled else None
 
-    return run_child(workdir, timeout_s=settings.job_timeout_s, memory_bytes=settings.job_memory_bytes,
-                     threads=settings.job_threads, on_event=on_event, should_stop=should_stop,
-                     on_start=on_start, poll_s=settings.cancel_poll_s)
+    return run_child(
+        workdir,
+        timeout_s=settings.job_timeout_s,
+        memory_bytes=settings.job_memory_bytes,
+        threads=settings.job_threads,
+        on_event=on_event,
+        should_stop=should_stop,
+        on_start=on_start,
+        poll_s=settings.cancel_poll_s,
+    )
 
 
-def _record(claim: transitions.Claim, settings: Settings, store: Store, workdir: Path,
-            outcome: Outcome) -> None:
+def _record(claim: transitions.Claim, settings: Settings, store: Store, workdir: Path, outcome: Outcome) -> None:
     """Write the attempt's outcome, fenced: a claim that lost its lease writes nothing."""
     job_id, fence = claim.job_id, claim.fence
     if outcome.status == "ok" and outcome.result is not None:
@@ -157,19 +180,31 @@ def _record(claim: transitions.Claim, settings: Settings, store: Store, workdir:
             log.warning("job %s: worker stopping, job handed back to the queue", job_id)
             publish_or_leave(settings, publish, job_id, claim.queue)
     elif outcome.status == "stopped":
-        log.warning("job %s: attempt %d abandoned (%s); its result is not recorded", job_id, claim.attempt,
-                    outcome.code)
+        log.warning(
+            "job %s: attempt %d abandoned (%s); its result is not recorded", job_id, claim.attempt, outcome.code
+        )
     elif outcome.retryable:
-        status = _with_db_retry(settings, lambda s: transitions.retry_or_fail(
-            s, job_id, fence, settings.max_attempts, str(outcome.code), str(outcome.message)))
-        log.warning("job %s: attempt %d died (%s); job is now %s", job_id, claim.attempt, outcome.code,
-                    status)
+        status = _with_db_retry(
+            settings,
+            lambda s: transitions.retry_or_fail(
+                s, job_id, fence, settings.max_attempts, str(outcome.code), str(outcome.message)
+            ),
+        )
+        log.warning("job %s: attempt %d died (%s); job is now %s", job_id, claim.attempt, outcome.code, status)
         if status == "queued":
             publish_or_leave(settings, publish, job_id, claim.queue)
     else:
-        _with_db_retry(settings, lambda s: transitions.end(
-            s, job_id, fence, "cancelled" if outcome.status == "cancelled" else "failed", outcome.code,
-            outcome.message))
+        _with_db_retry(
+            settings,
+            lambda s: transitions.end(
+                s,
+                job_id,
+                fence,
+                "cancelled" if outcome.status == "cancelled" else "failed",
+                outcome.code,
+                outcome.message,
+            ),
+        )
 
 
 def _best_effort(url: str, write: Callable[[Any], T]) -> T | None:
@@ -200,8 +235,9 @@ def _with_db_retry(settings: Settings, write: Callable[[Any], T]) -> T | None:
             delay = min(delay * 2, 5.0)
 
 
-def _fetch_datasets(claim: transitions.Claim, settings: Settings, store: Store,
-                    workdir: Path) -> dict[str, dict[str, Any]] | Outcome:
+def _fetch_datasets(
+    claim: transitions.Claim, settings: Settings, store: Store, workdir: Path
+) -> dict[str, dict[str, Any]] | Outcome:
     """Copy every dataset the spec references into WORKDIR/datasets/ for the child (which has no database
     access); a dataset deleted since submit fails the job."""
     ids = sorted({dataset_id for _, dataset_id in dataset_refs(claim.spec)})
@@ -209,15 +245,30 @@ def _fetch_datasets(claim: transitions.Claim, settings: Settings, store: Store,
         return {}
     query = select(Dataset).where(Dataset.id.in_(ids), Dataset.tenant == claim.tenant)
     with session_scope(settings.effective_database_url) as session:
-        found: dict[str, tuple[str, dict[str, Any]]] = {row.id: (row.storage_key, {
-            "id": row.id, "format": row.format, "arrays": row.arrays, "samples": row.samples,
-            "has_labels": row.has_labels, "sha256": row.sha256, "filename": row.filename,
-            "path": f"datasets/{row.id}"}) for row in session.scalars(query)}
+        found: dict[str, tuple[str, dict[str, Any]]] = {
+            row.id: (
+                row.storage_key,
+                {
+                    "id": row.id,
+                    "format": row.format,
+                    "arrays": row.arrays,
+                    "samples": row.samples,
+                    "has_labels": row.has_labels,
+                    "sha256": row.sha256,
+                    "filename": row.filename,
+                    "path": f"datasets/{row.id}",
+                },
+            )
+            for row in session.scalars(query)
+        }
     gone = [i for i in ids if i not in found]
     if gone:
-        return Outcome("failed", code="dataset_missing",
-                       message=f"dataset(s) {gone} were deleted after the job was submitted; upload them "
-                               "again and submit a new job")
+        return Outcome(
+            "failed",
+            code="dataset_missing",
+            message=f"dataset(s) {gone} were deleted after the job was submitted; upload them "
+            "again and submit a new job",
+        )
     (workdir / "datasets").mkdir()
     for key, meta in found.values():
         store.get_file(key, workdir / meta["path"])
@@ -232,8 +283,9 @@ def _sha256(path: Path) -> str:
     return digest.hexdigest()
 
 
-def _record_success(claim: transitions.Claim, settings: Settings, store: Store, workdir: Path,
-                    result: dict[str, Any]) -> None:
+def _record_success(
+    claim: transitions.Claim, settings: Settings, store: Store, workdir: Path, result: dict[str, Any]
+) -> None:
     """Store the artifacts under this job and attempt, then register them with the result in one fenced
     transaction: only the winning attempt's artifacts are ever registered."""
     prefix = f"jobs/{claim.job_id}/attempt-{claim.attempt}"
@@ -244,21 +296,31 @@ def _record_success(claim: transitions.Claim, settings: Settings, store: Store, 
     report["result"]["artifact_id"] = next((m["id"] for _, m in files if m["kind"] == "model"), None)
     report_path = workdir / "out" / "report.json"
     report_path.write_text(json.dumps(report, indent=2))
-    files.append((report_path, {"id": new_id("art"), "name": "report.json", "kind": "report",
-                                "format": "json"}))
+    files.append((report_path, {"id": new_id("art"), "name": "report.json", "kind": "report", "format": "json"}))
     rows, keys = [], []
     for path, meta in files:
         digest, size, key = _sha256(path), path.stat().st_size, f"{prefix}/{meta['name']}"
         store.put_file(key, path)
         keys.append(key)
-        rows.append(Artifact(id=meta["id"], tenant=claim.tenant, job_id=claim.job_id, kind=meta["kind"],
-                             name=meta["name"], format=meta["format"], media_type=MEDIA_TYPES[meta["format"]],
-                             sha256=digest, size_bytes=size, storage_key=key))
-    recorded = _with_db_retry(settings, lambda s: transitions.succeed(s, claim.job_id, claim.fence, report,
-                                                                      rows))
+        rows.append(
+            Artifact(
+                id=meta["id"],
+                tenant=claim.tenant,
+                job_id=claim.job_id,
+                kind=meta["kind"],
+                name=meta["name"],
+                format=meta["format"],
+                media_type=MEDIA_TYPES[meta["format"]],
+                sha256=digest,
+                size_bytes=size,
+                storage_key=key,
+            )
+        )
+    recorded = _with_db_retry(settings, lambda s: transitions.succeed(s, claim.job_id, claim.fence, report, rows))
     if not recorded:  # the claim was taken from us (lease lost, cancelled): leave no orphan files
-        log.warning("job %s: attempt %d lost its claim before recording; its artifacts are removed",
-                    claim.job_id, claim.attempt)
+        log.warning(
+            "job %s: attempt %d lost its claim before recording; its artifacts are removed", claim.job_id, claim.attempt
+        )
         for key in keys:
             store.delete(key)
         return

@@ -25,9 +25,7 @@ def check_dataset(data: Feeds, input_names: list[str], dataset_id: str) -> int:
         )
     sizes = {len(data[n]) for n in [*input_names, *(["labels"] if "labels" in data else [])]}
     if len(sizes) != 1:
-        raise PassFailed(
-            "dataset_mismatch", f"dataset {dataset_id}'s arrays differ in length: {sorted(sizes)}"
-        )
+        raise PassFailed("dataset_mismatch", f"dataset {dataset_id}'s arrays differ in length: {sorted(sizes)}")
     return sizes.pop()
 
 
@@ -57,9 +55,7 @@ def predict(handle: ModelHandle, data: Feeds, batch_size: int, device: str) -> t
     with torch.no_grad():
         for start in range(0, count, batch_size):
             chunks.append(
-                forward(module, data, handle.input_names, slice(start, start + batch_size), device)
-                .float()
-                .cpu()
+                forward(module, data, handle.input_names, slice(start, start + batch_size), device).float().cpu()
             )
     handle.module.to("cpu")
     return torch.cat(chunks)
@@ -96,9 +92,7 @@ def fit(
                 optimizer.zero_grad()
                 loss = loss_fn(forward(module, data, input_names, index.numpy(), device), index)
                 if not math.isfinite(loss.item()):
-                    raise PassFailed(
-                        "training_diverged", f"the training loss became {loss.item()}; lower `lr`"
-                    )
+                    raise PassFailed("training_diverged", f"the training loss became {loss.item()}; lower `lr`")
                 loss.backward()
                 optimizer.step()
                 if after_step is not None:
@@ -159,9 +153,7 @@ class Finetuner:
     def loss(self) -> Loss:
         return finetune_loss(self.data, self.targets, self.device)
 
-    def run(
-        self, module: torch.nn.Module, after_step: Callable[[], None] | None = None
-    ) -> dict[str, Any] | None:
+    def run(self, module: torch.nn.Module, after_step: Callable[[], None] | None = None) -> dict[str, Any] | None:
         """Train `module` in place; returns what the report shows (epochs, loss per epoch), None without
         config."""
         if self.config is None:

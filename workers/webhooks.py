@@ -97,9 +97,13 @@ def deliver(url: str, secret: str, msg_id: str, payload: dict[str, Any], how: De
             log.warning("webhook %s refused: %s", msg_id, exc.message)
             return False
         timestamp = int(time.time())
-        headers = {"content-type": "application/json", "user-agent": "squeeze-webhooks",
-                   "webhook-id": msg_id, "webhook-timestamp": str(timestamp),
-                   "webhook-signature": sign(secret, msg_id, timestamp, body)}
+        headers = {
+            "content-type": "application/json",
+            "user-agent": "squeeze-webhooks",
+            "webhook-id": msg_id,
+            "webhook-timestamp": str(timestamp),
+            "webhook-signature": sign(secret, msg_id, timestamp, body),
+        }
         try:
             status = _post_once(target, body, headers, how.timeout_s)
         except (OSError, http.client.HTTPException) as exc:
@@ -127,13 +131,17 @@ def notify_job_ended(job_id: str, settings: Settings, how: Delivery | None = Non
             return False  # no webhook, or the attempt ended but the job goes on (re-queued, handed back)
         tenant = session.get(Tenant, job.tenant)
         if tenant is None:
-            log.warning("job %s has a webhook but tenant %s has no signing secret; not sent", job_id,
-                        job.tenant)
+            log.warning("job %s has a webhook but tenant %s has no signing secret; not sent", job_id, job.tenant)
             return False
         secret = tenant.webhook_secret
-        data = {"id": job.id, "model_id": job.model_id, "status": job.status, "attempts": job.attempts,
-                "error": {"code": job.error_code, "message": job.error_message} if job.error_code else None,
-                "finished_at": job.finished_at.isoformat() if job.finished_at else None}
+        data = {
+            "id": job.id,
+            "model_id": job.model_id,
+            "status": job.status,
+            "attempts": job.attempts,
+            "error": {"code": job.error_code, "message": job.error_message} if job.error_code else None,
+            "finished_at": job.finished_at.isoformat() if job.finished_at else None,
+        }
     payload = {"type": f"job.{data['status']}", "timestamp": data["finished_at"], "data": data}
     how = how or Delivery(settings.webhook_attempts, settings.webhook_backoff_s, settings.webhook_timeout_s)
     return deliver(url, secret, f"msg_{job_id}_{data['attempts']}", payload, how)

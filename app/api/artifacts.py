@@ -19,10 +19,18 @@ class RangeNotSatisfiable(SqueezeError):
 
 
 def artifact_out(artifact: Artifact) -> ArtifactOut:
-    return ArtifactOut(id=artifact.id, job_id=artifact.job_id, kind=artifact.kind,  # type: ignore[arg-type]
-                       name=artifact.name, format=artifact.format, media_type=artifact.media_type,
-                       sha256=artifact.sha256, size_bytes=artifact.size_bytes, created_at=artifact.created_at,
-                       download_url=f"/v1/artifacts/{artifact.id}/content")
+    return ArtifactOut(
+        id=artifact.id,
+        job_id=artifact.job_id,
+        kind=artifact.kind,  # type: ignore[arg-type]
+        name=artifact.name,
+        format=artifact.format,
+        media_type=artifact.media_type,
+        sha256=artifact.sha256,
+        size_bytes=artifact.size_bytes,
+        created_at=artifact.created_at,
+        download_url=f"/v1/artifacts/{artifact.id}/content",
+    )
 
 
 @router.get("/v1/jobs/{job_id}/artifacts", response_model=list[ArtifactOut])
@@ -49,23 +57,38 @@ def _parse_range(header: str, size: int) -> tuple[int, int]:
     return start, end
 
 
-@router.get("/v1/artifacts/{artifact_id}/content", response_class=StreamingResponse,
-            responses={200: {"content": {"application/octet-stream": {}}}, 206: {"description": "a byte range"}})
-def download_artifact(artifact_id: str, session: SessionDep, store: StoreDep, tenant: TenantDep,
-                      range_header: str | None = Header(None, alias="range"),
-                      if_none_match: str | None = Header(None)) -> Response:
+@router.get(
+    "/v1/artifacts/{artifact_id}/content",
+    response_class=StreamingResponse,
+    responses={200: {"content": {"application/octet-stream": {}}}, 206: {"description": "a byte range"}},
+)
+def download_artifact(
+    artifact_id: str,
+    session: SessionDep,
+    store: StoreDep,
+    tenant: TenantDep,
+    range_header: str | None = Header(None, alias="range"),
+    if_none_match: str | None = Header(None),
+) -> Response:
     artifact = service.get_artifact(session, tenant, artifact_id)
     etag = f'"{artifact.sha256}"'
-    headers = {"ETag": etag, "Accept-Ranges": "bytes", "X-Checksum-SHA256": artifact.sha256,
-               "Content-Disposition": f'attachment; filename="{artifact.name}"'}
+    headers = {
+        "ETag": etag,
+        "Accept-Ranges": "bytes",
+        "X-Checksum-SHA256": artifact.sha256,
+        "Content-Disposition": f'attachment; filename="{artifact.name}"',
+    }
     if if_none_match and etag in [t.strip() for t in if_none_match.split(",")]:
         return Response(status_code=304, headers=headers)
     size = artifact.size_bytes
     if range_header:
         start, end = _parse_range(range_header, size)
         headers.update({"Content-Range": f"bytes {start}-{end}/{size}", "Content-Length": str(end - start + 1)})
-        return StreamingResponse(store.iter_bytes(artifact.storage_key, start, end), status_code=206,
-                                 media_type=artifact.media_type, headers=headers)
+        return StreamingResponse(
+            store.iter_bytes(artifact.storage_key, start, end),
+            status_code=206,
+            media_type=artifact.media_type,
+            headers=headers,
+        )
     headers["Content-Length"] = str(size)
-    return StreamingResponse(store.iter_bytes(artifact.storage_key), media_type=artifact.media_type,
-                             headers=headers)
+    return StreamingResponse(store.iter_bytes(artifact.storage_key), media_type=artifact.media_type, headers=headers)

@@ -18,23 +18,41 @@ def dataset_out(dataset: Dataset) -> DatasetOut:
     return DatasetOut.model_validate(dataset, from_attributes=True)
 
 
-@router.post("", status_code=201, response_model=DatasetOut,
-             summary="Upload a dataset (multipart `file`): .npz or .safetensors of arrays named after "
-                     "the model's inputs, plus optional integer `labels`, or .txt lines for a model with "
-                     "a tokenizer")
-async def upload_dataset(request: Request, response: Response, session: SessionDep, store: StoreDep,
-                         settings: SettingsDep, tenant: TenantDep, filename: str | None = None) -> DatasetOut:
+@router.post(
+    "",
+    status_code=201,
+    response_model=DatasetOut,
+    summary="Upload a dataset (multipart `file`): .npz or .safetensors of arrays named after "
+    "the model's inputs, plus optional integer `labels`, or .txt lines for a model with "
+    "a tokenizer",
+)
+async def upload_dataset(
+    request: Request,
+    response: Response,
+    session: SessionDep,
+    store: StoreDep,
+    settings: SettingsDep,
+    tenant: TenantDep,
+    filename: str | None = None,
+) -> DatasetOut:
     length = request.headers.get("content-length")
-    upload = await receive_upload(request.stream(), request.headers.get("content-type", ""), settings.tmp_dir,
-                                  settings.max_upload_bytes, filename, int(length) if length else None)
+    upload = await receive_upload(
+        request.stream(),
+        request.headers.get("content-type", ""),
+        settings.tmp_dir,
+        settings.max_upload_bytes,
+        filename,
+        int(length) if length else None,
+    )
     dataset = await service.create_dataset(session, store, settings, tenant, upload)
     response.headers["Location"] = f"/v1/datasets/{dataset.id}"
     return dataset_out(dataset)
 
 
 @router.get("", response_model=Page[DatasetOut])
-def list_datasets(session: SessionDep, tenant: TenantDep, limit: Annotated[int, Query(ge=1, le=200)] = 50,
-                  cursor: str | None = None) -> Page[DatasetOut]:
+def list_datasets(
+    session: SessionDep, tenant: TenantDep, limit: Annotated[int, Query(ge=1, le=200)] = 50, cursor: str | None = None
+) -> Page[DatasetOut]:
     rows, next_cursor = service.list_datasets(session, tenant, limit, cursor)
     return Page[DatasetOut](items=[dataset_out(d) for d in rows], next_cursor=next_cursor)
 

@@ -48,16 +48,19 @@ def get_publisher(request: Request) -> Publisher:
 bearer = HTTPBearer(auto_error=False, description="an API key: `Authorization: Bearer sqz_...`")
 
 
-def current_tenant(request: Request, session: SessionDep,
-                   credentials: Annotated[HTTPAuthorizationCredentials | None, Depends(bearer)]) -> str:
+def current_tenant(
+    request: Request, session: SessionDep, credentials: Annotated[HTTPAuthorizationCredentials | None, Depends(bearer)]
+) -> str:
     """The caller's tenant, from its API key (401 otherwise); each key is also rate limited here (429)."""
     key = authenticate(session, credentials.credentials if credentials else None)
     buckets: TokenBuckets = request.app.state.rate_limiter
     wait = buckets.take(key.id)
     if wait:
-        raise RateLimited(f"this API key made more than {buckets.burst} requests in a burst (sustained limit "
-                          f"{buckets.rate:g}/s); retry after the Retry-After seconds",
-                          headers={"Retry-After": buckets.retry_after(wait)})
+        raise RateLimited(
+            f"this API key made more than {buckets.burst} requests in a burst (sustained limit "
+            f"{buckets.rate:g}/s); retry after the Retry-After seconds",
+            headers={"Retry-After": buckets.retry_after(wait)},
+        )
     return key.tenant
 
 

@@ -33,8 +33,9 @@ async def readyz(request: Request, session: SessionDep, store: StoreDep) -> JSON
         checks["broker"] = f"error: {type(exc).__name__}"
     checks["store"] = "ok" if await asyncio.to_thread(store.healthy) else "error: not writable"
     ready = all(v == "ok" for v in checks.values())
-    return JSONResponse({"status": "ready" if ready else "unavailable", "checks": checks},
-                        status_code=200 if ready else 503)
+    return JSONResponse(
+        {"status": "ready" if ready else "unavailable", "checks": checks}, status_code=200 if ready else 503
+    )
 
 
 @router.get("/metrics", include_in_schema=False)

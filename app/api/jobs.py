@@ -22,27 +22,61 @@ router = APIRouter(prefix="/v1/jobs", tags=["jobs"])
 def job_out(job: Job) -> JobOut:
     duration = (job.finished_at - job.started_at).total_seconds() if job.finished_at and job.started_at else None
     error = JobError(code=job.error_code, message=job.error_message or "") if job.error_code else None
-    return JobOut(id=job.id, model_id=job.model_id, status=job.status, progress=job.progress,  # type: ignore[arg-type]
-                  current_pass=job.current_pass, attempts=job.attempts, queue=job.queue, spec=job.spec,
-                  error=error, created_at=job.created_at, started_at=job.started_at,
-                  finished_at=job.finished_at, duration_s=duration)
+    return JobOut(
+        id=job.id,
+        model_id=job.model_id,
+        status=job.status,
+        progress=job.progress,  # type: ignore[arg-type]
+        current_pass=job.current_pass,
+        attempts=job.attempts,
+        queue=job.queue,
+        spec=job.spec,
+        error=error,
+        created_at=job.created_at,
+        started_at=job.started_at,
+        finished_at=job.finished_at,
+        duration_s=duration,
+    )
 
 
-@router.post("", status_code=202, response_model=JobOut, openapi_extra={
-    "requestBody": {"content": {
-        "application/json": {"schema": JobSpec.model_json_schema(ref_template="#/components/schemas/{model}")},
-        "multipart/form-data": {"schema": {"type": "object", "properties": {
-            "file": {"type": "string", "format": "binary"},
-            "spec": {"type": "string", "description": "the job spec as JSON, without model_id"}}}}}}})
-async def submit_job(request: Request, response: Response, session: SessionDep, settings: SettingsDep,
-                     store: StoreDep, publish: PublisherDep, tenant: TenantDep,
-                     idempotency_key: Annotated[str | None, Header(max_length=255)] = None) -> JobOut:
+@router.post(
+    "",
+    status_code=202,
+    response_model=JobOut,
+    openapi_extra={
+        "requestBody": {
+            "content": {
+                "application/json": {"schema": JobSpec.model_json_schema(ref_template="#/components/schemas/{model}")},
+                "multipart/form-data": {
+                    "schema": {
+                        "type": "object",
+                        "properties": {
+                            "file": {"type": "string", "format": "binary"},
+                            "spec": {"type": "string", "description": "the job spec as JSON, without model_id"},
+                        },
+                    }
+                },
+            }
+        }
+    },
+)
+async def submit_job(
+    request: Request,
+    response: Response,
+    session: SessionDep,
+    settings: SettingsDep,
+    store: StoreDep,
+    publish: PublisherDep,
+    tenant: TenantDep,
+    idempotency_key: Annotated[str | None, Header(max_length=255)] = None,
+) -> JobOut:
     """Queue a job. 202 with Location; the same Idempotency-Key and spec returns the first job."""
     content_type = request.headers.get("content-type", "")
     length = declared_length(request.headers.get("content-length"))
     if content_type.startswith("multipart/form-data"):
-        upload = await receive_upload(request.stream(), content_type, settings.tmp_dir,
-                                      settings.max_upload_bytes, declared_length=length)
+        upload = await receive_upload(
+            request.stream(), content_type, settings.tmp_dir, settings.max_upload_bytes, declared_length=length
+        )
         raw = _parse_json(upload.fields.get("spec", ""), "spec form field")
         model = await create_model(session, store, settings, tenant, upload)
         raw["model_id"] = model.id
@@ -50,8 +84,7 @@ async def submit_job(request: Request, response: Response, session: SessionDep, 
         body = await read_small_body(request.stream(), length, MAX_FIELD_BYTES)
         raw = _parse_json(body.decode("utf-8", "replace"), "request body")
     # In a thread: the webhook check resolves a host name, which must not stall the event loop.
-    job, created = await asyncio.to_thread(service.submit_job, session, settings, publish, tenant, raw,
-                                           idempotency_key)
+    job, created = await asyncio.to_thread(service.submit_job, session, settings, publish, tenant, raw, idempotency_key)
     response.headers["Location"] = f"/v1/jobs/{job.id}"
     if not created:
         response.status_code = 200
@@ -62,16 +95,22 @@ def _parse_json(text: str, where: str) -> dict[str, Any]:
     try:
         value = json.loads(text)
     except json.JSONDecodeError as exc:
-        raise ValidationFailed(f"the {where} is not valid JSON ({exc.msg} at position {exc.pos}); send the job "
-                               "spec as a JSON object") from exc
+        raise ValidationFailed(
+            f"the {where} is not valid JSON ({exc.msg} at position {exc.pos}); send the job spec as a JSON object"
+        ) from exc
     if not isinstance(value, dict):
         raise ValidationFailed(f"the {where} must be a JSON object with model_id and passes")
     return value
 
 
 @router.get("", response_model=Page[JobOut])
-def list_jobs(session: SessionDep, tenant: TenantDep, limit: Annotated[int, Query(ge=1, le=200)] = 50,
-              cursor: str | None = None, status: JobStatus | None = None) -> Page[JobOut]:
+def list_jobs(
+    session: SessionDep,
+    tenant: TenantDep,
+    limit: Annotated[int, Query(ge=1, le=200)] = 50,
+    cursor: str | None = None,
+    status: JobStatus | None = None,
+) -> Page[JobOut]:
     rows, next_cursor = service.list_jobs(session, tenant, limit, cursor, status)
     return Page[JobOut](items=[job_out(j) for j in rows], next_cursor=next_cursor)
 
@@ -84,4 +123,3 @@ def read_job(job_id: str, session: SessionDep, tenant: TenantDep) -> JobOut:
 @router.post("/{job_id}/cancel", response_model=JobOut)
 def cancel_job(job_id: str, session: SessionDep, tenant: TenantDep) -> JobOut:
     return job_out(service.cancel_job(session, tenant, job_id))
-

@@ -60,8 +60,7 @@ class Job(Base):
     # fence it claimed is still the job's, so a worker that lost its lease cannot commit a late result.
     fence: Mapped[int] = mapped_column(Integer, default=0, server_default="0")
     lease_owner: Mapped[str | None] = mapped_column(String(255), nullable=True)
-    lease_expires_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True), nullable=True,
-                                                              index=True)
+    lease_expires_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True), nullable=True, index=True)
     published_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True), nullable=True)
     """When a message for this queued job was last handed to the broker (the sweep re-publishes old ones)."""
     child_pid: Mapped[int | None] = mapped_column(Integer, nullable=True)
@@ -110,6 +109,8 @@ class ApiKey(Base):
     secret_hash: Mapped[str] = mapped_column(String(64))
     created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), default=utcnow)
     revoked_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True), nullable=True)
+
+
 class Dataset(Base):
     """An uploaded dataset (calibration, evaluation, training): its file in the store and its summary."""
 

@@ -26,8 +26,9 @@ def get_engine(url: str) -> Engine:
     # pre_ping replaces connections a database restart killed; connect_timeout turns an unreachable server
     # into a prompt OperationalError (a 503) instead of a hung request.
     connect_args = {"connect_timeout": 5} if url.startswith("postgresql") else {}
-    return create_engine(url, pool_pre_ping=True, pool_size=5, max_overflow=10, pool_timeout=10,
-                         connect_args=connect_args)
+    return create_engine(
+        url, pool_pre_ping=True, pool_size=5, max_overflow=10, pool_timeout=10, connect_args=connect_args
+    )
 
 
 @lru_cache

@@ -46,23 +46,52 @@ def claim(session: Session, job_id: str, worker: str, lease_s: float) -> Claim |
     """Take a queued job for this worker; None if it is not queued (running under a live lease, ended,
     cancelled, or another worker is claiming it right now)."""
     _begin_write(session)
-    row = _lock_row(session, Job.id == job_id, Job.status == "queued", Job.cancel_requested.is_(False),
-                    skip_locked=True)
+    row = _lock_row(
+        session, Job.id == job_id, Job.status == "queued", Job.cancel_requested.is_(False), skip_locked=True
+    )
     if row is None:
         session.rollback()
         return None
     now = utcnow()
-    session.execute(update(Job).where(Job.id == job_id, Job.status == "queued").values(
-        status="running", attempts=Job.attempts + 1, fence=Job.fence + 1, started_at=now, worker=worker,
-        lease_owner=worker, lease_expires_at=now + timedelta(seconds=lease_s), child_pid=None,
-        current_pass="load", progress=0.0, error_code=None, error_message=None))
+    session.execute(
+        update(Job)
+        .where(Job.id == job_id, Job.status == "queued")
+        .values(
+            status="running",
+            attempts=Job.attempts + 1,
+            fence=Job.fence + 1,
+            started_at=now,
+            worker=worker,
+            lease_owner=worker,
+            lease_expires_at=now + timedelta(seconds=lease_s),
+            child_pid=None,
+            current_pass="load",
+            progress=0.0,
+            error_code=None,
+            error_message=None,
+        )
+    )
     job = session.scalars(select(Job).where(Job.id == job_id)).one()
     model = session.scalars(select(Model).where(Model.id == job.model_id)).one()
-    result = Claim(job.id, job.attempts, job.fence, job.queue, job.spec, job.tenant, {
-        "storage_key": model.storage_key, "format": model.format, "inputs": model.inputs,
-        "outputs": model.outputs,
-        "details": model.details, "size_bytes": model.size_bytes, "param_count": model.param_count,
-        "sha256": model.sha256, "id": model.id})
+    result = Claim(
+        job.id,
+        job.attempts,
+        job.fence,
+        job.queue,
+        job.spec,
+        job.tenant,
+        {
+            "storage_key": model.storage_key,
+            "format": model.format,
+            "inputs": model.inputs,
+            "outputs": model.outputs,
+            "details": model.details,
+            "size_bytes": model.size_bytes,
+            "param_count": model.param_count,
+            "sha256": model.sha256,
+            "id": model.id,
+        },
+    )
     session.commit()
     return result
 
@@ -94,13 +123,21 @@ def cancel_requested(session: Session, job_id: str) -> bool:
     return bool(session.scalar(select(Job.cancel_requested).where(Job.id == job_id)))
 
 
-def succeed(session: Session, job_id: str, fence: int, report: dict[str, Any],
-            artifacts: list[Artifact]) -> bool:
+def succeed(session: Session, job_id: str, fence: int, report: dict[str, Any], artifacts: list[Artifact]) -> bool:
     """Record the result and its artifacts together; False (nothing written) if the claim is not ours."""
     _begin_write(session)
-    result = session.execute(_mine(job_id, fence).values(
-        status="succeeded", progress=1.0, current_pass=None, report=report, finished_at=utcnow(),
-        lease_owner=None, lease_expires_at=None, child_pid=None))
+    result = session.execute(
+        _mine(job_id, fence).values(
+            status="succeeded",
+            progress=1.0,
+            current_pass=None,
+            report=report,
+            finished_at=utcnow(),
+            lease_owner=None,
+            lease_expires_at=None,
+            child_pid=None,
+        )
+    )
     if result.rowcount != 1:  # type: ignore[attr-defined]
         session.rollback()
         return False
@@ -109,22 +146,35 @@ def succeed(session: Session, job_id: str, fence: int, report: dict[str, Any],
     return True
 
 
-def end(session: Session, job_id: str, fence: int, status: str, code: str | None,
-        message: str | None) -> bool:
+def end(session: Session, job_id: str, fence: int, status: str, code: str | None, message: str | None) -> bool:
     """Mark the attempt failed or cancelled, with the error a client will read."""
-    result = session.execute(_mine(job_id, fence).values(
-        status=status, current_pass=None, error_code=code, error_message=message, finished_at=utcnow(),
-        lease_owner=None, lease_expires_at=None, child_pid=None))
+    result = session.execute(
+        _mine(job_id, fence).values(
+            status=status,
+            current_pass=None,
+            error_code=code,
+            error_message=message,
+            finished_at=utcnow(),
+            lease_owner=None,
+            lease_expires_at=None,
+            child_pid=None,
+        )
+    )
     session.commit()
     return bool(result.rowcount == 1)  # type: ignore[attr-defined]
 
 
-_BACK_TO_QUEUE: dict[str, Any] = {"status": "queued", "lease_owner": None, "lease_expires_at": None,
-                                  "child_pid": None, "current_pass": None, "progress": 0.0}
+_BACK_TO_QUEUE: dict[str, Any] = {
+    "status": "queued",
+    "lease_owner": None,
+    "lease_expires_at": None,
+    "child_pid": None,
+    "current_pass": None,
+    "progress": 0.0,
+}
 
 
-def retry_or_fail(session: Session, job_id: str, fence: int, max_attempts: int, code: str,
-                  message: str) -> str | None:
+def retry_or_fail(session: Session, job_id: str, fence: int, max_attempts: int, code: str, message: str) -> str | None:
     """After an attempt died (its worker or its pipeline): back to `queued` while attempts remain, else
     `failed` with `code`; `cancelled` if the client asked meanwhile. None if the claim is not current."""
     _begin_write(session)
@@ -134,11 +184,21 @@ def retry_or_fail(session: Session, job_id: str, fence: int, max_attempts: int, 
         return None
     now = utcnow()
     if row.cancel_requested:
-        values: dict[str, Any] = {"status": "cancelled", "error_code": "cancelled", "finished_at": now,
-                                  "error_message": "cancelled by the client", "current_pass": None}
+        values: dict[str, Any] = {
+            "status": "cancelled",
+            "error_code": "cancelled",
+            "finished_at": now,
+            "error_message": "cancelled by the client",
+            "current_pass": None,
+        }
     elif row.attempts >= max_attempts:
-        values = {"status": "failed", "error_code": code, "finished_at": now, "current_pass": None,
-                  "error_message": f"{message} (gave up after {row.attempts} attempts)"}
+        values = {
+            "status": "failed",
+            "error_code": code,
+            "finished_at": now,
+            "current_pass": None,
+            "error_message": f"{message} (gave up after {row.attempts} attempts)",
+        }
     else:
         values = {**_BACK_TO_QUEUE, "published_at": now}
     released = {"lease_owner": None, "lease_expires_at": None, "child_pid": None}
@@ -149,8 +209,9 @@ def retry_or_fail(session: Session, job_id: str, fence: int, max_attempts: int, 
 
 def hand_back(session: Session, job_id: str, fence: int) -> bool:
     """A stopping worker returns its job to the queue; the attempt does not count against the job."""
-    result = session.execute(_mine(job_id, fence).values(attempts=Job.attempts - 1, published_at=utcnow(),
-                                                         **_BACK_TO_QUEUE))
+    result = session.execute(
+        _mine(job_id, fence).values(attempts=Job.attempts - 1, published_at=utcnow(), **_BACK_TO_QUEUE)
+    )
     session.commit()
     return bool(result.rowcount == 1)  # type: ignore[attr-defined]
 
@@ -158,21 +219,26 @@ def hand_back(session: Session, job_id: str, fence: int) -> bool:
 def expired_leases(session: Session) -> list[tuple[str, int, str]]:
     """(job id, fence, queue) of running jobs whose lease ran out: their worker died or is cut off."""
     now = utcnow()
-    rows = session.execute(select(Job.id, Job.fence, Job.queue).where(
-        Job.status == "running", or_(Job.lease_expires_at.is_(None), Job.lease_expires_at < now)))
+    rows = session.execute(
+        select(Job.id, Job.fence, Job.queue).where(
+            Job.status == "running", or_(Job.lease_expires_at.is_(None), Job.lease_expires_at < now)
+        )
+    )
     result = [(r.id, r.fence, r.queue) for r in rows]
     session.commit()
     return result
 
 
-def unpublished(session: Session, requeue_after_s: float,
-                limit: int = 500) -> list[tuple[str, str, datetime | None]]:
+def unpublished(session: Session, requeue_after_s: float, limit: int = 500) -> list[tuple[str, str, datetime | None]]:
     """(job id, queue, published_at) of queued jobs whose last message is older than `requeue_after_s`,
     or was never sent: the broker may have lost it."""
     cutoff = utcnow() - timedelta(seconds=requeue_after_s)
-    rows = session.execute(select(Job.id, Job.queue, Job.published_at).where(
-        Job.status == "queued", or_(Job.published_at.is_(None), Job.published_at < cutoff))
-        .order_by(Job.created_at).limit(limit))
+    rows = session.execute(
+        select(Job.id, Job.queue, Job.published_at)
+        .where(Job.status == "queued", or_(Job.published_at.is_(None), Job.published_at < cutoff))
+        .order_by(Job.created_at)
+        .limit(limit)
+    )
     result = [(r.id, r.queue, r.published_at) for r in rows]
     session.commit()
     return result
@@ -181,8 +247,9 @@ def unpublished(session: Session, requeue_after_s: float,
 def mark_published(session: Session, job_id: str, previous: datetime | None) -> bool:
     """Record a (re)publish; True for exactly one of several workers sweeping the same job."""
     same = Job.published_at.is_(None) if previous is None else Job.published_at == previous
-    result = session.execute(update(Job).where(Job.id == job_id, Job.status == "queued", same)
-                             .values(published_at=utcnow()))
+    result = session.execute(
+        update(Job).where(Job.id == job_id, Job.status == "queued", same).values(published_at=utcnow())
+    )
     session.commit()
     return bool(result.rowcount == 1)  # type: ignore[attr-defined]
 

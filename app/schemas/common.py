@@ -14,7 +14,8 @@ class TensorInfo(BaseModel):
     name: str
     dtype: str = Field(description="numpy-style dtype name: float32, int64, ...")
     shape: list[Dim] | None = Field(
-        description="fixed sizes, or a name/null for dynamic dimensions; null when even the rank is unknown")
+        description="fixed sizes, or a name/null for dynamic dimensions; null when even the rank is unknown"
+    )
 
 
 class Page(BaseModel, Generic[T]):

@@ -13,22 +13,33 @@ JobStatus = Literal["queued", "running", "succeeded", "failed", "cancelled"]
 class LatencySpec(BaseModel):
     model_config = ConfigDict(extra="forbid")
     batch_sizes: list[PositiveInt] | None = Field(
-        None, max_length=8, description="batch sizes to time; default: the batch of input_shapes")
+        None, max_length=8, description="batch sizes to time; default: the batch of input_shapes"
+    )
     runs: int = Field(50, ge=1, le=10_000)
     warmup: int = Field(5, ge=0, le=1_000)
 
 
 class EvaluateSpec(BaseModel):
     model_config = ConfigDict(extra="forbid")
-    samples: int | None = Field(None, ge=1, le=100_000, description="evaluation samples: made from the input "
-                                "signature (default 32), or the first ones of the dataset (default: all)")
-    dataset_id: str | None = Field(None, description="evaluate original and every step on this dataset "
-                                   "instead of generated inputs; with `labels`, top-1 accuracy and its drop")
-    output: str | None = Field(None, description="the output accuracy reads (argmax of its last axis); "
-                               "default: the first")
+    samples: int | None = Field(
+        None,
+        ge=1,
+        le=100_000,
+        description="evaluation samples: made from the input "
+        "signature (default 32), or the first ones of the dataset (default: all)",
+    )
+    dataset_id: str | None = Field(
+        None,
+        description="evaluate original and every step on this dataset "
+        "instead of generated inputs; with `labels`, top-1 accuracy and its drop",
+    )
+    output: str | None = Field(
+        None, description="the output accuracy reads (argmax of its last axis); default: the first"
+    )
     latency: LatencySpec = Field(default_factory=LatencySpec)
     min_conversion_cosine: float = Field(
-        0.99, ge=0, le=1, description="a conversion whose outputs fall below this cosine fails the job")
+        0.99, ge=0, le=1, description="a conversion whose outputs fall below this cosine fails the job"
+    )
 
 
 class Constraints(BaseModel):
@@ -36,16 +47,22 @@ class Constraints(BaseModel):
     min_cosine: float | None = Field(None, ge=-1, le=1, description="result's mean cosine to the original")
     min_size_ratio: float | None = Field(None, gt=0, description="original size / result size")
     max_accuracy_drop: float | None = Field(
-        None, ge=0, le=1, description="original top-1 minus result top-1 on the labelled evaluation set, "
-        "e.g. 0.01 for one point; needs evaluate.dataset_id with labels")
+        None,
+        ge=0,
+        le=1,
+        description="original top-1 minus result top-1 on the labelled evaluation set, "
+        "e.g. 0.01 for one point; needs evaluate.dataset_id with labels",
+    )
     max_latency_ms: float | None = Field(
-        None, gt=0, description="the result's p50 latency at the first evaluate.latency batch size, in ms")
+        None, gt=0, description="the result's p50 latency at the first evaluate.latency batch size, in ms"
+    )
 
 
 class WebhookSpec(BaseModel):
     model_config = ConfigDict(extra="forbid")
-    url: HttpUrl = Field(description="called with a signed POST (Standard Webhooks) when the job ends; "
-                         "http(s) to a public address only")
+    url: HttpUrl = Field(
+        description="called with a signed POST (Standard Webhooks) when the job ends; http(s) to a public address only"
+    )
 
 
 class JobSpec(BaseModel):
@@ -55,7 +72,8 @@ class JobSpec(BaseModel):
     passes: list[PassConfig] = Field(min_length=1, max_length=20)
     evaluate: EvaluateSpec = Field(default_factory=EvaluateSpec)
     input_shapes: dict[str, list[PositiveInt]] | None = Field(
-        None, description="fixes the model's dynamic dimensions for evaluation, e.g. {'x': [1, 3, 48, 192]}")
+        None, description="fixes the model's dynamic dimensions for evaluation, e.g. {'x': [1, 3, 48, 192]}"
+    )
     constraints: Constraints | None = None
     device: Literal["cpu", "cuda"] = "cpu"
     seed: int = Field(0, ge=0, description="seeds the evaluation inputs, so a report can be reproduced")
@@ -65,11 +83,13 @@ class JobSpec(BaseModel):
     def _reduced_precision_ends_on_torch(self) -> "JobSpec":
         for index, config in enumerate(self.passes):
             if isinstance(config, QuantizeConfig) and pass_form(config) == "torch":
-                later = self.passes[index + 1:]
+                later = self.passes[index + 1 :]
                 if not any(isinstance(c, ConvertConfig) and c.to in ("pt2", "torchscript") for c in later):
-                    raise ValueError(f"passes.{index}: a {config.method} PyTorch model is delivered as a PyTorch "
-                                     "artifact: add {\"type\": \"convert\", \"to\": \"pt2\"} (or \"torchscript\") "
-                                     "after it")
+                    raise ValueError(
+                        f"passes.{index}: a {config.method} PyTorch model is delivered as a PyTorch "
+                        'artifact: add {"type": "convert", "to": "pt2"} (or "torchscript") '
+                        "after it"
+                    )
         return self
 
     @field_validator("input_shapes")

@@ -24,8 +24,13 @@ class ConvertConfig(_PassBase):
 
     type: Literal["convert"]
     to: Literal["onnx", "torch", "pt2", "torchscript"] = "onnx"
-    opset: int | None = Field(None, ge=11, le=23, description="target ONNX opset; default: an ONNX model keeps "
-                              "its own, a torch model gets the exporter's default (18)")
+    opset: int | None = Field(
+        None,
+        ge=11,
+        le=23,
+        description="target ONNX opset; default: an ONNX model keeps "
+        "its own, a torch model gets the exporter's default (18)",
+    )
 
     @model_validator(mode="after")
     def _opset_for_onnx(self) -> "ConvertConfig":
@@ -39,7 +44,8 @@ class OptimizeConfig(_PassBase):
 
     type: Literal["optimize"]
     level: Literal["basic", "extended"] = Field(
-        "extended", description="basic: constant folding and redundant-node removal; extended: + fusions")
+        "extended", description="basic: constant folding and redundant-node removal; extended: + fusions"
+    )
 
 
 class CalibrationConfig(_PassBase):
@@ -48,14 +54,20 @@ class CalibrationConfig(_PassBase):
     dataset_id: str = Field(description="a dataset of the model's inputs (POST /v1/datasets)")
     samples: int = Field(128, ge=1, le=100_000, description="the first N samples of the dataset are run")
     method: Literal["minmax", "entropy", "percentile"] = Field(
-        "minmax", description="minmax: observed range; entropy: KL-optimal clipping; percentile: clip at the "
-                              "99.999th percentile")
+        "minmax",
+        description="minmax: observed range; entropy: KL-optimal clipping; percentile: clip at the 99.999th percentile",
+    )
 
 
 _ONLY = {
-    "weight_type": {"dynamic", "static"}, "per_channel": {"dynamic", "static"},
-    "op_types": {"dynamic", "static"}, "calibration": {"static"}, "block_size": {"int4"},
-    "symmetric": {"int4"}, "accuracy_level": {"int4"}, "embeddings": {"int4"},
+    "weight_type": {"dynamic", "static"},
+    "per_channel": {"dynamic", "static"},
+    "op_types": {"dynamic", "static"},
+    "calibration": {"static"},
+    "block_size": {"int4"},
+    "symmetric": {"int4"},
+    "accuracy_level": {"int4"},
+    "embeddings": {"int4"},
     "representation": {"fp16", "bf16"},
 }
 """The methods each method-specific field applies to."""
@@ -67,40 +79,59 @@ class QuantizeConfig(_PassBase):
     type: Literal["quantize"]
     method: Literal["dynamic", "static", "int4", "fp16", "bf16"] = Field(
         description="dynamic: int8 weights, activations quantized at run time; static: int8 weights and "
-                    "activations (QDQ), ranges calibrated on a dataset; int4: 4-bit weight-only MatMul (and "
-                    "embedding Gather) in blocks; fp16: half-precision weights; bf16: bfloat16 weights and "
-                    "compute on PyTorch (for GPUs)")
+        "activations (QDQ), ranges calibrated on a dataset; int4: 4-bit weight-only MatMul (and "
+        "embedding Gather) in blocks; fp16: half-precision weights; bf16: bfloat16 weights and "
+        "compute on PyTorch (for GPUs)"
+    )
     representation: Literal["onnx", "torch"] | None = Field(
-        None, description="fp16/bf16: convert the ONNX graph (onnx, fp16's default) or the PyTorch module "
-                          "(torch, bf16's default and its only form; end the pipeline with a convert to pt2 "
-                          "or torchscript). Inputs and outputs stay float32 either way")
+        None,
+        description="fp16/bf16: convert the ONNX graph (onnx, fp16's default) or the PyTorch module "
+        "(torch, bf16's default and its only form; end the pipeline with a convert to pt2 "
+        "or torchscript). Inputs and outputs stay float32 either way",
+    )
     weight_type: Literal["int8", "uint8"] = "int8"
     per_channel: bool = Field(
-        True, description="one scale per output channel: same size, much closer outputs (MiniLM cosine 0.991 "
-                          "vs 0.966 per tensor)")
+        True,
+        description="one scale per output channel: same size, much closer outputs (MiniLM cosine 0.991 "
+        "vs 0.966 per tensor)",
+    )
     op_types: list[str] | None = Field(None, description="restrict to these op types (dynamic, static)")
     nodes_to_exclude: list[str] = Field(default_factory=list, description="node names left in float")
     calibration: CalibrationConfig | None = Field(None, description="required by static")
     block_size: int = Field(32, ge=16, le=256, description="int4: weights per scale, a power of two")
-    symmetric: bool = Field(False, description="int4: symmetric blocks drop the zero points (MiniLM: 2% "
-                                               "smaller, cosine 0.960 vs 0.971 on random token ids)")
+    symmetric: bool = Field(
+        False,
+        description="int4: symmetric blocks drop the zero points (MiniLM: 2% "
+        "smaller, cosine 0.960 vs 0.971 on random token ids)",
+    )
     accuracy_level: Literal[0, 1, 2, 3, 4] | None = Field(
-        None, description="int4: MatMulNBits compute type (0 unset, 1 fp32, 2 fp16, 3 bf16, 4 int8)")
-    embeddings: bool = Field(True, description="int4: also quantize embedding tables (Gather -> "
-                                               "GatherBlockQuantized); often half a text model's weights")
+        None, description="int4: MatMulNBits compute type (0 unset, 1 fp32, 2 fp16, 3 bf16, 4 int8)"
+    )
+    embeddings: bool = Field(
+        True,
+        description="int4: also quantize embedding tables (Gather -> "
+        "GatherBlockQuantized); often half a text model's weights",
+    )
 
     @model_validator(mode="after")
     def _method_params(self, info: ValidationInfo) -> "QuantizeConfig":
         foreign = sorted(k for k in self.model_fields_set if k in _ONLY and self.method not in _ONLY[k])
         if foreign and not (info.context or {}).get(STORED):
-            raise ValueError(f"{', '.join(foreign)} do not apply to method {self.method!r} ("
-                             + "; ".join(f"{k}: {'/'.join(sorted(_ONLY[k]))} only" for k in foreign) + ")")
+            raise ValueError(
+                f"{', '.join(foreign)} do not apply to method {self.method!r} ("
+                + "; ".join(f"{k}: {'/'.join(sorted(_ONLY[k]))} only" for k in foreign)
+                + ")"
+            )
         if self.method == "static" and self.calibration is None:
-            raise ValueError("method 'static' needs calibration data: add \"calibration\": {\"dataset_id\": "
-                             "\"ds_...\", \"samples\": 128, \"method\": \"minmax\"}")
+            raise ValueError(
+                'method \'static\' needs calibration data: add "calibration": {"dataset_id": '
+                '"ds_...", "samples": 128, "method": "minmax"}'
+            )
         if self.method == "bf16" and self.representation == "onnx":
-            raise ValueError("bf16 runs on PyTorch only (onnxruntime has few bfloat16 CPU kernels): drop "
-                             "representation or use method fp16")
+            raise ValueError(
+                "bf16 runs on PyTorch only (onnxruntime has few bfloat16 CPU kernels): drop "
+                "representation or use method fp16"
+            )
         if self.block_size & (self.block_size - 1):
             raise ValueError(f"block_size {self.block_size} is not a power of two (16, 32, 64, 128 or 256)")
         return self
@@ -110,8 +141,7 @@ class FinetuneConfig(_PassBase):
     """Training after a pass that changed the weights: cross-entropy on the dataset's `labels` when it has
     them, else MSE to the outputs of the model as it entered the pass."""
 
-    dataset_id: str = Field(description="a training dataset: arrays named after the model's inputs, "
-                            "optional `labels`")
+    dataset_id: str = Field(description="a training dataset: arrays named after the model's inputs, optional `labels`")
     epochs: int = Field(2, ge=1, le=100)
     lr: float = Field(1e-3, gt=0, le=1)
     batch_size: int = Field(32, ge=1, le=4096)
@@ -127,18 +157,23 @@ class PruneConfig(_PassBase):
     method: Literal["magnitude", "threshold", "structured"]
     sparsity: float | None = Field(None, gt=0, lt=1, description="magnitude: share of weights set to zero")
     scope: Literal["global", "layer"] = Field(
-        "global", description="magnitude: rank weights across all layers or within each layer")
-    threshold: float | None = Field(None, gt=0,
-                                    description="threshold: weights with |w| below it become zero")
-    ratio: float | None = Field(None, gt=0, lt=1,
-                                description="structured: share of channels removed per layer")
+        "global", description="magnitude: rank weights across all layers or within each layer"
+    )
+    threshold: float | None = Field(None, gt=0, description="threshold: weights with |w| below it become zero")
+    ratio: float | None = Field(None, gt=0, lt=1, description="structured: share of channels removed per layer")
     round_to: int | None = Field(
-        8, ge=1, le=256, description="structured: channels kept per layer rounded up to a multiple of this, "
+        8,
+        ge=1,
+        le=256,
+        description="structured: channels kept per layer rounded up to a multiple of this, "
         "which CPU kernels run faster (digits CNN at 30%, onnxruntime, batch 32: 22/44 channels 1.05x faster "
-        "than the original, 24/48 1.48x); null keeps the exact share")
+        "than the original, 24/48 1.48x); null keeps the exact share",
+    )
     importance: Literal["l1", "l2", "taylor"] = Field(
-        "l1", description="structured: channel ranking by weight L1/L2 norm, or first-order Taylor (needs "
-                          "`finetune`'s data for the gradients)")
+        "l1",
+        description="structured: channel ranking by weight L1/L2 norm, or first-order Taylor (needs "
+        "`finetune`'s data for the gradients)",
+    )
     finetune: FinetuneConfig | None = None
 
     @model_validator(mode="after")
@@ -146,11 +181,17 @@ class PruneConfig(_PassBase):
         needed = {"magnitude": "sparsity", "threshold": "threshold", "structured": "ratio"}[self.method]
         if getattr(self, needed) is None:
             raise ValueError(f"method {self.method!r} needs `{needed}`")
-        own = {"magnitude": {"sparsity", "scope"}, "threshold": {"threshold"},
-               "structured": {"ratio", "importance", "round_to"}}[self.method]
+        own = {
+            "magnitude": {"sparsity", "scope"},
+            "threshold": {"threshold"},
+            "structured": {"ratio", "importance", "round_to"},
+        }[self.method]
         # Compared with the defaults, not model_fields_set: a stored spec holds every default explicitly.
-        foreign = {name for name in ("sparsity", "scope", "threshold", "ratio", "importance", "round_to")
-                   if name not in own and getattr(self, name) != type(self).model_fields[name].default}
+        foreign = {
+            name
+            for name in ("sparsity", "scope", "threshold", "ratio", "importance", "round_to")
+            if name not in own and getattr(self, name) != type(self).model_fields[name].default
+        }
         if foreign:
             raise ValueError(f"{', '.join(sorted(foreign))} do not apply to method {self.method!r}")
         if self.method == "structured" and self.importance == "taylor" and self.finetune is None:
@@ -188,21 +229,20 @@ class DistillConfig(_PassBase):
 
     type: Literal["distill"]
     student: Literal["current", "drop_layers"] = "current"
-    dataset_id: str = Field(
-        description="training inputs (arrays named after the model's inputs), optional `labels`")
+    dataset_id: str = Field(description="training inputs (arrays named after the model's inputs), optional `labels`")
     epochs: int = Field(2, ge=1, le=100)
     lr: float = Field(1e-4, gt=0, le=1)
     batch_size: int = Field(32, ge=1, le=4096)
     temperature: float = Field(2.0, gt=0, le=100)
     alpha: float = Field(0.5, ge=0, le=1, description="weight of the cross-entropy on labels, when present")
-    embedding_loss: Literal["mse", "cosine"] = Field(
-        "mse", description="loss for outputs that are not logits")
+    embedding_loss: Literal["mse", "cosine"] = Field("mse", description="loss for outputs that are not logits")
 
 
 PASS_CONFIGS = (ConvertConfig, OptimizeConfig, QuantizeConfig, PruneConfig, LowRankConfig, DistillConfig)
 PassConfig = Annotated[
     ConvertConfig | OptimizeConfig | QuantizeConfig | PruneConfig | LowRankConfig | DistillConfig,
-    Field(discriminator="type")]
+    Field(discriminator="type"),
+]
 
 
 def pass_form(config: QuantizeConfig) -> Literal["onnx", "torch"]:

@@ -138,9 +138,7 @@ class Report(_Open):
     original: ModelFigures
     steps: list[Step] = Field(default_factory=list)
     result: ResultFigures
-    accuracy: Accuracy | None = Field(
-        None, description="on the labelled evaluation set, when labels are given"
-    )
+    accuracy: Accuracy | None = Field(None, description="on the labelled evaluation set, when labels are given")
     constraints: Verdict
     versions: dict[str, str | None] = Field(default_factory=dict)
     machine: Machine = Field(default_factory=Machine)

@@ -12,14 +12,16 @@ class ShapeError(ValueError):
         self.field = field
 
 
-def resolve_input_shapes(inputs: Sequence[Mapping[str, Any]],
-                         given: Mapping[str, Sequence[int]] | None) -> dict[str, list[int]]:
+def resolve_input_shapes(
+    inputs: Sequence[Mapping[str, Any]], given: Mapping[str, Sequence[int]] | None
+) -> dict[str, list[int]]:
     given = dict(given or {})
     known = {str(i["name"]) for i in inputs}
     for name in given:
         if name not in known:
-            raise ShapeError(f"input_shapes names {name!r}, but the model's inputs are {sorted(known)}",
-                             f"input_shapes.{name}")
+            raise ShapeError(
+                f"input_shapes names {name!r}, but the model's inputs are {sorted(known)}", f"input_shapes.{name}"
+            )
     bound: dict[str, int] = {}
     for item in inputs:
         name, shape = str(item["name"]), item.get("shape")
@@ -27,12 +29,17 @@ def resolve_input_shapes(inputs: Sequence[Mapping[str, Any]],
             continue
         dims = list(given[name])
         if shape is not None and len(shape) != len(dims):
-            raise ShapeError(f"input {name!r} has rank {len(shape)} (shape {shape}), but input_shapes gives "
-                             f"{len(dims)} dimensions {dims}", f"input_shapes.{name}")
+            raise ShapeError(
+                f"input {name!r} has rank {len(shape)} (shape {shape}), but input_shapes gives "
+                f"{len(dims)} dimensions {dims}",
+                f"input_shapes.{name}",
+            )
         for axis, (model_dim, value) in enumerate(zip(shape or [None] * len(dims), dims, strict=True)):
             if isinstance(model_dim, int) and model_dim > 0 and model_dim != value:
-                raise ShapeError(f"input {name!r} has fixed size {model_dim} on axis {axis}, but input_shapes "
-                                 f"gives {value}", f"input_shapes.{name}")
+                raise ShapeError(
+                    f"input {name!r} has fixed size {model_dim} on axis {axis}, but input_shapes gives {value}",
+                    f"input_shapes.{name}",
+                )
             if isinstance(model_dim, str):
                 bound.setdefault(model_dim, value)
     resolved: dict[str, list[int]] = {}
@@ -42,8 +49,10 @@ def resolve_input_shapes(inputs: Sequence[Mapping[str, Any]],
             resolved[name] = list(given[name])
             continue
         if shape is None:
-            raise ShapeError(f"input {name!r} has unknown shape: give it in input_shapes, e.g. "
-                             f'{{"{name}": [1, 3, 224, 224]}}', f"input_shapes.{name}")
+            raise ShapeError(
+                f'input {name!r} has unknown shape: give it in input_shapes, e.g. {{"{name}": [1, 3, 224, 224]}}',
+                f"input_shapes.{name}",
+            )
         dims, unknown = [], []
         for axis, model_dim in enumerate(shape):
             if isinstance(model_dim, int) and model_dim > 0:
@@ -55,7 +64,10 @@ def resolve_input_shapes(inputs: Sequence[Mapping[str, Any]],
                 dims.append(0)
         if unknown:
             example = [d if d else 1 for d in dims]
-            raise ShapeError(f"input {name!r} has dynamic dimensions {', '.join(unknown)} in shape {shape}; "
-                             f'fix them with input_shapes, e.g. {{"{name}": {example}}}', f"input_shapes.{name}")
+            raise ShapeError(
+                f"input {name!r} has dynamic dimensions {', '.join(unknown)} in shape {shape}; "
+                f'fix them with input_shapes, e.g. {{"{name}": {example}}}',
+                f"input_shapes.{name}",
+            )
         resolved[name] = dims
     return resolved

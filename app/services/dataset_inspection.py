@@ -15,12 +15,25 @@ from app.archives import UnsafeArchive, check_zip
 from app.errors import InvalidDataset, UnsafeDataset, UnsupportedDatasetFormat
 from app.schemas.datasets import LABELS
 
-ACCEPTED = ("an .npz of named arrays (numpy.savez, one array per model input plus optional integer "
-            "'labels', the first axis being the samples), a .safetensors file of the same arrays, or a .txt "
-            "file of UTF-8 text, one sample a line (for a Hugging Face model with a tokenizer)")
-_SAFETENSORS_DTYPES = {"F64": "float64", "F32": "float32", "F16": "float16", "I64": "int64", "I32": "int32",
-                       "I16": "int16", "I8": "int8", "U64": "uint64", "U32": "uint32", "U16": "uint16",
-                       "U8": "uint8", "BOOL": "bool"}
+ACCEPTED = (
+    "an .npz of named arrays (numpy.savez, one array per model input plus optional integer "
+    "'labels', the first axis being the samples), a .safetensors file of the same arrays, or a .txt "
+    "file of UTF-8 text, one sample a line (for a Hugging Face model with a tokenizer)"
+)
+_SAFETENSORS_DTYPES = {
+    "F64": "float64",
+    "F32": "float32",
+    "F16": "float16",
+    "I64": "int64",
+    "I32": "int32",
+    "I16": "int16",
+    "I8": "int8",
+    "U64": "uint64",
+    "U32": "uint32",
+    "U16": "uint16",
+    "U8": "uint8",
+    "BOOL": "bool",
+}
 _MAX_HEADER = 100 * 1024 * 1024
 
 
@@ -37,13 +50,16 @@ def inspect_dataset(path: Path, filename: str, max_unpacked_bytes: int) -> Datas
         head = fh.read(16)
     lowered = filename.lower()
     if len(head) >= 2 and head[0] == 0x80 and 2 <= head[1] <= 5:
-        raise UnsafeDataset(f"{filename!r} is a Python pickle, and loading a pickle runs the code it "
-                            f"carries. Upload {ACCEPTED}.")
+        raise UnsafeDataset(
+            f"{filename!r} is a Python pickle, and loading a pickle runs the code it carries. Upload {ACCEPTED}."
+        )
     if zipfile.is_zipfile(path):
         return DatasetInfo("npz", *_npz(path, filename, max_unpacked_bytes))
     if head.startswith(b"\x93NUMPY"):
-        raise UnsupportedDatasetFormat(f"{filename!r} is a single .npy array, which has no input name; save "
-                                       "named arrays with numpy.savez('data.npz', x=..., labels=...)")
+        raise UnsupportedDatasetFormat(
+            f"{filename!r} is a single .npy array, which has no input name; save "
+            "named arrays with numpy.savez('data.npz', x=..., labels=...)"
+        )
     if lowered.endswith(".txt"):
         return DatasetInfo("text", [], _text_lines(path, filename))
     if len(head) >= 9 and head[8:9] == b"{":
@@ -56,19 +72,24 @@ def _summary(arrays: list[dict[str, Any]], filename: str) -> tuple[list[dict[str
         raise InvalidDataset(f"{filename!r} holds no arrays. Upload {ACCEPTED}.")
     for array in arrays:
         if not array["shape"]:
-            raise InvalidDataset(f"array {array['name']!r} in {filename!r} is a scalar; every array needs a "
-                                 "first axis of samples")
+            raise InvalidDataset(
+                f"array {array['name']!r} in {filename!r} is a scalar; every array needs a first axis of samples"
+            )
     counts = {a["name"]: a["shape"][0] for a in arrays}
     if len(set(counts.values())) > 1:
-        raise InvalidDataset(f"the arrays of {filename!r} have different sample counts (first axis) "
-                             f"{counts}; give every array, labels included, one row per sample")
+        raise InvalidDataset(
+            f"the arrays of {filename!r} have different sample counts (first axis) "
+            f"{counts}; give every array, labels included, one row per sample"
+        )
     samples = next(iter(counts.values()))
     if samples == 0:
         raise InvalidDataset(f"{filename!r} has no samples (its arrays' first axis is 0)")
     labels = next((a for a in arrays if a["name"] == LABELS), None)
     if labels is not None and (len(labels["shape"]) != 1 or np.dtype(labels["dtype"]).kind not in "iu"):
-        raise InvalidDataset(f"'{LABELS}' in {filename!r} is {labels['dtype']} of shape {labels['shape']}; "
-                             "it must hold one integer class id per sample (shape [samples])")
+        raise InvalidDataset(
+            f"'{LABELS}' in {filename!r} is {labels['dtype']} of shape {labels['shape']}; "
+            "it must hold one integer class id per sample (shape [samples])"
+        )
     return arrays, int(samples)
 
 
@@ -80,24 +101,35 @@ def _npz(path: Path, filename: str, max_unpacked_bytes: int) -> tuple[list[dict[
                 if info.is_dir():
                     continue
                 if not info.filename.endswith(".npy"):
-                    raise InvalidDataset(f"{filename!r} is a zip with {info.filename[:200]!r}, which is not "
-                                         f"a .npy array. Upload {ACCEPTED}.")
+                    raise InvalidDataset(
+                        f"{filename!r} is a zip with {info.filename[:200]!r}, which is not "
+                        f"a .npy array. Upload {ACCEPTED}."
+                    )
                 with zf.open(info) as member:
                     version = np.lib.format.read_magic(member)
-                    read = (np.lib.format.read_array_header_1_0 if version == (1, 0)
-                            else np.lib.format.read_array_header_2_0)
+                    read = (
+                        np.lib.format.read_array_header_1_0
+                        if version == (1, 0)
+                        else np.lib.format.read_array_header_2_0
+                    )
                     shape, _, dtype = read(member)
                 name = info.filename[:-4]
                 if dtype.hasobject:
-                    raise UnsafeDataset(f"array {name!r} in {filename!r} holds Python objects, which only "
-                                        "unpickling can read; save numeric arrays (e.g. float32, int64)")
+                    raise UnsafeDataset(
+                        f"array {name!r} in {filename!r} holds Python objects, which only "
+                        "unpickling can read; save numeric arrays (e.g. float32, int64)"
+                    )
                 if dtype.names is not None or dtype.kind not in "biuf" or dtype.itemsize > 8:
-                    raise InvalidDataset(f"array {name!r} in {filename!r} has dtype {dtype}; save plain "
-                                         "numeric or bool arrays (float32, int64, ...)")
+                    raise InvalidDataset(
+                        f"array {name!r} in {filename!r} has dtype {dtype}; save plain "
+                        "numeric or bool arrays (float32, int64, ...)"
+                    )
                 need = int(np.prod(shape)) * dtype.itemsize
                 if info.file_size < need:
-                    raise InvalidDataset(f"array {name!r} in {filename!r} is truncated: {info.file_size} "
-                                         f"bytes for shape {list(shape)} of {dtype}")
+                    raise InvalidDataset(
+                        f"array {name!r} in {filename!r} is truncated: {info.file_size} "
+                        f"bytes for shape {list(shape)} of {dtype}"
+                    )
                 arrays.append({"name": name, "dtype": dtype.name, "shape": [int(d) for d in shape]})
     except UnsafeArchive as exc:
         raise UnsafeDataset(f"{filename!r} is an unsafe archive: {exc}") from exc
@@ -123,20 +155,20 @@ def _safetensors(path: Path, filename: str) -> tuple[list[dict[str, Any]], int]:
                 continue
             dtype = _SAFETENSORS_DTYPES.get(entry.get("dtype"))
             if dtype is None:
-                raise InvalidDataset(f"tensor {name!r} in {filename!r} has dtype {entry.get('dtype')!r}; "
-                                     f"save one of {sorted(_SAFETENSORS_DTYPES)}")
+                raise InvalidDataset(
+                    f"tensor {name!r} in {filename!r} has dtype {entry.get('dtype')!r}; "
+                    f"save one of {sorted(_SAFETENSORS_DTYPES)}"
+                )
             shape = [int(d) for d in entry["shape"]]
             start, end = (int(o) for o in entry["data_offsets"])
             expected = int(np.prod(shape)) * np.dtype(dtype).itemsize
             if not 0 <= start <= end <= data_bytes or end - start != expected:
-                raise ValueError(f"tensor {name!r} has offsets {[start, end]} that do not match its shape "
-                                 "and the file")
+                raise ValueError(f"tensor {name!r} has offsets {[start, end]} that do not match its shape and the file")
             arrays.append({"name": name, "dtype": dtype, "shape": shape})
     except InvalidDataset:
         raise
     except (ValueError, KeyError, TypeError, AttributeError, struct.error) as exc:
-        raise InvalidDataset(f"{filename!r} is not a readable safetensors file ({exc}). "
-                             f"Upload {ACCEPTED}.") from exc
+        raise InvalidDataset(f"{filename!r} is not a readable safetensors file ({exc}). Upload {ACCEPTED}.") from exc
     return _summary(arrays, filename)
 
 
@@ -148,8 +180,9 @@ def _text_lines(path: Path, filename: str) -> int:
                 if line.strip():
                     count += 1
     except UnicodeDecodeError as exc:
-        raise InvalidDataset(f"{filename!r} is not UTF-8 text (byte {exc.start}); save it as UTF-8, one "
-                             "sample a line") from exc
+        raise InvalidDataset(
+            f"{filename!r} is not UTF-8 text (byte {exc.start}); save it as UTF-8, one sample a line"
+        ) from exc
     if count == 0:
         raise InvalidDataset(f"{filename!r} has no non-empty line; give one text sample a line")
     return count

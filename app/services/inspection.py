@@ -28,19 +28,28 @@ SAFE_FORMATS = (
 )
 PICKLE_HELP = (
     "Loading a pickle runs whatever code it carries, so Squeeze never unpickles an upload. Upload instead: "
-    + SAFE_FORMATS + "."
+    + SAFE_FORMATS
+    + "."
 )
 
 # torch.export's serialized ScalarType codes (torch/_export/serde/schema.py).
-_PT2_DTYPES = {1: "uint8", 2: "int8", 3: "int16", 4: "int32", 5: "int64", 6: "float16", 7: "float32",
-               8: "float64", 12: "bool", 13: "bfloat16"}
-_SAFETENSORS_DTYPES = {"F64", "F32", "F16", "BF16", "I64", "I32", "I16", "I8", "U8", "BOOL", "F8_E4M3",
-                       "F8_E5M2"}
+_PT2_DTYPES = {
+    1: "uint8",
+    2: "int8",
+    3: "int16",
+    4: "int32",
+    5: "int64",
+    6: "float16",
+    7: "float32",
+    8: "float64",
+    12: "bool",
+    13: "bfloat16",
+}
+_SAFETENSORS_DTYPES = {"F64", "F32", "F16", "BF16", "I64", "I32", "I16", "I8", "U8", "BOOL", "F8_E4M3", "F8_E5M2"}
 
 
 # What a file name's extension claims; a file whose bytes are another format is refused (422).
-CLAIMED_FORMATS = {".onnx": {"onnx"}, ".pt2": {"pt2"},
-                   ".zip": {"onnx_zip", "hf_folder", "pt2", "torchscript"}}
+CLAIMED_FORMATS = {".onnx": {"onnx"}, ".pt2": {"pt2"}, ".zip": {"onnx_zip", "hf_folder", "pt2", "torchscript"}}
 
 
 @dataclass(frozen=True)
@@ -64,8 +73,7 @@ def _looks_like_pickle(head: bytes) -> bool:
     return len(head) >= 2 and head[0] == 0x80 and 2 <= head[1] <= 5
 
 
-def inspect_model(path: Path, filename: str, max_unpacked_bytes: int,
-                  limits: GraphLimits | None = None) -> ModelInfo:
+def inspect_model(path: Path, filename: str, max_unpacked_bytes: int, limits: GraphLimits | None = None) -> ModelInfo:
     """Detect the format of the file at `path` and read its inputs, outputs and size; with `limits`,
     refuse ONNX graphs past them. The bytes decide the format; a name claiming another one is a 422."""
     with path.open("rb") as fh:
@@ -78,14 +86,15 @@ def inspect_model(path: Path, filename: str, max_unpacked_bytes: int,
         info = _inspect_onnx(path, filename, limits)
     claimed = CLAIMED_FORMATS.get(PurePosixPath(filename.lower()).suffix)
     if claimed is not None and info.format not in claimed:
-        raise FormatMismatch(f"{filename!r} is named like {' or '.join(sorted(claimed))} but its bytes are "
-                             f"{info.format}; upload it under a name that matches what it is")
+        raise FormatMismatch(
+            f"{filename!r} is named like {' or '.join(sorted(claimed))} but its bytes are "
+            f"{info.format}; upload it under a name that matches what it is"
+        )
     return info
 
 
 def _tensor_bytes(tensor: onnx.TensorProto) -> int:
-    itemsize = 1 if tensor.data_type == onnx.TensorProto.STRING else \
-        tensor_dtype_to_np_dtype(tensor.data_type).itemsize
+    itemsize = 1 if tensor.data_type == onnx.TensorProto.STRING else tensor_dtype_to_np_dtype(tensor.data_type).itemsize
     return math.prod(tensor.dims) * itemsize
 
 
@@ -108,21 +117,25 @@ def check_graph_limits(model: onnx.ModelProto, filename: str, limits: GraphLimit
     inline bytes disagree with its declared shape (a runtime would trust the shape)."""
     nodes, tensors = _graph_tensors(model.graph)
     if nodes > limits.max_nodes:
-        raise ModelLimitsExceeded(f"{filename!r} has {nodes} graph nodes; at most {limits.max_nodes} are "
-                                  "accepted (MAX_GRAPH_NODES)")
+        raise ModelLimitsExceeded(
+            f"{filename!r} has {nodes} graph nodes; at most {limits.max_nodes} are accepted (MAX_GRAPH_NODES)"
+        )
     for tensor in tensors:
         try:
             declared = _tensor_bytes(tensor)
         except (KeyError, ValueError) as exc:
-            raise UnsupportedModelFormat(f"{filename!r}: tensor {tensor.name!r} has an unknown data type"
-                                         ) from exc
+            raise UnsupportedModelFormat(f"{filename!r}: tensor {tensor.name!r} has an unknown data type") from exc
         if declared > limits.max_tensor_bytes:
-            raise ModelLimitsExceeded(f"{filename!r}: tensor {tensor.name!r} declares {declared} bytes; at "
-                                      f"most {limits.max_tensor_bytes} are accepted (MAX_TENSOR_BYTES)")
+            raise ModelLimitsExceeded(
+                f"{filename!r}: tensor {tensor.name!r} declares {declared} bytes; at "
+                f"most {limits.max_tensor_bytes} are accepted (MAX_TENSOR_BYTES)"
+            )
         if tensor.HasField("raw_data") and len(tensor.raw_data) != declared:
-            raise UnsupportedModelFormat(f"{filename!r}: tensor {tensor.name!r} holds {len(tensor.raw_data)} "
-                                         f"bytes but its shape {list(tensor.dims)} needs {declared}; the "
-                                         "file is corrupt")
+            raise UnsupportedModelFormat(
+                f"{filename!r}: tensor {tensor.name!r} holds {len(tensor.raw_data)} "
+                f"bytes but its shape {list(tensor.dims)} needs {declared}; the "
+                "file is corrupt"
+            )
 
 
 def _tensor_info(value: onnx.ValueInfoProto) -> dict[str, Any]:
@@ -150,18 +163,20 @@ def _inspect_onnx(path: Path, filename: str, limits: GraphLimits | None) -> Mode
         model = onnx.load(str(path), load_external_data=False)
     except Exception as exc:  # the protobuf parser raises several types on garbage
         raise UnsupportedModelFormat(
-            f"{filename!r} is neither a zip nor a valid ONNX protobuf ({type(exc).__name__}). "
-            f"Accepted: {SAFE_FORMATS}.") from exc
+            f"{filename!r} is neither a zip nor a valid ONNX protobuf ({type(exc).__name__}). Accepted: {SAFE_FORMATS}."
+        ) from exc
     if not model.graph.output:
-        raise UnsupportedModelFormat(f"{filename!r} parses as protobuf but has no ONNX graph outputs. "
-                                     f"Accepted: {SAFE_FORMATS}.")
+        raise UnsupportedModelFormat(
+            f"{filename!r} parses as protobuf but has no ONNX graph outputs. Accepted: {SAFE_FORMATS}."
+        )
     if limits is not None:
         check_graph_limits(model, filename, limits)
     external = [i.name for i in model.graph.initializer if i.data_location == onnx.TensorProto.EXTERNAL]
     if external:
         raise UnsupportedModelFormat(
             f"{filename!r} keeps {len(external)} tensors in external data files that were not uploaded. "
-            "Zip the .onnx file together with its data files and upload the zip.")
+            "Zip the .onnx file together with its data files and upload the zip."
+        )
     inputs, outputs, params = onnx_signature(model)
     return ModelInfo("onnx", inputs, outputs, params, {"opset": _opset(model), "ir_version": model.ir_version})
 
@@ -190,12 +205,10 @@ def _inspect_zip(path: Path, filename: str, max_unpacked_bytes: int, limits: Gra
             return _inspect_onnx_zip(zf, onnx_files[0], filename, limits)
         if "data.pkl" in leaves:
             raise UnsafeModelFormat(f"{filename!r} is a torch.save checkpoint (a zipped pickle). {PICKLE_HELP}")
-    raise UnsupportedModelFormat(f"{filename!r} is a zip, but not one Squeeze recognises. "
-                                 f"Accepted: {SAFE_FORMATS}.")
+    raise UnsupportedModelFormat(f"{filename!r} is a zip, but not one Squeeze recognises. Accepted: {SAFE_FORMATS}.")
 
 
-def _inspect_onnx_zip(zf: zipfile.ZipFile, member: str, filename: str,
-                      limits: GraphLimits | None) -> ModelInfo:
+def _inspect_onnx_zip(zf: zipfile.ZipFile, member: str, filename: str, limits: GraphLimits | None) -> ModelInfo:
     try:
         model = onnx.load_from_string(zf.read(member))
     except Exception as exc:
@@ -212,10 +225,16 @@ def _inspect_onnx_zip(zf: zipfile.ZipFile, member: str, filename: str,
         if ref.is_absolute() or ".." in ref.parts or str(folder / ref) not in names and location not in names:
             raise UnsupportedModelFormat(
                 f"tensor {init.name!r} refers to external data {location!r}, which is not a file inside the "
-                "model's own folder in the zip. Keep data files beside the .onnx file.")
+                "model's own folder in the zip. Keep data files beside the .onnx file."
+            )
     inputs, outputs, params = onnx_signature(model)
-    return ModelInfo("onnx_zip", inputs, outputs, params,
-                     {"opset": _opset(model), "ir_version": model.ir_version, "onnx_member": member})
+    return ModelInfo(
+        "onnx_zip",
+        inputs,
+        outputs,
+        params,
+        {"opset": _opset(model), "ir_version": model.ir_version, "onnx_member": member},
+    )
 
 
 def _pt2_tensor(values: dict[str, Any], name: str, label: str) -> dict[str, Any]:
@@ -277,14 +296,19 @@ def _inspect_torchscript(zf: zipfile.ZipFile, names: list[str]) -> ModelInfo:
     root = _torchscript_root_class(zf, names)
     if root and root[0] in names:
         code = zf.read(root[0]).decode("utf-8", "replace")
-        body = code[code.find(f"class {root[1]}("):]
+        body = code[code.find(f"class {root[1]}(") :]
         match = re.search(r"def forward\(self[^,)]*,?(.*?)\)\s*->", body, re.S)
-        for arg in (match.group(1).split(",") if match else []):
+        for arg in match.group(1).split(",") if match else []:
             arg_name = arg.split(":")[0].strip()
             if arg_name:
                 inputs.append({"name": arg_name, "dtype": "float32", "shape": None})
-    return ModelInfo("torchscript", inputs, [{"name": "output_0", "dtype": "float32", "shape": None}], None,
-                     {"note": "TorchScript keeps no input shapes: give input_shapes for every input in a job"})
+    return ModelInfo(
+        "torchscript",
+        inputs,
+        [{"name": "output_0", "dtype": "float32", "shape": None}],
+        None,
+        {"note": "TorchScript keeps no input shapes: give input_shapes for every input in a job"},
+    )
 
 
 def _safetensors_params(zf: zipfile.ZipFile, member: str) -> int:
@@ -313,23 +337,33 @@ def _inspect_hf(zf: zipfile.ZipFile, names: list[str], filename: str) -> ModelIn
         detail = f" It has only pickled weights ({', '.join(pickled)})." if pickled else ""
         raise UnsafeModelFormat(
             f"{filename!r} is a Hugging Face folder without *.safetensors weights.{detail} {PICKLE_HELP} "
-            "Convert the weights with `model.save_pretrained(dir, safe_serialization=True)`.")
+            "Convert the weights with `model.save_pretrained(dir, safe_serialization=True)`."
+        )
     config = json.loads(zf.read(config_member))
     tokenizer_config: dict[str, Any] = {}
     tok_member = str(root / "tokenizer_config.json") if str(root) != "." else "tokenizer_config.json"
     if tok_member in names:
         tokenizer_config = json.loads(zf.read(tok_member))
     input_names = tokenizer_config.get("model_input_names") or (
-        ["input_ids", "token_type_ids", "attention_mask"] if config.get("type_vocab_size") else
-        ["input_ids", "attention_mask"])
+        ["input_ids", "token_type_ids", "attention_mask"]
+        if config.get("type_vocab_size")
+        else ["input_ids", "attention_mask"]
+    )
     inputs = [{"name": n, "dtype": "int64", "shape": ["batch", "sequence"]} for n in input_names]
     architecture = (config.get("architectures") or ["AutoModel"])[0]
     output = "logits" if "For" in architecture else "last_hidden_state"
-    out_shape: list[int | str | None] = ["batch", config.get("num_labels", None)] if output == "logits" else \
-        ["batch", "sequence", config.get("hidden_size")]
+    out_shape: list[int | str | None] = (
+        ["batch", config.get("num_labels", None)]
+        if output == "logits"
+        else ["batch", "sequence", config.get("hidden_size")]
+    )
     params = sum(_safetensors_params(zf, w) for w in weights)
-    details = {"architecture": architecture, "model_type": config.get("model_type"),
-               "vocab_size": config.get("vocab_size"), "max_position_embeddings":
-               config.get("max_position_embeddings"), "has_tokenizer": tok_member in names, "root": str(root)}
-    return ModelInfo("hf_folder", inputs, [{"name": output, "dtype": "float32", "shape": out_shape}], params,
-                     details)
+    details = {
+        "architecture": architecture,
+        "model_type": config.get("model_type"),
+        "vocab_size": config.get("vocab_size"),
+        "max_position_embeddings": config.get("max_position_embeddings"),
+        "has_tokenizer": tok_member in names,
+        "root": str(root),
+    }
+    return ModelInfo("hf_folder", inputs, [{"name": output, "dtype": "float32", "shape": out_shape}], params, details)

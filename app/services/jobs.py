@@ -49,8 +49,9 @@ def parse_spec(raw: Any) -> JobSpec:
         raise ValidationFailed(f"the job spec is not valid: {summary}", errors=errors) from exc
 
 
-def submit_job(session: Session, settings: Settings, publish: Publisher, tenant: str, raw_spec: Any,
-               idempotency_key: str | None) -> tuple[Job, bool]:
+def submit_job(
+    session: Session, settings: Settings, publish: Publisher, tenant: str, raw_spec: Any, idempotency_key: str | None
+) -> tuple[Job, bool]:
     """Validate and record a job, then publish it. Returns (job, created); a retried key returns the first job."""
     spec = parse_spec(raw_spec)
     canonical = spec.model_dump(mode="json")
@@ -59,39 +60,51 @@ def submit_job(session: Session, settings: Settings, publish: Publisher, tenant:
         existing = session.scalar(select(Job).where(Job.tenant == tenant, Job.idempotency_key == idempotency_key))
         if existing is not None:
             return _replay(existing, request_hash, idempotency_key), False
-    active = session.scalar(select(func.count()).select_from(Job)
-                            .where(Job.tenant == tenant, Job.status.in_(("queued", "running"))))
+    active = session.scalar(
+        select(func.count()).select_from(Job).where(Job.tenant == tenant, Job.status.in_(("queued", "running")))
+    )
     if active is not None and active >= settings.max_active_jobs_per_tenant:
-        raise TooManyJobs(f"this tenant already has {active} queued or running jobs (the limit is "
-                          f"{settings.max_active_jobs_per_tenant}); wait for one to end or cancel one",
-                          headers={"Retry-After": "10"})
+        raise TooManyJobs(
+            f"this tenant already has {active} queued or running jobs (the limit is "
+            f"{settings.max_active_jobs_per_tenant}); wait for one to end or cancel one",
+            headers={"Retry-After": "10"},
+        )
     if spec.webhook is not None:
         check_url(str(spec.webhook.url))
     try:
         model = get_model(session, tenant, spec.model_id)
     except NotFound as exc:
-        raise ValidationFailed(f"model_id: {exc.message}",
-                               errors=[{"field": "model_id", "message": exc.message}]) from exc
+        raise ValidationFailed(
+            f"model_id: {exc.message}", errors=[{"field": "model_id", "message": exc.message}]
+        ) from exc
     datasets = resolve_references(session, tenant, canonical, model)
     outputs = [str(o["name"]) for o in model.outputs]
     if spec.evaluate.output is not None and spec.evaluate.output not in outputs:
         message = f"the model has no output {spec.evaluate.output!r}; its outputs are {outputs}"
-        raise ValidationFailed(f"evaluate.output: {message}",
-                               errors=[{"field": "evaluate.output", "message": message}])
+        raise ValidationFailed(f"evaluate.output: {message}", errors=[{"field": "evaluate.output", "message": message}])
     evaluation = datasets.get(spec.evaluate.dataset_id) if spec.evaluate.dataset_id else None
     labelled = evaluation is not None and evaluation["has_labels"]
     if spec.constraints and spec.constraints.max_accuracy_drop is not None and not labelled:
         message = "max_accuracy_drop needs accuracy: set evaluate.dataset_id to a dataset with 'labels'"
-        raise ValidationFailed(message,
-                               errors=[{"field": "constraints.max_accuracy_drop", "message": message}])
+        raise ValidationFailed(message, errors=[{"field": "constraints.max_accuracy_drop", "message": message}])
     try:
         resolve_input_shapes(model.inputs, shapes_from_dataset(model.inputs, spec.input_shapes, evaluation))
     except ShapeError as exc:
         raise UnresolvedInputShape(str(exc), errors=[{"field": exc.field, "message": str(exc)}]) from exc
-    job = Job(id=new_id("job"), tenant=tenant, model_id=model.id, spec=canonical,
-              queue=settings.queue_name(spec.device), status="queued", progress=0.0, attempts=0,
-              cancel_requested=False, idempotency_key=idempotency_key, request_hash=request_hash,
-              published_at=utcnow())
+    job = Job(
+        id=new_id("job"),
+        tenant=tenant,
+        model_id=model.id,
+        spec=canonical,
+        queue=settings.queue_name(spec.device),
+        status="queued",
+        progress=0.0,
+        attempts=0,
+        cancel_requested=False,
+        idempotency_key=idempotency_key,
+        request_hash=request_hash,
+        published_at=utcnow(),
+    )
     session.add(job)
     try:
         session.commit()
@@ -114,8 +127,10 @@ def submit_job(session: Session, settings: Settings, publish: Publisher, tenant:
 
 def _replay(existing: Job, request_hash: str, key: str) -> Job:
     if existing.request_hash != request_hash:
-        raise Conflict(f"Idempotency-Key {key!r} was already used for job {existing.id} with a different "
-                       "spec; use a new key for a new job")
+        raise Conflict(
+            f"Idempotency-Key {key!r} was already used for job {existing.id} with a different "
+            "spec; use a new key for a new job"
+        )
     return existing
 
 
@@ -126,15 +141,17 @@ def get_job(session: Session, tenant: str, job_id: str) -> Job:
     return job
 
 
-def list_jobs(session: Session, tenant: str, limit: int, cursor: str | None,
-              status: str | None) -> tuple[list[Job], str | None]:
+def list_jobs(
+    session: Session, tenant: str, limit: int, cursor: str | None, status: str | None
+) -> tuple[list[Job], str | None]:
     query = select(Job).where(Job.tenant == tenant).order_by(Job.created_at.desc(), Job.id.desc())
     if status:
         query = query.where(Job.status == status)
     if cursor:
         anchor = get_job(session, tenant, cursor)
-        query = query.where((Job.created_at < anchor.created_at) |
-                            ((Job.created_at == anchor.created_at) & (Job.id < anchor.id)))
+        query = query.where(
+            (Job.created_at < anchor.created_at) | ((Job.created_at == anchor.created_at) & (Job.id < anchor.id))
+        )
     rows = list(session.scalars(query.limit(limit + 1)))
     return rows[:limit], rows[limit - 1].id if len(rows) > limit else None
 
@@ -144,8 +161,11 @@ def cancel_job(session: Session, tenant: str, job_id: str) -> Job:
     job = get_job(session, tenant, job_id)
     if job.status in TERMINAL:
         raise Conflict(f"job {job_id!r} already ended as {job.status!r}; there is nothing to cancel")
-    session.execute(update(Job).where(Job.id == job_id, Job.status == "queued")
-                    .values(status="cancelled", finished_at=utcnow(), current_pass=None))
+    session.execute(
+        update(Job)
+        .where(Job.id == job_id, Job.status == "queued")
+        .values(status="cancelled", finished_at=utcnow(), current_pass=None)
+    )
     session.execute(update(Job).where(Job.id == job_id, Job.status == "running").values(cancel_requested=True))
     session.commit()
     session.refresh(job)

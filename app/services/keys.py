@@ -25,8 +25,9 @@ LOCAL_TENANT = "local"
 _DUMMY_HASH = hashlib.sha256(b"no such key").hexdigest()
 
 
-UNAUTHORIZED_MESSAGE = ("send a valid API key as `Authorization: Bearer sqz_...`; create one with "
-                        "`squeeze keys create --tenant NAME`")
+UNAUTHORIZED_MESSAGE = (
+    "send a valid API key as `Authorization: Bearer sqz_...`; create one with `squeeze keys create --tenant NAME`"
+)
 
 
 @dataclass
@@ -59,8 +60,7 @@ def create_key(session: Session, tenant: str) -> NewKey:
         raise SqueezeError(f"tenant {tenant!r} is not valid: use 1 to 64 letters, digits, '.', '_' or '-'")
     prefix = secrets.token_hex(6)
     token = f"sqz_{prefix}_{secrets.token_urlsafe(32)}"
-    key = ApiKey(id=new_id("key"), tenant=tenant, prefix=prefix, secret_hash=_hash(token),
-                 created_at=utcnow())
+    key = ApiKey(id=new_id("key"), tenant=tenant, prefix=prefix, secret_hash=_hash(token), created_at=utcnow())
     session.add(key)
     secret = ensure_tenant(session, tenant).webhook_secret
     session.commit()

@@ -22,13 +22,15 @@ class JobCollector(Collector):
         self.database_url = database_url
 
     def collect(self) -> Iterator[GaugeMetricFamily]:
-        jobs = GaugeMetricFamily("squeeze_jobs", "Jobs in the database by status and queue",
-                                 labels=["status", "queue"])
-        waiting = GaugeMetricFamily("squeeze_oldest_queued_job_age_seconds",
-                                    "Seconds since the oldest still-queued job was submitted (0 when none)")
+        jobs = GaugeMetricFamily("squeeze_jobs", "Jobs in the database by status and queue", labels=["status", "queue"])
+        waiting = GaugeMetricFamily(
+            "squeeze_oldest_queued_job_age_seconds",
+            "Seconds since the oldest still-queued job was submitted (0 when none)",
+        )
         with session_scope(self.database_url) as session:
             for status, queue, count in session.execute(
-                    select(Job.status, Job.queue, func.count()).group_by(Job.status, Job.queue)):
+                select(Job.status, Job.queue, func.count()).group_by(Job.status, Job.queue)
+            ):
                 jobs.add_metric([status, queue], count)
             oldest = session.scalar(select(func.min(Job.created_at)).where(Job.status == "queued"))
         if oldest is not None and oldest.tzinfo is None:  # SQLite hands back naive UTC datetimes
@@ -43,10 +45,18 @@ class Metrics:
 
     def __init__(self, database_url: str) -> None:
         self.registry = CollectorRegistry()
-        self.requests = Counter("squeeze_http_requests", "HTTP requests by method, route and status",
-                                ["method", "route", "status"], registry=self.registry)
-        self.latency = Histogram("squeeze_http_request_duration_seconds", "HTTP request latency by route",
-                                 ["method", "route"], registry=self.registry)
+        self.requests = Counter(
+            "squeeze_http_requests",
+            "HTTP requests by method, route and status",
+            ["method", "route", "status"],
+            registry=self.registry,
+        )
+        self.latency = Histogram(
+            "squeeze_http_request_duration_seconds",
+            "HTTP request latency by route",
+            ["method", "route"],
+            registry=self.registry,
+        )
         self.registry.register(JobCollector(database_url))
 
     async def middleware(self, request: Request, call_next: Callable[[Request], Awaitable[Response]]) -> Response:

@@ -139,31 +139,24 @@ def bar_chart(
                     'stroke-width="1.2" fill="none"/>'
                 )
                 label_y = min(y, high_y)
-            parts.append(
-                f'<text x="{x + bar_w / 2:.1f}" y="{label_y - 4:.1f}" text-anchor="middle">{_num(bar)}</text>'
-            )
+            parts.append(f'<text x="{x + bar_w / 2:.1f}" y="{label_y - 4:.1f}" text-anchor="middle">{_num(bar)}</text>')
         parts.append(
             f'<text x="{left + gi * group_w + group_w / 2:.1f}" y="{height - 14}" '
             f'text-anchor="middle">{escape(group)}</text>'
         )
     parts.append(
-        f'<line x1="{left}" x2="{width - 12}" y1="{top_pad + plot_h}" y2="{top_pad + plot_h}" '
-        'stroke="#64748b"/></svg>'
+        f'<line x1="{left}" x2="{width - 12}" y1="{top_pad + plot_h}" y2="{top_pad + plot_h}" stroke="#64748b"/></svg>'
     )
     return "".join(parts)
 
 
-def scatter_chart(
-    title: str, x_label: str, y_label: str, points: Sequence[tuple[Series, float, float]]
-) -> str:
+def scatter_chart(title: str, x_label: str, y_label: str, points: Sequence[tuple[Series, float, float]]) -> str:
     """Quality against latency, one labelled dot per model; up and to the left is better."""
     width, height, left, bottom, top_pad, right = 520, 260, 64, 40, 30, 20
     plot_w, plot_h = width - left - right, height - bottom - top_pad
     parts = [f'<svg viewBox="0 0 {width} {height}" role="img" aria-label="{escape(title)}" class="chart">']
     if not points:
-        parts.append(
-            f'<text x="{width / 2}" y="{height / 2}" text-anchor="middle">no latency measured</text></svg>'
-        )
+        parts.append(f'<text x="{width / 2}" y="{height / 2}" text-anchor="middle">no latency measured</text></svg>')
         return "".join(parts)
     x_top = _nice_max(max(p[1] for p in points) * 1.15)
     ys = [p[2] for p in points]
@@ -180,19 +173,12 @@ def scatter_chart(
     for i in range(5):
         tx, ty = x_top * i / 4, y_low + (y_high - y_low) * i / 4
         parts.append(
-            f'<line x1="{sx(tx):.1f}" x2="{sx(tx):.1f}" y1="{top_pad}" y2="{top_pad + plot_h}" '
-            'stroke="#f1f5f9"/>'
+            f'<line x1="{sx(tx):.1f}" x2="{sx(tx):.1f}" y1="{top_pad}" y2="{top_pad + plot_h}" stroke="#f1f5f9"/>'
         )
-        parts.append(
-            f'<line x1="{left}" x2="{left + plot_w}" y1="{sy(ty):.1f}" y2="{sy(ty):.1f}" stroke="#e2e8f0"/>'
-        )
-        parts.append(
-            f'<text x="{sx(tx):.1f}" y="{top_pad + plot_h + 14}" text-anchor="middle">{_num(tx)}</text>'
-        )
+        parts.append(f'<line x1="{left}" x2="{left + plot_w}" y1="{sy(ty):.1f}" y2="{sy(ty):.1f}" stroke="#e2e8f0"/>')
+        parts.append(f'<text x="{sx(tx):.1f}" y="{top_pad + plot_h + 14}" text-anchor="middle">{_num(tx)}</text>')
         parts.append(f'<text x="{left - 6}" y="{sy(ty) + 4:.1f}" text-anchor="end">{ty:.3g}</text>')
-    parts.append(
-        f'<text x="{left + plot_w / 2}" y="{height - 6}" text-anchor="middle">{escape(x_label)}</text>'
-    )
+    parts.append(f'<text x="{left + plot_w / 2}" y="{height - 6}" text-anchor="middle">{escape(x_label)}</text>')
     parts.append(
         f'<text x="14" y="{top_pad + plot_h / 2:.0f}" transform="rotate(-90 14 {top_pad + plot_h / 2:.0f})"'
         f' text-anchor="middle">{escape(y_label)}</text>'
@@ -205,9 +191,7 @@ def scatter_chart(
         )
         offset = 20 if index % 2 else -10  # alternate above and below, so close dots keep readable labels
         parts.append(f'<text x="{sx(x) + 9:.1f}" y="{sy(y) + offset:.1f}">{escape(s.short or s.name)}</text>')
-    parts.append(
-        f'<path d="M{left},{top_pad}V{top_pad + plot_h}H{left + plot_w}" stroke="#64748b" fill="none"/></svg>'
-    )
+    parts.append(f'<path d="M{left},{top_pad}V{top_pad + plot_h}H{left + plot_w}" stroke="#64748b" fill="none"/></svg>')
     return "".join(parts)
 
 
@@ -247,9 +231,7 @@ def _interval_note(series: Sequence[Series]) -> str:
 def charts(series: Sequence[Series], quality_label: str) -> str:
     """The four charts for any set of models: size, latency per batch size, quality, quality vs latency."""
     largest = max([s.figures.size_bytes or 0 for s in series] or [0])
-    unit, scale = next(
-        ((u, f) for u, f in (("GB", 1e9), ("MB", 1e6), ("kB", 1e3)) if largest >= f), ("bytes", 1)
-    )
+    unit, scale = next(((u, f) for u, f in (("GB", 1e9), ("MB", 1e6), ("kB", 1e3)) if largest >= f), ("bytes", 1))
     size = bar_chart(
         "Size on disk",
         unit,
@@ -265,18 +247,14 @@ def charts(series: Sequence[Series], quality_label: str) -> str:
         series,
         lambda s, g: _latency_at(s.figures, int(g.split()[1])),
     )
-    quality = bar_chart(
-        quality_label, quality_label, [quality_label], series, lambda s, _: (s.quality, s.interval)
-    )
+    quality = bar_chart(quality_label, quality_label, [quality_label], series, lambda s, _: (s.quality, s.interval))
     first = batches[0] if batches else None
     points = [
         (s, p50, s.quality)
         for s in series
         if s.quality is not None and first is not None and (p50 := _latency_at(s.figures, first)[0])
     ]
-    scatter = scatter_chart(
-        "Quality against latency", f"p50 latency at batch {first} (ms)", quality_label, points
-    )
+    scatter = scatter_chart("Quality against latency", f"p50 latency at batch {first} (ms)", quality_label, points)
     devices = sorted({f"{r.runtime} on {r.device}" for s in series for r in s.figures.latency})
     return (
         '<div class="charts">'
@@ -381,9 +359,7 @@ def _summary_table(report: Report) -> str:
             "",
             f"{_num(f.cosine_mean, 5)} / {_num(f.cosine_min, 5)}",
         ),
-        _row(
-            "fidelity: SQNR (dB)", "", "∞" if f.sqnr_db is None and f.max_abs_error == 0 else _num(f.sqnr_db)
-        ),
+        _row("fidelity: SQNR (dB)", "", "∞" if f.sqnr_db is None and f.max_abs_error == 0 else _num(f.sqnr_db)),
         _row("fidelity: max abs error", "", _num(f.max_abs_error)),
         _row("fidelity: top-1 agreement", "", _num(f.top1_agreement, 4)),
     ]
@@ -457,10 +433,7 @@ def _reproduce(report: Report) -> str:
         f"{escape(str(v))}</td></tr>"
         for k, v in facts.items()
     )
-    return (
-        f"<table><tbody>{rows}</tbody></table><h2>Spec</h2>"
-        f"<pre>{escape(json.dumps(report.spec, indent=2))}</pre>"
-    )
+    return f"<table><tbody>{rows}</tbody></table><h2>Spec</h2><pre>{escape(json.dumps(report.spec, indent=2))}</pre>"
 
 
 def _page(title: str, body: str) -> str:
@@ -483,9 +456,7 @@ def render_report(report: Report) -> str:
         Series("result", BLUE, report.result, after, interval=interval),
     ]
     passes = " → ".join(escape(str(p.get("type"))) for p in report.spec.get("passes", []))
-    notes = "".join(
-        f'<p class="note">{escape(n)}</p>' for n in report.evaluation.get("latency", {}).get("notes", [])
-    )
+    notes = "".join(f'<p class="note">{escape(n)}</p>' for n in report.evaluation.get("latency", {}).get("notes", []))
     body = (
         f"<h1>Squeeze report · {escape(report.job_id or '')}</h1>"
         f'<p class="sub">model {escape(report.model_id)} · {passes} · device '

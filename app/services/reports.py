@@ -37,11 +37,7 @@ def headline(report: Report) -> dict[str, Any]:
     )
     first = report.result.latency[0] if report.result.latency else None
     original_first = next(
-        (
-            r
-            for r in report.original.latency
-            if first and r.batch_size == first.batch_size and r.device == first.device
-        ),
+        (r for r in report.original.latency if first and r.batch_size == first.batch_size and r.device == first.device),
         None,
     )
     return {

@@ -52,14 +52,22 @@ class _FileSink:
     def write(self, data: bytes) -> None:
         self.size += len(data)
         if self.size > self.max_bytes:
-            raise PayloadTooLarge(f"the upload passed the limit of {self.max_bytes} bytes; "
-                                  "upload a smaller model or raise MAX_UPLOAD_BYTES")
+            raise PayloadTooLarge(
+                f"the upload passed the limit of {self.max_bytes} bytes; "
+                "upload a smaller model or raise MAX_UPLOAD_BYTES"
+            )
         self.hash.update(data)
         self.fh.write(data)
 
 
-async def receive_upload(stream: AsyncIterator[bytes], content_type: str, tmp_dir: Path, max_bytes: int,
-                         filename_hint: str | None = None, declared_length: int | None = None) -> ReceivedUpload:
+async def receive_upload(
+    stream: AsyncIterator[bytes],
+    content_type: str,
+    tmp_dir: Path,
+    max_bytes: int,
+    filename_hint: str | None = None,
+    declared_length: int | None = None,
+) -> ReceivedUpload:
     """Stream the request body into tmp_dir; the caller owns (and must discard or keep) the file."""
     if declared_length is not None and declared_length > max_bytes + MAX_FIELD_BYTES:
         raise PayloadTooLarge(f"Content-Length {declared_length} is past the limit of {max_bytes} bytes")
@@ -74,8 +82,10 @@ async def receive_upload(stream: AsyncIterator[bytes], content_type: str, tmp_di
                 sink.write(chunk)
             filename, fields = filename_hint or "upload", {}
         else:
-            raise ValidationFailed(f"unsupported Content-Type {mime.decode(errors='replace')!r}: send "
-                                   "multipart/form-data with the model in field 'file' (curl -F file=@model.onnx)")
+            raise ValidationFailed(
+                f"unsupported Content-Type {mime.decode(errors='replace')!r}: send "
+                "multipart/form-data with the model in field 'file' (curl -F file=@model.onnx)"
+            )
         sink.fh.close()
         if sink.size == 0:
             raise ValidationFailed("the upload is empty: send the model in multipart field 'file'")
@@ -86,8 +96,9 @@ async def receive_upload(stream: AsyncIterator[bytes], content_type: str, tmp_di
         raise
 
 
-async def _receive_multipart(stream: AsyncIterator[bytes], boundary: bytes,
-                             sink: _FileSink) -> tuple[str, dict[str, str]]:
+async def _receive_multipart(
+    stream: AsyncIterator[bytes], boundary: bytes, sink: _FileSink
+) -> tuple[str, dict[str, str]]:
     if not boundary:
         raise ValidationFailed("multipart body without a boundary in Content-Type")
     fields: dict[str, bytearray] = {}
@@ -131,30 +142,39 @@ async def _receive_multipart(stream: AsyncIterator[bytes], boundary: bytes,
         part["name"] = None
 
     # The parser bounds each part's headers (count and line length), so a hostile header cannot grow memory.
-    parser = MultipartParser(boundary, {  # type: ignore[arg-type]
-        "on_header_field": on_header_field, "on_header_value": on_header_value, "on_header_end": on_header_end,
-        "on_headers_finished": on_headers_finished, "on_part_data": on_part_data, "on_part_end": on_part_end,
-    }, max_header_size=MAX_PART_HEADER_BYTES)
+    parser = MultipartParser(
+        boundary,
+        {  # type: ignore[arg-type]
+            "on_header_field": on_header_field,
+            "on_header_value": on_header_value,
+            "on_header_end": on_header_end,
+            "on_headers_finished": on_headers_finished,
+            "on_part_data": on_part_data,
+            "on_part_end": on_part_end,
+        },
+        max_header_size=MAX_PART_HEADER_BYTES,
+    )
     try:
         async for chunk in stream:
             parser.write(chunk)
         parser.finalize()
     except MultipartParseError as exc:
-        raise ValidationFailed(f"the multipart body is malformed ({exc}); send the model as "
-                               f"-F file=@model.onnx with part headers under {MAX_PART_HEADER_BYTES} bytes"
-                               ) from exc
+        raise ValidationFailed(
+            f"the multipart body is malformed ({exc}); send the model as "
+            f"-F file=@model.onnx with part headers under {MAX_PART_HEADER_BYTES} bytes"
+        ) from exc
     if "file" not in found:
         raise ValidationFailed("no 'file' field in the multipart body: send the model as -F file=@model.onnx")
     return found["file"], {k: v.decode("utf-8", "replace") for k, v in fields.items()}
 
 
-async def read_small_body(stream: AsyncIterator[bytes], declared_length: int | None,
-                          limit: int = MAX_FIELD_BYTES) -> bytes:
+async def read_small_body(
+    stream: AsyncIterator[bytes], declared_length: int | None, limit: int = MAX_FIELD_BYTES
+) -> bytes:
     """A JSON request body, refused with 413 past `limit` bytes (declared or streamed), never buffered
     past it."""
     if declared_length is not None and declared_length > limit:
-        raise PayloadTooLarge(f"Content-Length {declared_length} is past the {limit} bytes a JSON body may "
-                              "have")
+        raise PayloadTooLarge(f"Content-Length {declared_length} is past the {limit} bytes a JSON body may have")
     body = bytearray()
     async for chunk in stream:
         body.extend(chunk)

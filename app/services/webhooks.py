@@ -48,8 +48,15 @@ def _embedded_ipv4(ip: ipaddress.IPv6Address) -> list[ipaddress.IPv4Address]:
 
 def is_public(ip: IPAddress) -> bool:
     """True for a globally routable unicast address, including any IPv4 address an IPv6 one embeds."""
-    if (not ip.is_global or ip.is_private or ip.is_loopback or ip.is_link_local or ip.is_multicast
-            or ip.is_reserved or ip.is_unspecified):
+    if (
+        not ip.is_global
+        or ip.is_private
+        or ip.is_loopback
+        or ip.is_link_local
+        or ip.is_multicast
+        or ip.is_reserved
+        or ip.is_unspecified
+    ):
         return False
     return all(is_public(v4) for v4 in _embedded_ipv4(ip)) if isinstance(ip, ipaddress.IPv6Address) else True
 
@@ -71,14 +78,15 @@ def check_url(url: str, resolver: Resolver = system_resolver, allow: AddressPoli
     try:
         addresses = [ipaddress.ip_address(a.split("%", 1)[0]) for a in resolver(host, port)]
     except (OSError, UnicodeError, ValueError) as exc:
-        raise WebhookRefused(f"webhook.url host {host!r} does not resolve ({exc}); give a public name"
-                             ) from exc
+        raise WebhookRefused(f"webhook.url host {host!r} does not resolve ({exc}); give a public name") from exc
     if not addresses:
         raise WebhookRefused(f"webhook.url host {host!r} does not resolve; give a public name")
     refused = [str(a) for a in addresses if not allow(a)]
     if refused:
-        raise WebhookRefused(f"webhook.url host {host!r} resolves to {', '.join(refused)}, which is not a "
-                             "public address (loopback, private, link-local, multicast and reserved ranges "
-                             "are refused)")
+        raise WebhookRefused(
+            f"webhook.url host {host!r} resolves to {', '.join(refused)}, which is not a "
+            "public address (loopback, private, link-local, multicast and reserved ranges "
+            "are refused)"
+        )
     path = (parts.path or "/") + (f"?{parts.query}" if parts.query else "")
     return Target(parts.scheme, host, port, str(addresses[0]), path)

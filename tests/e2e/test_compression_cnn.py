@@ -54,9 +54,7 @@ def ids(stack: Stack, digits: Digits, digits_cnn_onnx: Path, digits_cnn_pt2: Pat
             "train": upload_dataset(client, {"x": digits.x_train, "labels": digits.y_train}, "train.npz"),
             "test": upload_dataset(client, {"x": digits.x_test, "labels": digits.y_test}, "test.npz"),
             # torch.export names the Sequential's argument `input`
-            "test_pt2": upload_dataset(
-                client, {"input": digits.x_test, "labels": digits.y_test}, "test_pt2.npz"
-            ),
+            "test_pt2": upload_dataset(client, {"input": digits.x_test, "labels": digits.y_test}, "test_pt2.npz"),
         }
 
 
@@ -89,9 +87,7 @@ def test_onnx_upload_to_torch_structured_prune_and_back(
     assert params[1] <= 0.75 * params[0], f"parameters {params[0]} -> {params[1]}"
     accuracy = onnx_accuracy(artifact, digits)
     assert baseline - accuracy <= 0.02, f"accuracy {baseline:.4f} -> {accuracy:.4f}"
-    assert report["result"]["accuracy"] == pytest.approx(accuracy), (
-        "the report states the artifact's accuracy"
-    )
+    assert report["result"]["accuracy"] == pytest.approx(accuracy), "the report states the artifact's accuracy"
     assert listing["format"] == "onnx" and listing["name"] == "model.onnx"
     speedup = report["result"]["speedup_p50"]["32"]
     print(
@@ -179,10 +175,7 @@ def test_tucker_with_finetuning(
     assert params[1] < params[0]
     accuracy = onnx_accuracy(artifact, digits)
     assert baseline - accuracy <= 0.05, f"accuracy {baseline:.4f} -> {accuracy:.4f}"
-    print(
-        f"\ntucker 0.5 + 2 epochs: params {params[0]} -> {params[1]}, "
-        f"accuracy {baseline:.4f} -> {accuracy:.4f}"
-    )
+    print(f"\ntucker 0.5 + 2 epochs: params {params[0]} -> {params[1]}, accuracy {baseline:.4f} -> {accuracy:.4f}")
 
 
 def test_distill_pruned_student_with_labels_to_pt2(
@@ -251,9 +244,7 @@ BAD = [
 
 
 @pytest.mark.parametrize(("bad", "named"), BAD, ids=[f"{b['type']}-{n}" for b, n in BAD])
-def test_bad_parameter_is_422_naming_it(
-    client: httpx.Client, ids: dict[str, str], bad: dict, named: str
-) -> None:
+def test_bad_parameter_is_422_naming_it(client: httpx.Client, ids: dict[str, str], bad: dict, named: str) -> None:
     response = client.post("/v1/jobs", json={"model_id": ids["onnx"], "passes": [bad]})
     assert response.status_code == 422, response.text
     problem = response.json()
@@ -263,8 +254,11 @@ def test_bad_parameter_is_422_naming_it(
 def test_bf16_pytorch_artifact_for_gpus(
     client: httpx.Client, stack: Stack, ids: dict[str, str], digits: Digits, baseline: float
 ) -> None:
-    fp32 = {"model_id": ids["pt2"], "evaluate": {"dataset_id": ids["test_pt2"], "latency": LATENCY},
-            "passes": [{"type": "convert", "to": "pt2"}]}
+    fp32 = {
+        "model_id": ids["pt2"],
+        "evaluate": {"dataset_id": ids["test_pt2"], "latency": LATENCY},
+        "passes": [{"type": "convert", "to": "pt2"}],
+    }
     _, fp32_listing, _ = run_job(client, stack, fp32)
     spec = {**fp32, "passes": [{"type": "quantize", "method": "bf16"}, {"type": "convert", "to": "pt2"}]}
     report, listing, artifact = run_job(client, stack, spec)
@@ -278,14 +272,21 @@ def test_bf16_pytorch_artifact_for_gpus(
     assert logits.dtype == torch.float32, "callers keep feeding and reading float32"
     accuracy = float((logits.numpy().argmax(1) == digits.y_test).mean())
     assert accuracy >= baseline - 0.01, f"accuracy {baseline:.4f} -> {accuracy:.4f}"
-    print(f"\nbf16 on PyTorch -> pt2: {fp32_listing['size_bytes']} -> {listing['size_bytes']} B (x{ratio:.2f}), "
-          f"accuracy {baseline:.4f} -> {accuracy:.4f}")
+    print(
+        f"\nbf16 on PyTorch -> pt2: {fp32_listing['size_bytes']} -> {listing['size_bytes']} B (x{ratio:.2f}), "
+        f"accuracy {baseline:.4f} -> {accuracy:.4f}"
+    )
 
 
 def test_reduced_precision_on_torch_must_end_as_a_torch_artifact(client: httpx.Client, ids: dict[str, str]) -> None:
-    for passes, field in (([{"type": "quantize", "method": "bf16"}], "passes.0"),
-                          ([{"type": "quantize", "method": "bf16", "representation": "onnx"},
-                            {"type": "convert", "to": "pt2"}], "bf16 runs on PyTorch only")):
-        response = client.post("/v1/jobs", json={"model_id": ids["onnx"], "input_shapes": {"x": [4, 1, 8, 8]},
-                                                 "passes": passes})
+    for passes, field in (
+        ([{"type": "quantize", "method": "bf16"}], "passes.0"),
+        (
+            [{"type": "quantize", "method": "bf16", "representation": "onnx"}, {"type": "convert", "to": "pt2"}],
+            "bf16 runs on PyTorch only",
+        ),
+    ):
+        response = client.post(
+            "/v1/jobs", json={"model_id": ids["onnx"], "input_shapes": {"x": [4, 1, 8, 8]}, "passes": passes}
+        )
         assert response.status_code == 422 and field in response.text, response.text

@@ -94,9 +94,7 @@ class Corpus:
         tokenizer = AutoTokenizer.from_pretrained(str(minilm_dir))
 
         def encode(items: list[str]) -> dict[str, np.ndarray]:
-            encoded = tokenizer(
-                items, padding="max_length", max_length=SEQUENCE, truncation=True, return_tensors="np"
-            )
+            encoded = tokenizer(items, padding="max_length", max_length=SEQUENCE, truncation=True, return_tensors="np")
             return {k: v.astype(np.int64) for k, v in encoded.items()}
 
         self.train = encode([sentences[i] for i in order[:2000]])
@@ -109,9 +107,7 @@ class Corpus:
     def cosine(self, artifact: bytes) -> float:
         session = ort.InferenceSession(artifact)
         feeds = {i.name: self.held_out[i.name] for i in session.get_inputs()}
-        return _cosine(
-            _mean_pool(session.run(None, feeds)[0], self.held_out["attention_mask"]), self.expected
-        )
+        return _cosine(_mean_pool(session.run(None, feeds)[0], self.held_out["attention_mask"]), self.expected)
 
 
 @pytest.fixture(scope="module")
@@ -151,9 +147,7 @@ def test_svd_half_rank(client: httpx.Client, stack: Stack, ids: dict[str, str], 
     )
 
 
-def test_distill_into_three_layers(
-    client: httpx.Client, stack: Stack, ids: dict[str, str], corpus: Corpus
-) -> None:
+def test_distill_into_three_layers(client: httpx.Client, stack: Stack, ids: dict[str, str], corpus: Corpus) -> None:
     spec = {
         "model_id": ids["model"],
         "evaluate": {"dataset_id": ids["held_out"], "latency": {"runs": 5}},

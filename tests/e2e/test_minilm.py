@@ -15,11 +15,25 @@ from tests.conftest import Stack, upload
 
 pytestmark = pytest.mark.e2e
 
-SUBJECTS = ["The committee", "A small robot", "My grandmother", "The new compiler", "Heavy rain",
-            "The orchestra", "A tired engineer", "The city council", "An old lighthouse", "The football team"]
-ACTIONS = ["approved the budget after a long debate", "cleaned the kitchen floor twice",
-           "baked bread for the whole street on Sunday morning", "reduced the build time by half",
-           "flooded the lower streets of the harbour town overnight"]
+SUBJECTS = [
+    "The committee",
+    "A small robot",
+    "My grandmother",
+    "The new compiler",
+    "Heavy rain",
+    "The orchestra",
+    "A tired engineer",
+    "The city council",
+    "An old lighthouse",
+    "The football team",
+]
+ACTIONS = [
+    "approved the budget after a long debate",
+    "cleaned the kitchen floor twice",
+    "baked bread for the whole street on Sunday morning",
+    "reduced the build time by half",
+    "flooded the lower streets of the harbour town overnight",
+]
 SENTENCES = [f"{s} {a}." for s in SUBJECTS for a in ACTIONS]  # 50 sentences of different lengths
 
 
@@ -39,9 +53,12 @@ def reference(minilm_dir: Path) -> tuple[dict[str, np.ndarray], np.ndarray]:
 
 
 def _run_job(client: httpx.Client, stack: Stack, model_id: str, convert: dict) -> tuple[dict, bytes]:
-    spec = {"model_id": model_id, "passes": [convert,
-                                             {"type": "quantize", "method": "dynamic"}],
-            "input_shapes": {"input_ids": [8, 64]}, "evaluate": {"latency": {"runs": 10}}}
+    spec = {
+        "model_id": model_id,
+        "passes": [convert, {"type": "quantize", "method": "dynamic"}],
+        "input_shapes": {"input_ids": [8, 64]},
+        "evaluate": {"latency": {"runs": 10}},
+    }
     response = client.post("/v1/jobs", json=spec)
     assert response.status_code == 202, response.text
     job = stack.wait_for(client, response.json()["id"], timeout=600)
@@ -52,8 +69,13 @@ def _run_job(client: httpx.Client, stack: Stack, model_id: str, convert: dict) -
     return report, artifact.content
 
 
-def _check(report: dict, artifact: bytes, tmp_path: Path, reference: tuple[dict[str, np.ndarray], np.ndarray],
-           original_size: int) -> float:
+def _check(
+    report: dict,
+    artifact: bytes,
+    tmp_path: Path,
+    reference: tuple[dict[str, np.ndarray], np.ndarray],
+    original_size: int,
+) -> float:
     encoded, expected = reference
     path = tmp_path / "minilm-int8.onnx"
     path.write_bytes(artifact)
@@ -71,16 +93,26 @@ def _check(report: dict, artifact: bytes, tmp_path: Path, reference: tuple[dict[
     return float(cosine.mean())
 
 
-def test_minilm_hugging_face_folder(client: httpx.Client, stack: Stack, minilm_zip: Path, tmp_path: Path,
-                                    reference: tuple[dict[str, np.ndarray], np.ndarray]) -> None:
+def test_minilm_hugging_face_folder(
+    client: httpx.Client,
+    stack: Stack,
+    minilm_zip: Path,
+    tmp_path: Path,
+    reference: tuple[dict[str, np.ndarray], np.ndarray],
+) -> None:
     model = upload(client, minilm_zip)
     report, artifact = _run_job(client, stack, model["id"], {"type": "convert", "to": "onnx", "opset": 17})
     assert report["steps"][0]["type"] == "convert" and report["original"]["latency"][0]["runtime"] == "torch"
     _check(report, artifact, tmp_path, reference, model["size_bytes"])
 
 
-def test_minilm_onnx_file(client: httpx.Client, stack: Stack, minilm_onnx: Path, tmp_path: Path,
-                          reference: tuple[dict[str, np.ndarray], np.ndarray]) -> None:
+def test_minilm_onnx_file(
+    client: httpx.Client,
+    stack: Stack,
+    minilm_onnx: Path,
+    tmp_path: Path,
+    reference: tuple[dict[str, np.ndarray], np.ndarray],
+) -> None:
     model = upload(client, minilm_onnx)
     assert model["format"] == "onnx" and model["inputs"][0]["shape"] == ["batch", "sequence"]
     # An ONNX upload keeps its opset (20, with a Gelu op that has no opset-17 form).

@@ -21,12 +21,18 @@ from tests.conftest import Digits, Stack, upload
 pytestmark = pytest.mark.e2e
 
 SENTENCES = [
-    "The committee approved the budget after a long debate.", "A small robot cleaned the kitchen floor.",
-    "My grandmother baked bread for the whole street on Sunday morning.", "Heavy rain flooded the harbour.",
-    "The new compiler reduced the build time by half.", "An old lighthouse stands on the northern cliff.",
-    "The orchestra played late into the night.", "Stocks fell sharply after the announcement.",
-    "She fixed the bicycle with a borrowed wrench.", "Quantum computers may change cryptography.",
-    "The football team trained twice a day before the final.", "Bees are essential pollinators.",
+    "The committee approved the budget after a long debate.",
+    "A small robot cleaned the kitchen floor.",
+    "My grandmother baked bread for the whole street on Sunday morning.",
+    "Heavy rain flooded the harbour.",
+    "The new compiler reduced the build time by half.",
+    "An old lighthouse stands on the northern cliff.",
+    "The orchestra played late into the night.",
+    "Stocks fell sharply after the announcement.",
+    "She fixed the bicycle with a borrowed wrench.",
+    "Quantum computers may change cryptography.",
+    "The football team trained twice a day before the final.",
+    "Bees are essential pollinators.",
 ]
 
 
@@ -55,21 +61,29 @@ def _run(client: httpx.Client, stack: Stack, spec: dict) -> tuple[dict, bytes]:
 
 def _accuracy(path: Path, x: np.ndarray, y: np.ndarray, batch: int = 32) -> float:
     session = ort.InferenceSession(str(path), providers=["CPUExecutionProvider"])
-    predicted = np.concatenate([session.run(None, {"x": x[i:i + batch]})[0].argmax(1)
-                                for i in range(0, len(x), batch)])
+    predicted = np.concatenate(
+        [session.run(None, {"x": x[i : i + batch]})[0].argmax(1) for i in range(0, len(x), batch)]
+    )
     return float((predicted == y).mean())
 
 
-def test_static_int8_digits_cnn(client: httpx.Client, stack: Stack, digits: Digits, digits_cnn_onnx: Path,
-                                tmp_path: Path) -> None:
+def test_static_int8_digits_cnn(
+    client: httpx.Client, stack: Stack, digits: Digits, digits_cnn_onnx: Path, tmp_path: Path
+) -> None:
     model = upload(client, digits_cnn_onnx)
     calibration = _dataset(client, "digits-train.npz", _npz(x=digits.x_train[:256]))
     test_set = _dataset(client, "digits-test.npz", _npz(x=digits.x_test, labels=digits.y_test))
-    spec = {"model_id": model["id"],
-            "passes": [{"type": "quantize", "method": "static",
-                        "calibration": {"dataset_id": calibration["id"], "samples": 256,
-                                        "method": "minmax"}}],
-            "evaluate": {"dataset_id": test_set["id"], "latency": {"runs": 20}}}
+    spec = {
+        "model_id": model["id"],
+        "passes": [
+            {
+                "type": "quantize",
+                "method": "static",
+                "calibration": {"dataset_id": calibration["id"], "samples": 256, "method": "minmax"},
+            }
+        ],
+        "evaluate": {"dataset_id": test_set["id"], "latency": {"runs": 20}},
+    }
     report, artifact = _run(client, stack, spec)
     path = tmp_path / "digits-int8.onnx"
     path.write_bytes(artifact)
@@ -78,29 +92,36 @@ def test_static_int8_digits_cnn(client: httpx.Client, stack: Stack, digits: Digi
     ops = {n.op_type for n in onnx.load(str(path)).graph.node}
     assert {"QuantizeLinear", "DequantizeLinear"} <= ops, f"a QDQ model, got ops {sorted(ops)}"
     assert report["evaluation"]["samples"] == len(digits.y_test), "evaluated on the whole uploaded test split"
-    assert report["original"]["accuracy"] == _accuracy(digits_cnn_onnx, digits.x_test, digits.y_test), \
+    assert report["original"]["accuracy"] == _accuracy(digits_cnn_onnx, digits.x_test, digits.y_test), (
         "the original's reported accuracy is what onnxruntime gives on the same data"
-    assert result["accuracy"] == _accuracy(path, digits.x_test, digits.y_test), \
+    )
+    assert result["accuracy"] == _accuracy(path, digits.x_test, digits.y_test), (
         "the result's reported accuracy is what the downloaded artifact gives"
+    )
     assert result["accuracy_drop"] <= 0.01, f"static int8 lost {result['accuracy_drop']:.4f} accuracy"
     assert result["size_ratio"] >= 3.5, f"static int8 is only {result['size_ratio']:.2f}x smaller"
     assert result["size_bytes"] == len(artifact)
     assert {d["id"]: d["fields"] for d in report["datasets"]} == {
-        calibration["id"]: ["passes.0.calibration.dataset_id"], test_set["id"]: ["evaluate.dataset_id"]}
-    print(f"\nstatic int8 digits CNN: accuracy {report['original']['accuracy']:.4f} -> "
-          f"{result['accuracy']:.4f}, "
-          f"{model['size_bytes']} -> {result['size_bytes']} bytes ({result['size_ratio']:.2f}x), "
-          f"p50 speedup {result['speedup_p50']}")
+        calibration["id"]: ["passes.0.calibration.dataset_id"],
+        test_set["id"]: ["evaluate.dataset_id"],
+    }
+    print(
+        f"\nstatic int8 digits CNN: accuracy {report['original']['accuracy']:.4f} -> "
+        f"{result['accuracy']:.4f}, "
+        f"{model['size_bytes']} -> {result['size_bytes']} bytes ({result['size_ratio']:.2f}x), "
+        f"p50 speedup {result['speedup_p50']}"
+    )
 
 
 def test_int4_minilm_evaluated_on_text_lines(client: httpx.Client, stack: Stack, minilm_zip: Path) -> None:
     model = upload(client, minilm_zip)
     text = _dataset(client, "sentences.txt", "\n".join(SENTENCES).encode())
-    spec = {"model_id": model["id"],
-            "passes": [{"type": "convert", "to": "onnx", "opset": 17},
-                       {"type": "quantize", "method": "int4"}],
-            "evaluate": {"dataset_id": text["id"], "latency": {"runs": 5}},
-            "input_shapes": {"input_ids": [4, 32]}}
+    spec = {
+        "model_id": model["id"],
+        "passes": [{"type": "convert", "to": "onnx", "opset": 17}, {"type": "quantize", "method": "int4"}],
+        "evaluate": {"dataset_id": text["id"], "latency": {"runs": 5}},
+        "input_shapes": {"input_ids": [4, 32]},
+    }
     report, artifact = _run(client, stack, spec)
     ops = {n.op_type for n in onnx.load_from_string(artifact).graph.node}
     assert {"MatMulNBits", "GatherBlockQuantized"} <= ops, "MatMuls and the embedding table are 4-bit"
@@ -111,6 +132,8 @@ def test_int4_minilm_evaluated_on_text_lines(client: httpx.Client, stack: Stack,
     assert result["fidelity"]["cosine_mean"] >= 0.9, f"int4 drifted: {result['fidelity']['cosine_mean']}"
     assert report["steps"][0]["fidelity"]["cosine_min"] > 0.999, "the conversion is exact on real sentences"
     assert result["accuracy"] is None, "a dataset without labels reports no accuracy"
-    print(f"\nint4 MiniLM: {model['size_bytes']} -> {result['size_bytes']} bytes "
-          f"({result['size_ratio']:.2f}x), "
-          f"cosine mean {result['fidelity']['cosine_mean']:.4f} min {result['fidelity']['cosine_min']:.4f}")
+    print(
+        f"\nint4 MiniLM: {model['size_bytes']} -> {result['size_bytes']} bytes "
+        f"({result['size_ratio']:.2f}x), "
+        f"cosine mean {result['fidelity']['cosine_mean']:.4f} min {result['fidelity']['cosine_min']:.4f}"
+    )

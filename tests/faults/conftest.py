@@ -22,11 +22,20 @@ import pytest
 from tests.conftest import Stack, _free_port, start_api_process, start_worker, upload
 
 FAST_LEASES = {
-    "LEASE_S": "5", "HEARTBEAT_S": "1", "REAPER_INTERVAL_S": "1", "MAX_ATTEMPTS": "3", "REQUEUE_AFTER_S": "4",
-    "SHUTDOWN_GRACE_S": "1", "CANCEL_POLL_S": "0.3", "JOB_TIMEOUT_S": "120", "DB_RETRY_S": "60",
+    "LEASE_S": "5",
+    "HEARTBEAT_S": "1",
+    "REAPER_INTERVAL_S": "1",
+    "MAX_ATTEMPTS": "3",
+    "REQUEUE_AFTER_S": "4",
+    "SHUTDOWN_GRACE_S": "1",
+    "CANCEL_POLL_S": "0.3",
+    "JOB_TIMEOUT_S": "120",
+    "DB_RETRY_S": "60",
     "JOB_MEMORY_BYTES": str(4 * 1024**3),
     # These suites flood one tenant with jobs on purpose: the abuse limits would answer 429 instead.
-    "MAX_ACTIVE_JOBS_PER_TENANT": "10000", "RATE_LIMIT_PER_S": "10000", "RATE_LIMIT_BURST": "10000",
+    "MAX_ACTIVE_JOBS_PER_TENANT": "10000",
+    "RATE_LIMIT_PER_S": "10000",
+    "RATE_LIMIT_BURST": "10000",
 }
 ENDED = ("succeeded", "failed", "cancelled")
 
@@ -50,17 +59,40 @@ class PrivatePostgres:
         self.port = _free_port()
         if os.geteuid() == 0:
             shutil.chown(self.dir, "postgres", "postgres")
-        subprocess.run(_as_postgres([_pg_bin("initdb"), "-D", str(self.dir / "data"), "-A", "trust", "-U",
-                                     "postgres", "--no-sync"]), check=True, capture_output=True)
+        subprocess.run(
+            _as_postgres(
+                [_pg_bin("initdb"), "-D", str(self.dir / "data"), "-A", "trust", "-U", "postgres", "--no-sync"]
+            ),
+            check=True,
+            capture_output=True,
+        )
 
     def start(self) -> None:
         opts = f"-p {self.port} -k {self.dir} -c listen_addresses=127.0.0.1 -c fsync=off"
-        subprocess.run(_as_postgres([_pg_bin("pg_ctl"), "-D", str(self.dir / "data"), "-o", opts, "-l",
-                                     str(self.dir / "log"), "-w", "start"]), check=True, capture_output=True)
+        subprocess.run(
+            _as_postgres(
+                [
+                    _pg_bin("pg_ctl"),
+                    "-D",
+                    str(self.dir / "data"),
+                    "-o",
+                    opts,
+                    "-l",
+                    str(self.dir / "log"),
+                    "-w",
+                    "start",
+                ]
+            ),
+            check=True,
+            capture_output=True,
+        )
 
     def stop(self) -> None:
-        subprocess.run(_as_postgres([_pg_bin("pg_ctl"), "-D", str(self.dir / "data"), "-m", "fast", "-w",
-                                     "stop"]), check=False, capture_output=True)
+        subprocess.run(
+            _as_postgres([_pg_bin("pg_ctl"), "-D", str(self.dir / "data"), "-m", "fast", "-w", "stop"]),
+            check=False,
+            capture_output=True,
+        )
 
     def url(self, database: str = "postgres") -> str:
         return f"postgresql+psycopg://postgres@127.0.0.1:{self.port}/{database}"
@@ -92,9 +124,23 @@ class PrivateRedis:
         return f"redis://127.0.0.1:{self.port}/0"
 
     def start(self) -> None:
-        self.proc = subprocess.Popen(["redis-server", "--port", str(self.port), "--bind", "127.0.0.1",
-                                      "--save", "", "--appendonly", "no", "--dir", str(self.workdir)],
-                                     stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+        self.proc = subprocess.Popen(
+            [
+                "redis-server",
+                "--port",
+                str(self.port),
+                "--bind",
+                "127.0.0.1",
+                "--save",
+                "",
+                "--appendonly",
+                "no",
+                "--dir",
+                str(self.workdir),
+            ],
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.DEVNULL,
+        )
         deadline = time.monotonic() + 20
         ping = ["redis-cli", "-p", str(self.port), "ping"]
         while subprocess.run(ping, capture_output=True).stdout != b"PONG\n":
@@ -123,8 +169,7 @@ class Cluster:
     def database_url(self) -> str:
         return self.stack.database_url
 
-    def start_worker(self, name: str | None = None, wait: bool = True,
-                     **overrides: str) -> subprocess.Popen[bytes]:
+    def start_worker(self, name: str | None = None, wait: bool = True, **overrides: str) -> subprocess.Popen[bytes]:
         """A real Celery worker with the fast lease settings; returns once it consumes (unless not `wait`)."""
         name = name or f"w{len(self.workers) + 1}-{uuid.uuid4().hex[:4]}"
         log = self.logs / f"{name}.log"
@@ -163,21 +208,27 @@ class Cluster:
             job = session.scalars(select(Job).where(Job.id == job_id)).one()
             return {c.name: getattr(job, c.name) for c in Job.__table__.columns}
 
-    def wait_row(self, job_id: str, ready: Callable[[dict[str, Any]], bool], timeout: float = 120,
-                 what: str = "") -> dict[str, Any]:
+    def wait_row(
+        self, job_id: str, ready: Callable[[dict[str, Any]], bool], timeout: float = 120, what: str = ""
+    ) -> dict[str, Any]:
         deadline = time.monotonic() + timeout
         while True:
             row = self.job_row(job_id)
             if ready(row):
                 return row
-            assert time.monotonic() < deadline, \
+            assert time.monotonic() < deadline, (
                 f"job {job_id} never got {what or 'there'}: {row['status']}, attempt {row['attempts']}"
+            )
             time.sleep(0.1)
 
     def wait_running(self, job_id: str, attempt: int = 1, timeout: float = 120) -> dict[str, Any]:
         """Until `attempt` runs its pipeline process; returns the row with its child_pid."""
-        return self.wait_row(job_id, lambda r: r["status"] == "running" and r["attempts"] == attempt
-                             and r["child_pid"] is not None, timeout, f"attempt {attempt} running")
+        return self.wait_row(
+            job_id,
+            lambda r: r["status"] == "running" and r["attempts"] == attempt and r["child_pid"] is not None,
+            timeout,
+            f"attempt {attempt} running",
+        )
 
     def wait_done(self, client: httpx.Client, job_id: str, timeout: float = 180) -> dict[str, Any]:
         deadline = time.monotonic() + timeout
@@ -209,13 +260,11 @@ def start_api(env: dict[str, str], logs: Path, database_url: str) -> Stack:
     upgrade_to_head(database_url)
     api, url = start_api_process({**os.environ, **env}, logs / "api.log")
     # Workers come and go per test: the Stack's `worker` slot holds the API so Stack keeps its shape.
-    return Stack(url=url, env=env, home=Path(env["SQUEEZE_HOME"]), database_url=database_url, worker=api,
-                 api=api)
+    return Stack(url=url, env=env, home=Path(env["SQUEEZE_HOME"]), database_url=database_url, worker=api, api=api)
 
 
 @pytest.fixture(scope="session")
-def private_services(
-        tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[PrivatePostgres, PrivateRedis]]:
+def private_services(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[PrivatePostgres, PrivateRedis]]:
     pg = PrivatePostgres()
     redis = PrivateRedis(tmp_path_factory.mktemp("redis"))
     try:
@@ -228,15 +277,21 @@ def private_services(
 
 
 @pytest.fixture(scope="session")
-def cluster_base(private_services: tuple[PrivatePostgres, PrivateRedis],
-                 tmp_path_factory: pytest.TempPathFactory) -> Iterator[Cluster]:
+def cluster_base(
+    private_services: tuple[PrivatePostgres, PrivateRedis], tmp_path_factory: pytest.TempPathFactory
+) -> Iterator[Cluster]:
     pg, redis = private_services
     home = tmp_path_factory.mktemp("faults-home")
     logs = home / "logs"
     logs.mkdir()
     database_url = pg.create_database("squeeze")
-    env = {"SQUEEZE_HOME": str(home), "QUEUE_PREFIX": f"f{uuid.uuid4().hex[:8]}-",
-           "DATABASE_URL": database_url, "BROKER_URL": redis.url, **FAST_LEASES}
+    env = {
+        "SQUEEZE_HOME": str(home),
+        "QUEUE_PREFIX": f"f{uuid.uuid4().hex[:8]}-",
+        "DATABASE_URL": database_url,
+        "BROKER_URL": redis.url,
+        **FAST_LEASES,
+    }
     stack = start_api(env, logs, database_url)
     yield Cluster(stack, env, logs, pg, redis)
     stack.api.terminate()
@@ -260,8 +315,10 @@ def client(cluster: Cluster) -> Iterator[httpx.Client]:
 def models(cluster_base: Cluster, mlp_onnx: Path, heavy_onnx: Path, balloon_onnx: Path) -> dict[str, str]:
     """Model ids on the fault cluster: `mlp` (seconds), `heavy` (long with many latency runs), `balloon`."""
     with cluster_base.stack.client() as c:
-        return {name: str(upload(c, path)["id"])
-                for name, path in (("mlp", mlp_onnx), ("heavy", heavy_onnx), ("balloon", balloon_onnx))}
+        return {
+            name: str(upload(c, path)["id"])
+            for name, path in (("mlp", mlp_onnx), ("heavy", heavy_onnx), ("balloon", balloon_onnx))
+        }
 
 
 @pytest.fixture(scope="session")
@@ -275,11 +332,14 @@ def balloon_onnx(tmp_path_factory: pytest.TempPathFactory) -> Path:
     y = helper.make_tensor_value_info("y", TensorProto.FLOAT, ["batch", 64])
     big = numpy_helper.from_array(np.array([1, 1 << 26, 64], dtype=np.int64), "big")
     axes = numpy_helper.from_array(np.array([1], dtype=np.int64), "axes")
-    nodes = [helper.make_node("Unsqueeze", ["x", "axes"], ["x3"]),
-             helper.make_node("Expand", ["x3", "big"], ["huge"]),
-             helper.make_node("ReduceSum", ["huge", "axes"], ["y"], keepdims=0)]
-    model = helper.make_model(helper.make_graph(nodes, "balloon", [x], [y], [big, axes]),
-                              opset_imports=[helper.make_opsetid("", 17)])
+    nodes = [
+        helper.make_node("Unsqueeze", ["x", "axes"], ["x3"]),
+        helper.make_node("Expand", ["x3", "big"], ["huge"]),
+        helper.make_node("ReduceSum", ["huge", "axes"], ["y"], keepdims=0),
+    ]
+    model = helper.make_model(
+        helper.make_graph(nodes, "balloon", [x], [y], [big, axes]), opset_imports=[helper.make_opsetid("", 17)]
+    )
     onnx.checker.check_model(model)
     path = tmp_path_factory.mktemp("balloon") / "balloon.onnx"
     onnx.save(model, str(path))
@@ -288,14 +348,21 @@ def balloon_onnx(tmp_path_factory: pytest.TempPathFactory) -> Path:
 
 def quick_job(model_id: str) -> dict[str, Any]:
     """A job of a few seconds: dynamic int8 on the MLP, minimal evaluation."""
-    return {"model_id": model_id, "passes": [{"type": "quantize", "method": "dynamic"}],
-            "input_shapes": {"x": [2, 64]}, "evaluate": {"samples": 2, "latency": {"runs": 1, "warmup": 0}}}
+    return {
+        "model_id": model_id,
+        "passes": [{"type": "quantize", "method": "dynamic"}],
+        "input_shapes": {"x": [2, 64]},
+        "evaluate": {"samples": 2, "latency": {"runs": 1, "warmup": 0}},
+    }
 
 
 def slow_job(model_id: str, runs: int = 150) -> dict[str, Any]:
     """A job that runs long enough to be hit mid-way: many timed runs of the 4x1024x1024 model."""
-    return {"model_id": model_id, "passes": [{"type": "quantize", "method": "dynamic"}],
-            "evaluate": {"samples": 64, "latency": {"runs": runs, "warmup": 0}}}
+    return {
+        "model_id": model_id,
+        "passes": [{"type": "quantize", "method": "dynamic"}],
+        "evaluate": {"samples": 64, "latency": {"runs": runs, "warmup": 0}},
+    }
 
 
 def submit(client: httpx.Client, body: dict[str, Any], **headers: str) -> dict[str, Any]:

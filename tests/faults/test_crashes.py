@@ -11,7 +11,8 @@ from tests.faults.conftest import Cluster, artifacts, process_alive, quick_job, 
 
 
 def test_child_killed_mid_job_succeeds_on_attempt_two_with_one_set_of_artifacts(
-        cluster: Cluster, client: httpx.Client, models: dict[str, str]) -> None:
+    cluster: Cluster, client: httpx.Client, models: dict[str, str]
+) -> None:
     cluster.start_worker()
     job = submit(client, slow_job(models["heavy"]))
     first = cluster.wait_running(job["id"])
@@ -27,7 +28,8 @@ def test_child_killed_mid_job_succeeds_on_attempt_two_with_one_set_of_artifacts(
 
 
 def test_a_pipeline_that_crashes_every_time_fails_after_max_attempts_and_the_worker_lives(
-        cluster: Cluster, client: httpx.Client, models: dict[str, str]) -> None:
+    cluster: Cluster, client: httpx.Client, models: dict[str, str]
+) -> None:
     worker = cluster.start_worker()
     job = submit(client, slow_job(models["heavy"]))
     for attempt in (1, 2, 3):
@@ -43,10 +45,18 @@ def test_a_pipeline_that_crashes_every_time_fails_after_max_attempts_and_the_wor
 
 
 def test_a_model_that_allocates_without_bound_fails_out_of_memory_and_the_worker_lives(
-        cluster: Cluster, client: httpx.Client, models: dict[str, str]) -> None:
+    cluster: Cluster, client: httpx.Client, models: dict[str, str]
+) -> None:
     worker = cluster.start_worker()
-    job = submit(client, {"model_id": models["balloon"], "passes": [{"type": "optimize"}],
-                          "input_shapes": {"x": [2, 64]}, "evaluate": {"samples": 2}})
+    job = submit(
+        client,
+        {
+            "model_id": models["balloon"],
+            "passes": [{"type": "optimize"}],
+            "input_shapes": {"x": [2, 64]},
+            "evaluate": {"samples": 2},
+        },
+    )
     done = cluster.wait_done(client, job["id"])
     assert done["status"] == "failed" and done["error"]["code"] == "out_of_memory", done
     assert done["attempts"] == 1, "a clean out-of-memory failure is deterministic: not retried"
@@ -56,7 +66,8 @@ def test_a_model_that_allocates_without_bound_fails_out_of_memory_and_the_worker
 
 
 def test_worker_killed_mid_job_another_worker_finishes_it_within_lease_and_reaper_interval(
-        cluster: Cluster, client: httpx.Client, models: dict[str, str]) -> None:
+    cluster: Cluster, client: httpx.Client, models: dict[str, str]
+) -> None:
     doomed = cluster.start_worker()
     job = submit(client, slow_job(models["heavy"], runs=60))
     first = cluster.wait_running(job["id"])
@@ -78,7 +89,8 @@ def test_worker_killed_mid_job_another_worker_finishes_it_within_lease_and_reape
 
 
 def test_sigterm_hands_the_running_job_back_and_nothing_stays_running(
-        cluster: Cluster, client: httpx.Client, models: dict[str, str]) -> None:
+    cluster: Cluster, client: httpx.Client, models: dict[str, str]
+) -> None:
     stopping = cluster.start_worker()
     job = submit(client, slow_job(models["heavy"], runs=400))
     cluster.wait_running(job["id"])
@@ -92,7 +104,8 @@ def test_sigterm_hands_the_running_job_back_and_nothing_stays_running(
 
 
 def test_a_job_past_its_time_limit_fails_with_timeout_and_its_process_group_is_killed(
-        cluster: Cluster, client: httpx.Client, models: dict[str, str]) -> None:
+    cluster: Cluster, client: httpx.Client, models: dict[str, str]
+) -> None:
     worker = cluster.start_worker(JOB_TIMEOUT_S="4")
     job = submit(client, slow_job(models["heavy"], runs=5000))
     row = cluster.wait_running(job["id"])

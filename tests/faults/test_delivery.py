@@ -16,7 +16,8 @@ from tests.faults.conftest import Cluster, artifacts, process_alive, quick_job, 
 
 
 def test_idempotency_key_retries_return_one_job_and_another_body_is_a_conflict(
-        cluster: Cluster, client: httpx.Client, models: dict[str, str]) -> None:
+    cluster: Cluster, client: httpx.Client, models: dict[str, str]
+) -> None:
     body = quick_job(models["mlp"])
     key = {"Idempotency-Key": f"faults-{time.time_ns()}"}
     with ThreadPoolExecutor(8) as pool:  # a client retrying in a hurry: the same request, concurrently
@@ -29,7 +30,8 @@ def test_idempotency_key_retries_return_one_job_and_another_body_is_a_conflict(
 
 
 def test_api_killed_between_commit_and_publish_the_sweep_publishes_the_job(
-        cluster: Cluster, models: dict[str, str]) -> None:
+    cluster: Cluster, models: dict[str, str]
+) -> None:
     # A real API process, killed (SIGKILL) right after its commit, before the message leaves.
     script = (
         "import json, os, signal, sys\n"
@@ -41,9 +43,15 @@ def test_api_killed_between_commit_and_publish_the_sweep_publishes_the_job(
         "    os.kill(os.getpid(), signal.SIGKILL)\n"
         "settings = get_settings()\n"
         "submit_job(get_sessionmaker(settings.effective_database_url)(), settings, publish, 'default',\n"
-        "           json.loads(sys.argv[1]), None)\n")
-    proc = subprocess.run([sys.executable, "-c", script, json.dumps(quick_job(models["mlp"]))], cwd=ROOT,
-                          env={**os.environ, **cluster.env}, capture_output=True, timeout=120)
+        "           json.loads(sys.argv[1]), None)\n"
+    )
+    proc = subprocess.run(
+        [sys.executable, "-c", script, json.dumps(quick_job(models["mlp"]))],
+        cwd=ROOT,
+        env={**os.environ, **cluster.env},
+        capture_output=True,
+        timeout=120,
+    )
     assert proc.returncode == -signal.SIGKILL, proc.stderr.decode()[-2000:]
     job_id = proc.stdout.decode().strip()
     assert cluster.job_row(job_id)["status"] == "queued", "committed, never published"
@@ -54,7 +62,8 @@ def test_api_killed_between_commit_and_publish_the_sweep_publishes_the_job(
 
 
 def test_redis_restarted_without_persistence_and_down_at_submit_every_job_runs_once(
-        cluster: Cluster, client: httpx.Client, models: dict[str, str]) -> None:
+    cluster: Cluster, client: httpx.Client, models: dict[str, str]
+) -> None:
     assert cluster.redis is not None
     queued = [submit(client, quick_job(models["mlp"]))["id"] for _ in range(5)]
     cluster.redis.stop()  # the five messages are gone with it
@@ -72,7 +81,8 @@ def test_redis_restarted_without_persistence_and_down_at_submit_every_job_runs_o
 
 
 def test_a_job_longer_than_the_visibility_timeout_has_one_effect(
-        cluster: Cluster, client: httpx.Client, models: dict[str, str]) -> None:
+    cluster: Cluster, client: httpx.Client, models: dict[str, str]
+) -> None:
     fast_redelivery = {"BROKER_VISIBILITY_TIMEOUT_S": "2"}
     first = cluster.start_worker(**fast_redelivery)
     job = submit(client, slow_job(models["heavy"], runs=1000))
@@ -93,7 +103,8 @@ def test_a_job_longer_than_the_visibility_timeout_has_one_effect(
 
 
 def test_postgres_restart_mid_job_answers_503_then_the_job_finishes(
-        cluster: Cluster, client: httpx.Client, models: dict[str, str]) -> None:
+    cluster: Cluster, client: httpx.Client, models: dict[str, str]
+) -> None:
     assert cluster.pg is not None
     cluster.start_worker()
     job = submit(client, slow_job(models["heavy"], runs=200))
@@ -113,7 +124,8 @@ def test_postgres_restart_mid_job_answers_503_then_the_job_finishes(
 
 
 def test_a_paused_worker_past_its_lease_cannot_commit(
-        cluster: Cluster, client: httpx.Client, models: dict[str, str]) -> None:
+    cluster: Cluster, client: httpx.Client, models: dict[str, str]
+) -> None:
     paused = cluster.start_worker()
     job = submit(client, slow_job(models["heavy"], runs=100))
     first = cluster.wait_running(job["id"])

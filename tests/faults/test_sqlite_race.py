@@ -30,8 +30,7 @@ def embedded(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Cluster]:
     stack.api.wait(timeout=30)
 
 
-def test_four_workers_and_the_api_race_without_double_claims_or_lock_errors(embedded: Cluster,
-                                                                             mlp_onnx: Path) -> None:
+def test_four_workers_and_the_api_race_without_double_claims_or_lock_errors(embedded: Cluster, mlp_onnx: Path) -> None:
     with embedded.stack.client() as client:
         body = quick_job(str(upload(client, mlp_onnx)["id"]))
         workers = [embedded.start_worker(wait=False) for _ in range(WORKERS)]
@@ -40,8 +39,11 @@ def test_four_workers_and_the_api_race_without_double_claims_or_lock_errors(embe
 
         def submit_and_poll(_: int) -> list[httpx.Response]:
             submitted = client.post("/v1/jobs", json=body)
-            return [submitted, client.get("/v1/jobs", params={"limit": 20}),
-                    client.get(f"/v1/jobs/{submitted.json().get('id')}")]
+            return [
+                submitted,
+                client.get("/v1/jobs", params={"limit": 20}),
+                client.get(f"/v1/jobs/{submitted.json().get('id')}"),
+            ]
 
         with ThreadPoolExecutor(8) as pool:
             responses = [r for rs in pool.map(submit_and_poll, range(JOBS)) for r in rs]

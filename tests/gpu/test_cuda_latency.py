@@ -22,9 +22,7 @@ def mlp(layers: int) -> ModelHandle:
 
 def test_cuda_latency_with_cuda_events() -> None:
     assert torch.cuda.is_available(), "this test runs on a CUDA machine"
-    feeds = {
-        b: {"x": np.random.default_rng(0).standard_normal((b, WIDTH)).astype(np.float32)} for b in (1, 64)
-    }
+    feeds = {b: {"x": np.random.default_rng(0).standard_normal((b, WIDTH)).astype(np.float32)} for b in (1, 64)}
     light = measure(mlp(2), feeds, runs=200, warmup=20, threads=1, device="cuda")
     heavy = measure(mlp(8), feeds, runs=200, warmup=20, threads=1, device="cuda")
     for row in light + heavy:
@@ -32,8 +30,6 @@ def test_cuda_latency_with_cuda_events() -> None:
         assert row["p50_ms"] <= row["p90_ms"] <= row["p99_ms"], row
         assert row["memory_kind"] == "cuda_max_allocated" and row["peak_memory_bytes"] > 0
         assert row["gpu"] == torch.cuda.get_device_name()
-    assert heavy[1]["p50_ms"] > 1.5 * light[1]["p50_ms"], (
-        "4x the layers at batch 64 measures slower on the GPU"
-    )
+    assert heavy[1]["p50_ms"] > 1.5 * light[1]["p50_ms"], "4x the layers at batch 64 measures slower on the GPU"
     assert heavy[1]["peak_memory_bytes"] > light[1]["peak_memory_bytes"], "4x the weights on the GPU"
     print(json.dumps({"light_2_layers": light, "heavy_8_layers": heavy}, indent=1))

@@ -38,5 +38,12 @@ def test_half_precision_on_cuda(tmp_path: Path) -> None:
         timings[method] = measure(half, {256: batch}, runs=100, warmup=10, threads=1, device="cuda")[0]
         assert timings[method]["p50_ms"] < timings["fp32"]["p50_ms"], f"{method} is no faster than fp32 on the GPU"
         assert timings[method]["peak_memory_bytes"] < timings["fp32"]["peak_memory_bytes"]
-    print(json.dumps({k: {f: v[f] for f in ("p50_ms", "p99_ms", "throughput_per_s", "peak_memory_bytes", "gpu")}
-                      for k, v in timings.items()}, indent=1))
+    print(
+        json.dumps(
+            {
+                k: {f: v[f] for f in ("p50_ms", "p99_ms", "throughput_per_s", "peak_memory_bytes", "gpu")}
+                for k, v in timings.items()
+            },
+            indent=1,
+        )
+    )

@@ -52,9 +52,9 @@ def test_finetune_and_distill_on_cuda(digits_cnn: torch.nn.Module, digits: Digit
 
     ctx.metrics = {}
     t0 = time.perf_counter()
-    student = DistillPass(
-        DistillConfig(type="distill", dataset_id="ds_train", epochs=3, lr=1e-3, batch_size=64)
-    ).run(pruned, ctx)
+    student = DistillPass(DistillConfig(type="distill", dataset_id="ds_train", epochs=3, lr=1e-3, batch_size=64)).run(
+        pruned, ctx
+    )
     distill_s = time.perf_counter() - t0
     assert ctx.metrics["device"] == "cuda" and ctx.metrics["loss"] == "kl+alpha*ce"
     distilled_accuracy = _accuracy(student, digits)

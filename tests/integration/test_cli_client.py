@@ -14,13 +14,23 @@ from tests.conftest import ROOT, Stack
 
 def _submit(stack: Stack, *args: str) -> subprocess.CompletedProcess[str]:
     env = {**os.environ, **stack.cli_env()}
-    return subprocess.run([sys.executable, "-m", "app.cli", "submit", "--url", stack.url, *args], cwd=ROOT,
-                          env=env, capture_output=True, text=True, timeout=300)
+    return subprocess.run(
+        [sys.executable, "-m", "app.cli", "submit", "--url", stack.url, *args],
+        cwd=ROOT,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
 
 
 def test_submit_uploads_follows_and_downloads(stack: Stack, mlp_onnx: Path, tmp_path: Path) -> None:
-    spec = {"passes": [{"type": "quantize", "method": "dynamic"}], "input_shapes": {"x": [4, 64]},
-            "evaluate": {"latency": {"runs": 5}}, "constraints": {"min_cosine": 0.9}}
+    spec = {
+        "passes": [{"type": "quantize", "method": "dynamic"}],
+        "input_shapes": {"x": [4, 64]},
+        "evaluate": {"latency": {"runs": 5}},
+        "constraints": {"min_cosine": 0.9},
+    }
     done = _submit(stack, str(mlp_onnx), "--spec", json.dumps(spec), "--out", str(tmp_path / "out"))
     assert done.returncode == 0, f"the client failed: {done.stderr}"
     assert "upload mlp.onnx" in done.stderr and "succeeded" in done.stderr, "the user sees upload and job progress"
@@ -37,7 +47,11 @@ def test_submit_reports_a_refusal_with_its_code(stack: Stack, mlp_onnx: Path) ->
 
 
 def test_submit_exits_1_when_constraints_are_missed(stack: Stack, mlp_onnx: Path) -> None:
-    spec = {"passes": [{"type": "quantize", "method": "dynamic"}], "input_shapes": {"x": [4, 64]},
-            "evaluate": {"latency": {"runs": 2}}, "constraints": {"min_size_ratio": 100}}
+    spec = {
+        "passes": [{"type": "quantize", "method": "dynamic"}],
+        "input_shapes": {"x": [4, 64]},
+        "evaluate": {"latency": {"runs": 2}},
+        "constraints": {"min_size_ratio": 100},
+    }
     done = _submit(stack, str(mlp_onnx), "--spec", json.dumps(spec))
     assert done.returncode == 1, f"a missed constraint must fail a CI step: {done.stderr}"

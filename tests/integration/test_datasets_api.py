@@ -56,11 +56,14 @@ def test_upload_read_list_delete(client: httpx.Client, stack: Stack, mlp_data: d
     assert dataset["id"].startswith("ds_") and dataset["format"] == "npz"
     assert dataset["sha256"] == hashlib.sha256(body).hexdigest(), "sha256 of the bytes sent"
     assert dataset["samples"] == N and dataset["has_labels"] is True
-    assert {a["name"]: (a["dtype"], a["shape"]) for a in dataset["arrays"]} == \
-        {"x": ("float32", [N, 64]), "labels": ("int64", [N])}
+    assert {a["name"]: (a["dtype"], a["shape"]) for a in dataset["arrays"]} == {
+        "x": ("float32", [N, 64]),
+        "labels": ("int64", [N]),
+    }
     read = client.get(f"/v1/datasets/{dataset['id']}").json()
-    assert {k: read[k] for k in ("id", "sha256", "arrays", "samples")} == \
-        {k: dataset[k] for k in ("id", "sha256", "arrays", "samples")}
+    assert {k: read[k] for k in ("id", "sha256", "arrays", "samples")} == {
+        k: dataset[k] for k in ("id", "sha256", "arrays", "samples")
+    }
 
     tensors = _dataset(client, "mlp.safetensors", safetensors_bytes({"x": mlp_data["x"]}))
     assert (tensors["format"], tensors["samples"], tensors["has_labels"]) == ("safetensors", N, False)
@@ -86,15 +89,22 @@ def _safetensors_truncated() -> bytes:
 BAD_FILES = [
     ("pickle", "data.npz", pickle.dumps({"x": [1, 2]}), "unsafe_dataset"),
     ("object array", "data.npz", _npz(x=np.array([{"a": 1}, None], dtype=object)), "unsafe_dataset"),
-    ("sample counts differ", "data.npz", _npz(x=np.zeros((4, 2), np.float32), labels=np.zeros(3, np.int64)),
-     "invalid_dataset"),
-    ("float labels", "data.npz", _npz(x=np.zeros((4, 2), np.float32), labels=np.zeros(4, np.float32)),
-     "invalid_dataset"),
+    (
+        "sample counts differ",
+        "data.npz",
+        _npz(x=np.zeros((4, 2), np.float32), labels=np.zeros(3, np.int64)),
+        "invalid_dataset",
+    ),
+    (
+        "float labels",
+        "data.npz",
+        _npz(x=np.zeros((4, 2), np.float32), labels=np.zeros(4, np.float32)),
+        "invalid_dataset",
+    ),
     ("scalar", "data.npz", _npz(x=np.float32(1.0)), "invalid_dataset"),
     ("zip of other files", "data.npz", _zip({"readme.md": b"not an array"}), "invalid_dataset"),
     ("truncated safetensors", "data.safetensors", _safetensors_truncated(), "invalid_dataset"),
-    ("safetensors header past the end", "data.safetensors", struct.pack("<Q", 10_000) + b"{}",
-     "invalid_dataset"),
+    ("safetensors header past the end", "data.safetensors", struct.pack("<Q", 10_000) + b"{}", "invalid_dataset"),
     ("single .npy", "data.npy", b"\x93NUMPY\x01\x00" + b" " * 40, "unsupported_dataset_format"),
     ("unknown bytes", "data.bin", b"\x01\x02\x03 not a dataset", "unsupported_dataset_format"),
     ("text not UTF-8", "lines.txt", "caf\xe9\n".encode("latin-1"), "invalid_dataset"),
@@ -103,8 +113,7 @@ BAD_FILES = [
 
 
 @pytest.mark.parametrize(("case", "name", "body", "code"), BAD_FILES, ids=[c[0] for c in BAD_FILES])
-def test_bad_files_are_refused_with_a_code(client: httpx.Client, case: str, name: str, body: bytes,
-                                           code: str) -> None:
+def test_bad_files_are_refused_with_a_code(client: httpx.Client, case: str, name: str, body: bytes, code: str) -> None:
     response = _post(client, name, body)
     assert response.status_code == 422, f"{case}: {response.text}"
     assert response.headers["content-type"].startswith("application/problem+json")
@@ -134,10 +143,12 @@ MISMATCHES = [
 
 @pytest.mark.parametrize(("case", "arrays", "fragment"), MISMATCHES, ids=[c[0] for c in MISMATCHES])
 def test_a_dataset_that_does_not_fit_the_model_is_refused_at_submit(
-        client: httpx.Client, mlp_model: dict, case: str, arrays: dict, fragment: str) -> None:
+    client: httpx.Client, mlp_model: dict, case: str, arrays: dict, fragment: str
+) -> None:
     dataset = _dataset(client, "d.npz", _npz(**arrays))
-    response = _submit(client, {"model_id": mlp_model["id"], "passes": [DYNAMIC],
-                                "evaluate": {"dataset_id": dataset["id"]}})
+    response = _submit(
+        client, {"model_id": mlp_model["id"], "passes": [DYNAMIC], "evaluate": {"dataset_id": dataset["id"]}}
+    )
     assert response.status_code == 422, f"{case}: {response.text}"
     problem = response.json()
     assert problem["code"] == "dataset_mismatch"
@@ -146,8 +157,11 @@ def test_a_dataset_that_does_not_fit_the_model_is_refused_at_submit(
 
 
 def test_missing_and_text_datasets_are_refused_at_submit(client: httpx.Client, mlp_model: dict) -> None:
-    spec = {"model_id": mlp_model["id"], "passes": [{"type": "quantize", "method": "dynamic"}],
-            "evaluate": {"dataset_id": "ds_doesnotexist"}}
+    spec = {
+        "model_id": mlp_model["id"],
+        "passes": [{"type": "quantize", "method": "dynamic"}],
+        "evaluate": {"dataset_id": "ds_doesnotexist"},
+    }
     response = _submit(client, spec)
     assert response.status_code == 422 and response.json()["errors"][0]["field"] == "evaluate.dataset_id"
     assert "POST /v1/datasets" in response.json()["detail"]
@@ -159,26 +173,40 @@ def test_missing_and_text_datasets_are_refused_at_submit(client: httpx.Client, m
     assert response.status_code == 422 and response.json()["errors"][0]["field"] == "evaluate.output"
 
 
-def test_a_job_evaluated_on_a_dataset_reports_accuracy(client: httpx.Client, stack: Stack, mlp_model: dict,
-                                                       mlp_data: dict[str, np.ndarray]) -> None:
+def test_a_job_evaluated_on_a_dataset_reports_accuracy(
+    client: httpx.Client, stack: Stack, mlp_model: dict, mlp_data: dict[str, np.ndarray]
+) -> None:
     dataset = _dataset(client, "mlp.npz", _npz(**mlp_data))
-    response = _submit(client, {"model_id": mlp_model["id"], "passes": [DYNAMIC],
-                                "evaluate": {"dataset_id": dataset["id"], "latency": {"runs": 3}}})
+    response = _submit(
+        client,
+        {
+            "model_id": mlp_model["id"],
+            "passes": [DYNAMIC],
+            "evaluate": {"dataset_id": dataset["id"], "latency": {"runs": 3}},
+        },
+    )
     assert response.status_code == 202, "no input_shapes needed, the dataset gives them: " + response.text
     job = stack.wait_for(client, response.json()["id"], timeout=300)
     assert job["status"] == "succeeded", job["error"]
     report = client.get(f"/v1/jobs/{job['id']}/report").json()
     assert report["evaluation"]["samples"] == N and report["evaluation"]["dataset_id"] == dataset["id"]
-    assert report["datasets"] == [{"id": dataset["id"], "sha256": dataset["sha256"], "format": "npz",
-                                   "filename": "mlp.npz", "samples": N, "fields": ["evaluate.dataset_id"]}]
+    assert report["datasets"] == [
+        {
+            "id": dataset["id"],
+            "sha256": dataset["sha256"],
+            "format": "npz",
+            "filename": "mlp.npz",
+            "samples": N,
+            "fields": ["evaluate.dataset_id"],
+        }
+    ]
     original, result = report["original"]["accuracy"], report["result"]["accuracy"]
     assert 0 <= original <= 1 and 0 <= result <= 1
     assert report["result"]["accuracy_drop"] == pytest.approx(original - result)
     assert report["steps"][-1]["accuracy"] == result
 
 
-def test_static_quantization_needs_a_fitting_calibration_dataset(client: httpx.Client,
-                                                                 mlp_model: dict) -> None:
+def test_static_quantization_needs_a_fitting_calibration_dataset(client: httpx.Client, mlp_model: dict) -> None:
     bare = {"type": "quantize", "method": "static"}
     response = _submit(client, {"model_id": mlp_model["id"], "passes": [bare]})
     assert response.status_code == 422 and response.json()["code"] == "validation_error"

@@ -32,14 +32,20 @@ def torch_files(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
 
 
 @pytest.mark.parametrize("fmt", ["pt2", "torchscript"])
-def test_torch_upload_converts_and_quantizes(fmt: str, torch_files: dict[str, Path], client: httpx.Client,
-                                             stack: Stack) -> None:
+def test_torch_upload_converts_and_quantizes(
+    fmt: str, torch_files: dict[str, Path], client: httpx.Client, stack: Stack
+) -> None:
     model = upload(client, torch_files[fmt])
     assert model["format"] == fmt
-    response = client.post("/v1/jobs", json={
-        "model_id": model["id"],
-        "passes": [{"type": "convert", "to": "onnx"}, {"type": "quantize", "method": "dynamic"}],
-        "input_shapes": {model["inputs"][0]["name"]: [4, 1, 8, 8]}, "evaluate": {"latency": {"runs": 5}}})
+    response = client.post(
+        "/v1/jobs",
+        json={
+            "model_id": model["id"],
+            "passes": [{"type": "convert", "to": "onnx"}, {"type": "quantize", "method": "dynamic"}],
+            "input_shapes": {model["inputs"][0]["name"]: [4, 1, 8, 8]},
+            "evaluate": {"latency": {"runs": 5}},
+        },
+    )
     assert response.status_code == 202, response.text
     job = stack.wait_for(client, response.json()["id"])
     assert job["status"] == "succeeded", job["error"]

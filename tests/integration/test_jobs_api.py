@@ -26,10 +26,14 @@ def submit(client: httpx.Client, body: dict, **headers: str) -> httpx.Response:
 def test_bad_specs_are_refused_at_submit_naming_the_field(client: httpx.Client, mlp_id: str) -> None:
     cases = [
         ({"model_id": mlp_id, "passes": [{"type": "shrink"}], "input_shapes": {"x": [4, 64]}}, "passes.0"),
-        ({"model_id": mlp_id, "passes": [{"type": "quantize", "method": "int3"}], "input_shapes": {"x": [4, 64]}},
-         "passes.0.quantize.method"),
-        ({"model_id": mlp_id, "passes": [{"type": "convert", "opset": 99}], "input_shapes": {"x": [4, 64]}},
-         "passes.0.convert.opset"),
+        (
+            {"model_id": mlp_id, "passes": [{"type": "quantize", "method": "int3"}], "input_shapes": {"x": [4, 64]}},
+            "passes.0.quantize.method",
+        ),
+        (
+            {"model_id": mlp_id, "passes": [{"type": "convert", "opset": 99}], "input_shapes": {"x": [4, 64]}},
+            "passes.0.convert.opset",
+        ),
         ({"model_id": "mdl_missing", "passes": QUANTIZE}, "model_id"),
         ({"model_id": mlp_id, "passes": QUANTIZE}, "input_shapes.x"),
         ({"model_id": mlp_id, "passes": QUANTIZE, "input_shapes": {"x": [4, 65]}}, "input_shapes.x"),
@@ -53,10 +57,18 @@ def test_dynamic_batch_message_names_input_and_axis(client: httpx.Client, mlp_id
     assert "'x'" in problem["detail"] and "axis 0" in problem["detail"]
 
 
-def test_job_runs_to_success_with_report_and_artifacts(client: httpx.Client, stack: Stack, mlp_id: str,
-                                                      tmp_path: Path) -> None:
-    response = submit(client, {"model_id": mlp_id, "passes": [{"type": "optimize"}, *QUANTIZE],
-                               "input_shapes": {"x": [4, 64]}, "evaluate": {"latency": {"runs": 20}}})
+def test_job_runs_to_success_with_report_and_artifacts(
+    client: httpx.Client, stack: Stack, mlp_id: str, tmp_path: Path
+) -> None:
+    response = submit(
+        client,
+        {
+            "model_id": mlp_id,
+            "passes": [{"type": "optimize"}, *QUANTIZE],
+            "input_shapes": {"x": [4, 64]},
+            "evaluate": {"latency": {"runs": 20}},
+        },
+    )
     assert response.status_code == 202, response.text
     job = response.json()
     assert response.headers["location"] == f"/v1/jobs/{job['id']}" and job["status"] == "queued"
@@ -103,8 +115,7 @@ def test_idempotency_key_returns_the_same_job(client: httpx.Client, mlp_id: str)
 
 def test_cancel_a_running_job(client: httpx.Client, stack: Stack, tmp_path: Path, heavy_onnx: Path) -> None:
     heavy = upload(client, heavy_onnx)
-    job = submit(client, {"model_id": heavy["id"], "passes": QUANTIZE,
-                          "evaluate": {"latency": {"runs": 10000}}}).json()
+    job = submit(client, {"model_id": heavy["id"], "passes": QUANTIZE, "evaluate": {"latency": {"runs": 10000}}}).json()
     stack.wait_for(client, job["id"], until=("running",), timeout=120)
     cancelled = client.post(f"/v1/jobs/{job['id']}/cancel")
     assert cancelled.status_code == 200
@@ -114,13 +125,18 @@ def test_cancel_a_running_job(client: httpx.Client, stack: Stack, tmp_path: Path
     assert client.post(f"/v1/jobs/{job['id']}/cancel").status_code == 409, "cancelling twice says it ended"
 
 
-def test_a_failing_pass_fails_the_job_with_a_code_and_the_worker_lives(client: httpx.Client, stack: Stack,
-                                                                       mlp_id: str) -> None:
-    job = submit(client, {"model_id": mlp_id, "passes": [{"type": "convert", "opset": 11}],
-                          "input_shapes": {"x": [2, 64]}}).json()
+def test_a_failing_pass_fails_the_job_with_a_code_and_the_worker_lives(
+    client: httpx.Client, stack: Stack, mlp_id: str
+) -> None:
+    job = submit(
+        client, {"model_id": mlp_id, "passes": [{"type": "convert", "opset": 11}], "input_shapes": {"x": [2, 64]}}
+    ).json()
     final = stack.wait_for(client, job["id"])
-    assert final["status"] == "failed" and final["error"]["code"] in {"conversion_failed", "conversion_mismatch",
-                                                                        "pass_failed"}, final
+    assert final["status"] == "failed" and final["error"]["code"] in {
+        "conversion_failed",
+        "conversion_mismatch",
+        "pass_failed",
+    }, final
     assert final["error"]["message"], "the client reads why"
     ok = submit(client, {"model_id": mlp_id, "passes": QUANTIZE, "input_shapes": {"x": [2, 64]}}).json()
     assert stack.wait_for(client, ok["id"])["status"] == "succeeded", "the worker takes the next job"

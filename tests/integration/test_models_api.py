@@ -103,5 +103,6 @@ def test_the_backend_under_test_is_the_one_asked_for(stack: Stack, client: httpx
     assert found == 1
     expected_dialect = "postgresql" if BACKEND == "postgres-redis" else "sqlite"
     assert stack.database_url.startswith(expected_dialect)
-    assert stack.env.get("BROKER_URL", "filesystem://").startswith("redis" if BACKEND == "postgres-redis"
-                                                                   else "filesystem")
+    assert stack.env.get("BROKER_URL", "filesystem://").startswith(
+        "redis" if BACKEND == "postgres-redis" else "filesystem"
+    )

@@ -100,9 +100,7 @@ def test_report_json_holds_every_promised_figure(client: httpx.Client, jobs: dic
     verdict = report["constraints"]
     assert verdict["verdict"] == "pass" and set(verdict["checks"]) == {"min_size_ratio", "max_latency_ms"}
     repro = report["reproducibility"]
-    artifact = next(
-        a for a in client.get(f"/v1/jobs/{jobs['int8']}/artifacts").json() if a["kind"] == "model"
-    )
+    artifact = next(a for a in client.get(f"/v1/jobs/{jobs['int8']}/artifacts").json() if a["kind"] == "model")
     assert repro["input_sha256"] == jobs["model"]["sha256"] and repro["output_sha256"] == artifact["sha256"]
     assert repro["seeds"]["evaluation_inputs"] == report["spec"]["seed"]
     assert {"python", "torch", "onnx", "onnxruntime", "numpy", "transformers"} <= set(report["versions"])

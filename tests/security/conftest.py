@@ -10,8 +10,12 @@ import pytest
 
 from tests.conftest import Stack, start_api_process
 
-LIMITED_ENV = {"MAX_UPLOAD_BYTES": str(1 << 20), "RATE_LIMIT_PER_S": "0.2", "RATE_LIMIT_BURST": "6",
-               "MAX_ACTIVE_JOBS_PER_TENANT": "1"}
+LIMITED_ENV = {
+    "MAX_UPLOAD_BYTES": str(1 << 20),
+    "RATE_LIMIT_PER_S": "0.2",
+    "RATE_LIMIT_BURST": "6",
+    "MAX_ACTIVE_JOBS_PER_TENANT": "1",
+}
 
 
 @pytest.fixture(scope="session")
@@ -47,7 +51,12 @@ def tiny_onnx(initializer_location: str | None = None, constant_dims: list[int] 
         initializers = []
         const = TensorProto(name="w", data_type=TensorProto.FLOAT, dims=constant_dims, raw_data=b"\0" * 16)
         nodes.insert(0, helper.make_node("Constant", [], ["w"], value=const))
-    graph = helper.make_graph(nodes, "tiny", [helper.make_tensor_value_info("x", TensorProto.FLOAT, [1, 4])],
-                              [helper.make_tensor_value_info("y", TensorProto.FLOAT, [1, 4])], initializers)
+    graph = helper.make_graph(
+        nodes,
+        "tiny",
+        [helper.make_tensor_value_info("x", TensorProto.FLOAT, [1, 4])],
+        [helper.make_tensor_value_info("y", TensorProto.FLOAT, [1, 4])],
+        initializers,
+    )
     model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)])
     return bytes(model.SerializeToString())

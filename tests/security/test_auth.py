@@ -10,8 +10,15 @@ from tests.conftest import ROOT, Stack
 
 
 def _cli(stack: Stack, *args: str) -> str:
-    result = subprocess.run([sys.executable, "-m", "app.cli", "keys", *args], cwd=ROOT, capture_output=True,
-                            text=True, env={**os.environ, **stack.env}, timeout=120, check=True)
+    result = subprocess.run(
+        [sys.executable, "-m", "app.cli", "keys", *args],
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        env={**os.environ, **stack.env},
+        timeout=120,
+        check=True,
+    )
     return result.stdout
 
 
@@ -34,8 +41,15 @@ def test_missing_malformed_unknown_and_revoked_keys_get_the_same_401(stack: Stac
     _cli(stack, "revoke", prefix)
     unknown = "sqz_" + "0" * 12 + "_" + "A" * 43
     bodies = []
-    for authorization in [None, "Bearer", "Bearer nonsense", "Basic dXNlcjpwYXNz", f"Bearer {unknown}",
-                          f"Bearer {token[:-1]}x", f"Bearer {token}"]:
+    for authorization in [
+        None,
+        "Bearer",
+        "Bearer nonsense",
+        "Basic dXNlcjpwYXNz",
+        f"Bearer {unknown}",
+        f"Bearer {token[:-1]}x",
+        f"Bearer {token}",
+    ]:
         response = _get(stack, "/v1/models", authorization)
         assert response.status_code == 401, (authorization, response.text)
         assert response.headers["content-type"].startswith("application/problem+json")
@@ -61,6 +75,7 @@ def test_tenant_endpoint_shows_webhook_secret_and_limits(stack: Stack) -> None:
 
 def test_clients_cannot_set_tenant_or_owner_fields(client: httpx.Client) -> None:
     for field in ("tenant", "owner", "quota"):
-        response = client.post("/v1/jobs", json={"model_id": "mdl_x", "passes": [{"type": "optimize"}],
-                                                 field: "someone-else"})
+        response = client.post(
+            "/v1/jobs", json={"model_id": "mdl_x", "passes": [{"type": "optimize"}], field: "someone-else"}
+        )
         assert response.status_code == 422 and field in response.text, f"{field} must be refused, not ignored"

@@ -28,8 +28,12 @@ ROUTES = [
 ]
 # List routes whose ?cursor= takes an id: another tenant's id is a 404 there too.
 CURSORS = [("/v1/models", "model_id"), ("/v1/jobs", "job_id"), ("/v1/datasets", "dataset_id")]
-MISSING = {"model_id": "mdl_00000000000000000000", "job_id": "job_00000000000000000000",
-           "artifact_id": "art_00000000000000000000", "dataset_id": "ds_00000000000000000000"}
+MISSING = {
+    "model_id": "mdl_00000000000000000000",
+    "job_id": "job_00000000000000000000",
+    "artifact_id": "art_00000000000000000000",
+    "dataset_id": "ds_00000000000000000000",
+}
 
 
 @pytest.fixture(scope="module")
@@ -41,15 +45,19 @@ def owned(stack: Stack, mlp_onnx: Path, tmp_path_factory: pytest.TempPathFactory
         model = upload(a, mlp_onnx)
         with data.open("rb") as fh:
             dataset = a.post("/v1/datasets", files={"file": ("x.npz", fh)}).json()
-        job = a.post("/v1/jobs", json={
-            "model_id": model["id"], "passes": [{"type": "quantize", "method": "dynamic"}],
-            "input_shapes": {"x": [2, 64]},
-            "evaluate": {"samples": 4, "latency": {"runs": 2, "warmup": 0}}}).json()
+        job = a.post(
+            "/v1/jobs",
+            json={
+                "model_id": model["id"],
+                "passes": [{"type": "quantize", "method": "dynamic"}],
+                "input_shapes": {"x": [2, 64]},
+                "evaluate": {"samples": 4, "latency": {"runs": 2, "warmup": 0}},
+            },
+        ).json()
         done = stack.wait_for(a, job["id"])
         assert done["status"] == "succeeded", done
         artifact = a.get(f"/v1/jobs/{job['id']}/artifacts").json()[0]
-    return {"model_id": model["id"], "job_id": job["id"], "artifact_id": artifact["id"],
-            "dataset_id": dataset["id"]}
+    return {"model_id": model["id"], "job_id": job["id"], "artifact_id": artifact["id"], "dataset_id": dataset["id"]}
 
 
 def _normalise(response: httpx.Response, ids: dict[str, str]) -> tuple[int, str, dict]:
@@ -69,16 +77,18 @@ def test_every_id_route_is_in_the_matrix(stack: Stack) -> None:
 
 
 @pytest.mark.parametrize(("method", "path"), ROUTES, ids=[f"{m} {p}" for m, p in ROUTES])
-def test_other_tenants_ids_are_indistinguishable_from_missing(stack: Stack, owned: dict[str, str],
-                                                             method: str, path: str) -> None:
+def test_other_tenants_ids_are_indistinguishable_from_missing(
+    stack: Stack, owned: dict[str, str], method: str, path: str
+) -> None:
     names = re.findall(r"{(\w+)}", path)
     with stack.client("tenant-b") as b:
         theirs = b.request(method, path.format(**owned))
         missing = b.request(method, path.format(**MISSING))
     assert theirs.status_code == 404, f"tenant B reached tenant A's object via {method} {path}: {theirs.text}"
     expected = _normalise(missing, {n: MISSING[n] for n in names})
-    assert _normalise(theirs, {n: owned[n] for n in names}) == expected, \
+    assert _normalise(theirs, {n: owned[n] for n in names}) == expected, (
         "another tenant's id must answer exactly like a missing one"
+    )
 
 
 def test_lists_cursors_and_job_submission_do_not_leak(stack: Stack, owned: dict[str, str]) -> None:

@@ -42,8 +42,9 @@ def hostile(stack: Stack) -> Iterator[httpx.Client]:
         yield client
 
 
-def _zip(entries: dict[str, bytes], links: dict[str, str] | None = None,
-         compression: int = zipfile.ZIP_STORED) -> bytes:
+def _zip(
+    entries: dict[str, bytes], links: dict[str, str] | None = None, compression: int = zipfile.ZIP_STORED
+) -> bytes:
     buf = io.BytesIO()
     with zipfile.ZipFile(buf, "w", compression) as zf:
         for name, data in entries.items():
@@ -63,31 +64,58 @@ def _cases(canary: Path, secret: Path) -> list[tuple[str, str, bytes, set[str]]]
     return [
         ("pickle .pt", "model.pt", payload, {"unsafe_model_format"}),
         ("pickle .bin", "pytorch_model.bin", payload, {"unsafe_model_format"}),
-        ("pickle in a zipped folder", "model.zip",
-         _zip({"m/config.json": b"{}", "m/pytorch_model.bin": payload}), {"unsafe_model_format"}),
-        ("torch.save zip", "model.pth", _zip({"m/data.pkl": payload, "m/version": b"3"}),
-         {"unsafe_model_format"}),
+        (
+            "pickle in a zipped folder",
+            "model.zip",
+            _zip({"m/config.json": b"{}", "m/pytorch_model.bin": payload}),
+            {"unsafe_model_format"},
+        ),
+        ("torch.save zip", "model.pth", _zip({"m/data.pkl": payload, "m/version": b"3"}), {"unsafe_model_format"}),
         ("onnx that is a pickle", "model.onnx", payload, {"unsafe_model_format"}),
-        ("external ../../secret", "m.zip",
-         _zip({"m/model.onnx": tiny_onnx("../../secret"), "m/w.bin": weights}),
-         {"unsupported_model_format"}),
-        ("external sub/../../secret", "m.zip",
-         _zip({"m/model.onnx": tiny_onnx("sub/../../secret"), "m/sub/w.bin": weights}),
-         {"unsupported_model_format"}),
-        ("external absolute", "m.zip", _zip({"m/model.onnx": tiny_onnx(str(secret)), "m/w.bin": weights}),
-         {"unsupported_model_format"}),
-        ("external symlink", "m.zip", _zip({"m/model.onnx": tiny_onnx("w.bin")}, {"m/w.bin": str(secret)}),
-         {"unsupported_model_format"}),
-        ("zip with ../ entry", "m.zip", _zip({"m/model.onnx": tiny_onnx(), "../../evil.txt": b"x"}),
-         {"unsupported_model_format"}),
-        ("zip with a symlink entry", "m.zip",
-         _zip({"m/model.onnx": tiny_onnx()}, {"m/passwd": "/etc/passwd"}),
-         {"unsupported_model_format"}),
-        ("zip bomb", "m.zip", _zip({"m/model.onnx": tiny_onnx(), "m/w.bin": b"\0" * (64 << 20)},
-                                   compression=zipfile.ZIP_DEFLATED), {"unsupported_model_format"}),
+        (
+            "external ../../secret",
+            "m.zip",
+            _zip({"m/model.onnx": tiny_onnx("../../secret"), "m/w.bin": weights}),
+            {"unsupported_model_format"},
+        ),
+        (
+            "external sub/../../secret",
+            "m.zip",
+            _zip({"m/model.onnx": tiny_onnx("sub/../../secret"), "m/sub/w.bin": weights}),
+            {"unsupported_model_format"},
+        ),
+        (
+            "external absolute",
+            "m.zip",
+            _zip({"m/model.onnx": tiny_onnx(str(secret)), "m/w.bin": weights}),
+            {"unsupported_model_format"},
+        ),
+        (
+            "external symlink",
+            "m.zip",
+            _zip({"m/model.onnx": tiny_onnx("w.bin")}, {"m/w.bin": str(secret)}),
+            {"unsupported_model_format"},
+        ),
+        (
+            "zip with ../ entry",
+            "m.zip",
+            _zip({"m/model.onnx": tiny_onnx(), "../../evil.txt": b"x"}),
+            {"unsupported_model_format"},
+        ),
+        (
+            "zip with a symlink entry",
+            "m.zip",
+            _zip({"m/model.onnx": tiny_onnx()}, {"m/passwd": "/etc/passwd"}),
+            {"unsupported_model_format"},
+        ),
+        (
+            "zip bomb",
+            "m.zip",
+            _zip({"m/model.onnx": tiny_onnx(), "m/w.bin": b"\0" * (64 << 20)}, compression=zipfile.ZIP_DEFLATED),
+            {"unsupported_model_format"},
+        ),
         ("truncated protobuf", "model.onnx", tiny_onnx()[:-7], {"unsupported_model_format"}),
-        ("huge Constant", "model.onnx", tiny_onnx(constant_dims=[1 << 20, 1 << 20]),
-         {"model_limits_exceeded"}),
+        ("huge Constant", "model.onnx", tiny_onnx(constant_dims=[1 << 20, 1 << 20]), {"model_limits_exceeded"}),
         ("zip named .onnx", "model.onnx", _zip({"m/model.onnx": tiny_onnx()}), {"format_mismatch"}),
     ]
 
@@ -105,16 +133,19 @@ def test_hostile_uploads_are_refused(hostile: httpx.Client, canary: Path, tmp_pa
     assert len(hostile.get("/v1/models", params={"limit": 200}).json()["items"]) == before, "nothing was kept"
 
 
-def test_hostile_filenames_become_plain_display_names(hostile: httpx.Client, stack: Stack,
-                                                      mlp_onnx: Path) -> None:
+def test_hostile_filenames_become_plain_display_names(hostile: httpx.Client, stack: Stack, mlp_onnx: Path) -> None:
     names = [(raw, True) for raw in ("../../../../tmp/pwned.onnx", "a\x00b.onnx", "x" * 10_000 + ".onnx")]
     names.append(("../../../../tmp/pwned.onnx\x00.txt", False))  # a raw body: ?filename= carries a real NUL
     for raw, multipart in names:
         if multipart:
             model = upload(hostile, mlp_onnx, raw)
         else:
-            response = hostile.post("/v1/models", params={"filename": raw}, content=mlp_onnx.read_bytes(),
-                                    headers={"content-type": "application/octet-stream"})
+            response = hostile.post(
+                "/v1/models",
+                params={"filename": raw},
+                content=mlp_onnx.read_bytes(),
+                headers={"content-type": "application/octet-stream"},
+            )
             assert response.status_code == 201, response.text
             model = response.json()
         assert "/" not in model["filename"] and "\x00" not in model["filename"], model["filename"]
@@ -137,27 +168,45 @@ def _plant(stack: Stack, fmt: str, body: bytes, details: dict) -> str:
     key = f"models/{model_id}/upload"
     open_store(f"file://{stack.home / 'store'}").put_file(key, source)  # moves the file into the store
     with session_scope(stack.database_url) as session:
-        session.add(Model(id=model_id, tenant=TENANT, filename="planted", format=fmt,
-                          sha256=hashlib.sha256(body).hexdigest(), size_bytes=len(body), storage_key=key,
-                          inputs=[{"name": "x", "dtype": "float32", "shape": [1, 4]}],
-                          outputs=[{"name": "y", "dtype": "float32", "shape": [1, 4]}], param_count=4,
-                          details=details))
+        session.add(
+            Model(
+                id=model_id,
+                tenant=TENANT,
+                filename="planted",
+                format=fmt,
+                sha256=hashlib.sha256(body).hexdigest(),
+                size_bytes=len(body),
+                storage_key=key,
+                inputs=[{"name": "x", "dtype": "float32", "shape": [1, 4]}],
+                outputs=[{"name": "y", "dtype": "float32", "shape": [1, 4]}],
+                param_count=4,
+                details=details,
+            )
+        )
     return model_id
 
 
-def test_the_worker_refuses_what_slips_past_the_api_and_stays_alive(hostile: httpx.Client, stack: Stack,
-                                                                  canary: Path, tmp_path: Path) -> None:
+def test_the_worker_refuses_what_slips_past_the_api_and_stays_alive(
+    hostile: httpx.Client, stack: Stack, canary: Path, tmp_path: Path
+) -> None:
     secret = tmp_path / "secret"
     secret.write_bytes(SECRET_TEXT)
     escape = os.path.relpath(secret, stack.home / "work" / "job" / "original" / "m")
     planted = [
         ("pickle as onnx", _plant(stack, "onnx", pickle.dumps(_Canary(str(canary))), {})),
-        ("external data escaping the folder", _plant(
-            stack, "onnx_zip", _zip({"m/model.onnx": tiny_onnx(escape), "m/w.bin": b"\0" * 16}),
-            {"onnx_member": "m/model.onnx"})),
-        ("absolute external data", _plant(
-            stack, "onnx_zip", _zip({"m/model.onnx": tiny_onnx(str(secret))}),
-            {"onnx_member": "m/model.onnx"})),
+        (
+            "external data escaping the folder",
+            _plant(
+                stack,
+                "onnx_zip",
+                _zip({"m/model.onnx": tiny_onnx(escape), "m/w.bin": b"\0" * 16}),
+                {"onnx_member": "m/model.onnx"},
+            ),
+        ),
+        (
+            "absolute external data",
+            _plant(stack, "onnx_zip", _zip({"m/model.onnx": tiny_onnx(str(secret))}), {"onnx_member": "m/model.onnx"}),
+        ),
     ]
     spec = {"passes": [{"type": "optimize"}], "evaluate": {"samples": 1, "latency": {"runs": 1, "warmup": 0}}}
     for label, model_id in planted:
@@ -177,8 +226,12 @@ def test_the_worker_refuses_what_slips_past_the_api_and_stays_alive(hostile: htt
 
 def test_nul_in_ids_and_cursors_is_a_client_error(hostile: httpx.Client) -> None:
     """PostgreSQL text cannot hold NUL; such a value must be the client's 4xx, never a 500."""
-    for path, params in [("/v1/models/mdl_a%00b", {}), ("/v1/jobs/job_a%00b/report", {}),
-                         ("/v1/jobs", {"cursor": "job_\x00"}), ("/v1/artifacts/art_%00", {})]:
+    for path, params in [
+        ("/v1/models/mdl_a%00b", {}),
+        ("/v1/jobs/job_a%00b/report", {}),
+        ("/v1/jobs", {"cursor": "job_\x00"}),
+        ("/v1/artifacts/art_%00", {}),
+    ]:
         response = hostile.get(path, params=params)
         assert 400 <= response.status_code < 500, f"{path}: {response.status_code} {response.text[:200]}"
     response = hostile.post("/v1/jobs", json={"model_id": "mdl_\x00", "passes": [{"type": "optimize"}]})

@@ -18,8 +18,9 @@ def _rss_kib(pid: int) -> int:
     raise AssertionError("no VmRSS")
 
 
-def _send_until_answered(stack: Stack, tenant: str, head: str, chunks: int, chunk: bytes,
-                         chunked: bool) -> tuple[bytes, int, float]:
+def _send_until_answered(
+    stack: Stack, tenant: str, head: str, chunks: int, chunk: bytes, chunked: bool
+) -> tuple[bytes, int, float]:
     """Send the request head, then up to `chunks` body chunks, stopping as soon as the server answers;
     after the first chunk, while the body is still open, /healthz must answer within 2 s.
     Returns (first response bytes, bytes sent, seconds)."""
@@ -62,17 +63,21 @@ def test_declared_and_streamed_bodies_past_the_limit_get_413_fast(limited: Stack
     watcher.start()
     rss_before = _rss_kib(limited.api.pid)
     try:
-        declared = ("POST /v1/models?filename=big.onnx HTTP/1.1\r\nHost: x\r\nAuthorization: Bearer {KEY}\r\n"
-                    f"Content-Type: application/octet-stream\r\nContent-Length: {10 * 1024**3}\r\n\r\n")
-        answer, sent, seconds = _send_until_answered(limited, "big-declared", declared, 4096, b"\0" * 65536,
-                                                     chunked=False)
+        declared = (
+            "POST /v1/models?filename=big.onnx HTTP/1.1\r\nHost: x\r\nAuthorization: Bearer {KEY}\r\n"
+            f"Content-Type: application/octet-stream\r\nContent-Length: {10 * 1024**3}\r\n\r\n"
+        )
+        answer, sent, seconds = _send_until_answered(
+            limited, "big-declared", declared, 4096, b"\0" * 65536, chunked=False
+        )
         assert answer.startswith(b"HTTP/1.1 413"), answer[:200]
         assert b"payload_too_large" in answer and seconds < 10, f"413 took {seconds:.1f}s"
         assert sent < 64 << 20, "the server must answer long before 10 GB arrive"
-        chunked = ("POST /v1/models?filename=big.onnx HTTP/1.1\r\nHost: x\r\nAuthorization: Bearer {KEY}\r\n"
-                   "Content-Type: application/octet-stream\r\nTransfer-Encoding: chunked\r\n\r\n")
-        answer, sent, seconds = _send_until_answered(limited, "big-chunked", chunked, 1024, b"\1" * 65536,
-                                                     chunked=True)
+        chunked = (
+            "POST /v1/models?filename=big.onnx HTTP/1.1\r\nHost: x\r\nAuthorization: Bearer {KEY}\r\n"
+            "Content-Type: application/octet-stream\r\nTransfer-Encoding: chunked\r\n\r\n"
+        )
+        answer, sent, seconds = _send_until_answered(limited, "big-chunked", chunked, 1024, b"\1" * 65536, chunked=True)
         assert answer.startswith(b"HTTP/1.1 413") and b"payload_too_large" in answer, answer[:200]
         assert seconds < 20 and sent < 32 << 20, f"cut off after {sent} bytes, {seconds:.1f}s"
     finally:
@@ -86,8 +91,9 @@ def test_declared_and_streamed_bodies_past_the_limit_get_413_fast(limited: Stack
 
 def test_a_json_job_body_past_its_limit_is_413(limited: Stack) -> None:
     with limited.client("big-json") as client:
-        response = client.post("/v1/jobs", content=b"[" + b"0," * (1 << 20) + b"0]",
-                               headers={"content-type": "application/json"})
+        response = client.post(
+            "/v1/jobs", content=b"[" + b"0," * (1 << 20) + b"0]", headers={"content-type": "application/json"}
+        )
     assert response.status_code == 413 and response.json()["code"] == "payload_too_large"
 
 

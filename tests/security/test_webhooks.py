@@ -64,12 +64,27 @@ def _how(sleeps: list[float]) -> Delivery:
     return Delivery(attempts=4, backoff_s=0.5, timeout_s=5, allow=_loopback, sleep=sleeps.append)
 
 
-@pytest.mark.parametrize("url", [
-    "http://127.0.0.1/x", "http://[::1]/x", "http://169.254.169.254/latest/meta-data", "http://localhost:8000/",
-    "http://10.0.0.1/", "http://192.168.1.1/", "http://[::ffff:127.0.0.1]/", "http://[fe80::1]/",
-    "http://224.0.0.1/", "http://0.0.0.0/", "http://2130706433/", "http://[64:ff9b::7f00:1]/",
-    "http://[2002:7f00:1::]/", "ftp://example.com/", "file:///etc/passwd", "http://user:pw@example.com/",
-])
+@pytest.mark.parametrize(
+    "url",
+    [
+        "http://127.0.0.1/x",
+        "http://[::1]/x",
+        "http://169.254.169.254/latest/meta-data",
+        "http://localhost:8000/",
+        "http://10.0.0.1/",
+        "http://192.168.1.1/",
+        "http://[::ffff:127.0.0.1]/",
+        "http://[fe80::1]/",
+        "http://224.0.0.1/",
+        "http://0.0.0.0/",
+        "http://2130706433/",
+        "http://[64:ff9b::7f00:1]/",
+        "http://[2002:7f00:1::]/",
+        "ftp://example.com/",
+        "file:///etc/passwd",
+        "http://user:pw@example.com/",
+    ],
+)
 def test_non_public_destinations_are_refused(url: str) -> None:
     with pytest.raises(WebhookRefused):
         check_url(url)
@@ -77,17 +92,18 @@ def test_non_public_destinations_are_refused(url: str) -> None:
 
 def test_public_addresses_pass_the_policy() -> None:
     target = check_url("https://hooks.example.com/a?b=1", resolver=lambda host, port: ["93.184.215.14"])
-    assert (target.ip, target.port, target.path, target.host) == ("93.184.215.14", 443, "/a?b=1",
-                                                                   "hooks.example.com")
+    assert (target.ip, target.port, target.path, target.host) == ("93.184.215.14", 443, "/a?b=1", "hooks.example.com")
     import ipaddress
+
     assert not is_public(ipaddress.ip_address("100.64.0.1")), "carrier-grade NAT is not public"
 
 
 def test_a_name_that_resolves_to_loopback_at_send_time_gets_no_connection(receiver: Receiver) -> None:
     """The name was public at submit; by delivery it points at a loopback listener, which must see nothing."""
     sleeps: list[float] = []
-    how = Delivery(attempts=3, backoff_s=0.1, timeout_s=2, sleep=sleeps.append,
-                   resolver=lambda host, port: ["127.0.0.1"])
+    how = Delivery(
+        attempts=3, backoff_s=0.1, timeout_s=2, sleep=sleeps.append, resolver=lambda host, port: ["127.0.0.1"]
+    )
     url = f"http://hooks.example.com:{receiver.server.server_port}/hook"
     assert not deliver(url, SECRET, "msg_1", {"type": "job.succeeded"}, how)
     assert receiver.requests == [], "a refused destination must not be connected to"
@@ -101,8 +117,14 @@ def test_submit_refuses_loopback_webhooks_and_the_listener_sees_nothing(client: 
         listener.settimeout(0.5)
         port = listener.getsockname()[1]
         for host in ("127.0.0.1", "[::1]", "localhost", "169.254.169.254"):
-            response = client.post("/v1/jobs", json={"model_id": "mdl_x", "passes": [{"type": "optimize"}],
-                                                     "webhook": {"url": f"http://{host}:{port}/hook"}})
+            response = client.post(
+                "/v1/jobs",
+                json={
+                    "model_id": "mdl_x",
+                    "passes": [{"type": "optimize"}],
+                    "webhook": {"url": f"http://{host}:{port}/hook"},
+                },
+            )
             assert response.status_code == 422 and response.json()["code"] == "webhook_refused", response.text
         with pytest.raises(TimeoutError):
             listener.accept()
@@ -140,8 +162,9 @@ def test_redirects_are_not_followed(receiver: Receiver) -> None:
     assert len(receiver.requests) == 1, "the redirect target must not be requested"
 
 
-def test_worker_notifies_a_finished_job_signed_with_the_tenants_secret(stack: Stack, mlp_onnx: Path,
-                                                                      receiver: Receiver) -> None:
+def test_worker_notifies_a_finished_job_signed_with_the_tenants_secret(
+    stack: Stack, mlp_onnx: Path, receiver: Receiver
+) -> None:
     """The worker's call after a job ends: payload from the database row, signed with the tenant's secret
     (GET /v1/tenant). The row's webhook is set directly, since the API refuses a loopback one."""
     from sqlalchemy import update
@@ -154,10 +177,15 @@ def test_worker_notifies_a_finished_job_signed_with_the_tenants_secret(stack: St
 
     with stack.client("hooked") as client:
         model = upload(client, mlp_onnx)
-        job = client.post("/v1/jobs", json={"model_id": model["id"], "passes": [{"type": "optimize"}],
-                                            "input_shapes": {"x": [2, 64]},
-                                            "evaluate": {"samples": 2, "latency": {"runs": 1, "warmup": 0}},
-                                            }).json()
+        job = client.post(
+            "/v1/jobs",
+            json={
+                "model_id": model["id"],
+                "passes": [{"type": "optimize"}],
+                "input_shapes": {"x": [2, 64]},
+                "evaluate": {"samples": 2, "latency": {"runs": 1, "warmup": 0}},
+            },
+        ).json()
         final = stack.wait_for(client, job["id"])
         secret = client.get("/v1/tenant").json()["webhook_secret"]
     with session_scope(stack.database_url) as session:
@@ -169,5 +197,6 @@ def test_worker_notifies_a_finished_job_signed_with_the_tenants_secret(stack: St
     event = json.loads(body)
     assert event["type"] == f"job.{final['status']}" and event["data"]["id"] == job["id"]
     timestamp = int(headers["webhook-timestamp"])
-    assert headers["webhook-signature"] == sign(secret, headers["webhook-id"], timestamp, body), \
+    assert headers["webhook-signature"] == sign(secret, headers["webhook-id"], timestamp, body), (
         "signed with the secret GET /v1/tenant shows"
+    )

@@ -29,8 +29,13 @@ def secret(tmp_path: Path) -> Path:
 @pytest.mark.parametrize("how", ["symlink", "hardlink", "folder symlink", "dotdot", "absolute"])
 def test_external_data_must_be_a_plain_file_in_the_folder(tmp_path: Path, secret: Path, how: str) -> None:
     folder = tmp_path / "model"
-    location = {"symlink": "w.bin", "hardlink": "w.bin", "folder symlink": "sub/w.bin",
-                "dotdot": "../secret", "absolute": str(secret)}[how]
+    location = {
+        "symlink": "w.bin",
+        "hardlink": "w.bin",
+        "folder symlink": "sub/w.bin",
+        "dotdot": "../secret",
+        "absolute": str(secret),
+    }[how]
     path = _model_with_data(folder, location)
     if how == "symlink":
         (folder / "w.bin").symlink_to(secret)
@@ -52,8 +57,17 @@ def test_external_data_in_the_folder_is_accepted(tmp_path: Path) -> None:
 
 
 def test_the_sandbox_child_gets_no_secrets(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
-    for name in ("DATABASE_URL", "BROKER_URL", "REDIS_URL", "STORAGE_URL", "AWS_SECRET_ACCESS_KEY",
-                 "AWS_ACCESS_KEY_ID", "SQUEEZE_HOME", "PGPASSWORD", "HF_TOKEN"):
+    for name in (
+        "DATABASE_URL",
+        "BROKER_URL",
+        "REDIS_URL",
+        "STORAGE_URL",
+        "AWS_SECRET_ACCESS_KEY",
+        "AWS_ACCESS_KEY_ID",
+        "SQUEEZE_HOME",
+        "PGPASSWORD",
+        "HF_TOKEN",
+    ):
         monkeypatch.setenv(name, "postgresql://user:hunter2@db/squeeze")
     env = _child_env(tmp_path, 1)
     assert not any("hunter2" in value for value in env.values()), f"a secret reached the child: {env}"

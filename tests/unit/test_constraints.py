@@ -14,16 +14,12 @@ ACCURACY = {"task": "classification", "drop": 0.004}
 
 
 def verdict(constraints: dict[str, Any] | None, accuracy: dict[str, Any] | None = ACCURACY) -> dict[str, Any]:
-    spec = JobSpec.model_validate(
-        {"model_id": "mdl_x", "passes": [{"type": "optimize"}], "constraints": constraints}
-    )
+    spec = JobSpec.model_validate({"model_id": "mdl_x", "passes": [{"type": "optimize"}], "constraints": constraints})
     return constraints_verdict(spec, RESULT, accuracy)
 
 
 def test_all_met_passes() -> None:
-    result = verdict(
-        {"max_accuracy_drop": 0.01, "max_latency_ms": 2.5, "min_size_ratio": 3.5, "min_cosine": 0.99}
-    )
+    result = verdict({"max_accuracy_drop": 0.01, "max_latency_ms": 2.5, "min_size_ratio": 3.5, "min_cosine": 0.99})
     assert result["verdict"] == "pass" and set(result["checks"]) == {
         "max_accuracy_drop",
         "max_latency_ms",
@@ -36,10 +32,7 @@ def test_all_met_passes() -> None:
 def test_one_missed_fails_and_says_which() -> None:
     result = verdict({"max_latency_ms": 1.5, "min_size_ratio": 3.5})
     assert result["verdict"] == "fail"
-    assert (
-        result["checks"]["max_latency_ms"]["met"] is False
-        and result["checks"]["min_size_ratio"]["met"] is True
-    )
+    assert result["checks"]["max_latency_ms"]["met"] is False and result["checks"]["min_size_ratio"]["met"] is True
     assert "max_latency_ms" in result["reason"] and "min_size_ratio" not in result["reason"]
 
 

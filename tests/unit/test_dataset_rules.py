@@ -6,24 +6,41 @@ import numpy as np
 from app.schemas.datasets import check_fit, dataset_refs, shapes_from_dataset
 from workers.datasets import batches
 
-TEXT_MODEL = {"format": "onnx", "details": {}, "inputs": [
-    {"name": "input_ids", "dtype": "int64", "shape": ["batch", "sequence"]},
-    {"name": "attention_mask", "dtype": "int64", "shape": ["batch", "sequence"]}]}
+TEXT_MODEL = {
+    "format": "onnx",
+    "details": {},
+    "inputs": [
+        {"name": "input_ids", "dtype": "int64", "shape": ["batch", "sequence"]},
+        {"name": "attention_mask", "dtype": "int64", "shape": ["batch", "sequence"]},
+    ],
+}
 
 
 def _arrays(**shapes: list[int]) -> dict:
-    return {"id": "ds_x", "format": "npz", "samples": 4,
-            "arrays": [{"name": n, "dtype": "int64", "shape": s} for n, s in shapes.items()]}
+    return {
+        "id": "ds_x",
+        "format": "npz",
+        "samples": 4,
+        "arrays": [{"name": n, "dtype": "int64", "shape": s} for n, s in shapes.items()],
+    }
 
 
 def test_every_dataset_id_at_any_depth_is_found_with_its_path() -> None:
-    spec = {"model_id": "mdl_1", "passes": [{"type": "quantize"}, {"type": "quantize",
-                                                                    "calibration": {"dataset_id": "ds_a"}},
-                                            {"type": "distill", "dataset_id": "ds_b"}],
-            "evaluate": {"dataset_id": "ds_a"}, "other": {"dataset_id": None}}
-    assert dataset_refs(spec) == [("passes.1.calibration.dataset_id", "ds_a"),
-                                  ("passes.2.dataset_id", "ds_b"),
-                                  ("evaluate.dataset_id", "ds_a")]
+    spec = {
+        "model_id": "mdl_1",
+        "passes": [
+            {"type": "quantize"},
+            {"type": "quantize", "calibration": {"dataset_id": "ds_a"}},
+            {"type": "distill", "dataset_id": "ds_b"},
+        ],
+        "evaluate": {"dataset_id": "ds_a"},
+        "other": {"dataset_id": None},
+    }
+    assert dataset_refs(spec) == [
+        ("passes.1.calibration.dataset_id", "ds_a"),
+        ("passes.2.dataset_id", "ds_b"),
+        ("evaluate.dataset_id", "ds_a"),
+    ]
 
 
 def test_symbolic_dimensions_must_agree_across_arrays() -> None:
@@ -34,10 +51,13 @@ def test_symbolic_dimensions_must_agree_across_arrays() -> None:
 
 def test_a_dataset_gives_the_shapes_a_dynamic_model_lacks() -> None:
     dataset = _arrays(input_ids=[4, 16], attention_mask=[4, 16])
-    assert shapes_from_dataset(TEXT_MODEL["inputs"], None, dataset) == \
-        {"input_ids": [4, 16], "attention_mask": [4, 16]}, "batch = min(32, samples), the rest from the data"
-    assert shapes_from_dataset(TEXT_MODEL["inputs"], {"input_ids": [2, 8]}, dataset)["input_ids"] == [2, 8], \
+    assert shapes_from_dataset(TEXT_MODEL["inputs"], None, dataset) == {
+        "input_ids": [4, 16],
+        "attention_mask": [4, 16],
+    }, "batch = min(32, samples), the rest from the data"
+    assert shapes_from_dataset(TEXT_MODEL["inputs"], {"input_ids": [2, 8]}, dataset)["input_ids"] == [2, 8], (
         "given input_shapes win"
+    )
 
 
 def test_text_batches_are_padded_per_batch() -> None:

@@ -33,9 +33,7 @@ def test_params_size_and_sparsity(digits_cnn: torch.nn.Module, digits_cnn_onnx: 
     assert weights["size_bytes"] == digits_cnn_onnx.stat().st_size
     model = onnx.load(str(digits_cnn_onnx))
     assert weights["param_count"] == sum(int(np.prod(i.dims)) for i in model.graph.initializer)
-    assert abs(weights["param_count"] - torch_params) < 0.01 * torch_params, (
-        "the exporter folds BatchNorm only"
-    )
+    assert abs(weights["param_count"] - torch_params) < 0.01 * torch_params, "the exporter folds BatchNorm only"
     assert weights["sparsity"] == 0.0
 
     target = max((i for i in model.graph.initializer if len(i.dims) >= 2), key=lambda i: int(np.prod(i.dims)))
@@ -45,9 +43,7 @@ def test_params_size_and_sparsity(digits_cnn: torch.nn.Module, digits_cnn_onnx: 
     pruned = tmp_path / "pruned.onnx"
     onnx.save(model, str(pruned))
     total = sum(int(np.prod(i.dims)) for i in model.graph.initializer if len(i.dims) >= 2)
-    zeros = sum(
-        int((onnx.numpy_helper.to_array(i) == 0).sum()) for i in model.graph.initializer if len(i.dims) >= 2
-    )
+    zeros = sum(int((onnx.numpy_helper.to_array(i) == 0).sum()) for i in model.graph.initializer if len(i.dims) >= 2)
     assert onnx_weights(pruned)["sparsity"] == zeros / total and zeros >= array.size // 2
 
     linear = torch.nn.Linear(10, 10, bias=False)

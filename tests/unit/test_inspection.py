@@ -86,17 +86,20 @@ def _zip(entries: dict[str, bytes], link: str | None = None) -> zipfile.ZipFile:
             zf.writestr(name, data)
         if link:
             info = zipfile.ZipInfo(link)
-            info.external_attr = (0o120777 << 16)
+            info.external_attr = 0o120777 << 16
             zf.writestr(info, "/etc/passwd")
     return zipfile.ZipFile(io.BytesIO(buf.getvalue()))
 
 
-@pytest.mark.parametrize(("entries", "link", "message"), [
-    ({"../evil": b"x"}, None, "outside"),
-    ({"/abs/evil": b"x"}, None, "outside"),
-    ({}, "model/link", "symbolic link"),
-    ({"bomb": b"\0" * (8 << 20)}, None, "zip bomb"),
-])
+@pytest.mark.parametrize(
+    ("entries", "link", "message"),
+    [
+        ({"../evil": b"x"}, None, "outside"),
+        ({"/abs/evil": b"x"}, None, "outside"),
+        ({}, "model/link", "symbolic link"),
+        ({"bomb": b"\0" * (8 << 20)}, None, "zip bomb"),
+    ],
+)
 def test_hostile_archives_are_refused(entries: dict[str, bytes], link: str | None, message: str) -> None:
     with pytest.raises(UnsafeArchive, match=message):
         check_zip(_zip(entries, link), 10**9)

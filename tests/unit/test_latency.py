@@ -20,9 +20,7 @@ def matmul_chain(path: Path, layers: int) -> Path:
     rng = np.random.default_rng(0)
     nodes, inits, current = [], [], "x"
     for i in range(layers):
-        inits.append(
-            numpy_helper.from_array(rng.standard_normal((WIDTH, WIDTH)).astype(np.float32) / 16, f"w{i}")
-        )
+        inits.append(numpy_helper.from_array(rng.standard_normal((WIDTH, WIDTH)).astype(np.float32) / 16, f"w{i}"))
         nodes += [
             helper.make_node("MatMul", [current, f"w{i}"], [f"m{i}"]),
             helper.make_node("Relu", [f"m{i}"], [f"r{i}"]),
@@ -64,18 +62,14 @@ def test_onnx_rows_cover_every_batch_size_ordered_with_memory(tmp_path: Path) ->
         assert row["p50_ms"] <= row["p90_ms"] <= row["p99_ms"], row
         assert row["runs"] == 40 and row["warmup"] == 3 and row["threads"] == 1
         assert (row["runtime"], row["device"], row["timer"]) == ("onnxruntime", "cpu", "perf_counter")
-        assert row["memory_kind"].startswith("rss_high_water"), (
-            "process RSS peak (reset per run where Linux allows)"
-        )
+        assert row["memory_kind"].startswith("rss_high_water"), "process RSS peak (reset per run where Linux allows)"
         assert row["peak_memory_bytes"] >= row["baseline_memory_bytes"] > 0
 
 
 def test_a_4x_heavier_onnx_model_measures_slower(tmp_path: Path) -> None:
     light = measure(onnx_handle(matmul_chain(tmp_path / "light.onnx", 2)), {64: feeds(64)}, 60, 5, 1)[0]
     heavy = measure(onnx_handle(matmul_chain(tmp_path / "heavy.onnx", 8)), {64: feeds(64)}, 60, 5, 1)[0]
-    assert heavy["p50_ms"] > 1.5 * light["p50_ms"], (
-        f"4x the MatMuls: {heavy['p50_ms']} vs {light['p50_ms']} ms"
-    )
+    assert heavy["p50_ms"] > 1.5 * light["p50_ms"], f"4x the MatMuls: {heavy['p50_ms']} vs {light['p50_ms']} ms"
     assert heavy["throughput_per_s"] < light["throughput_per_s"]
 
 
@@ -89,17 +83,11 @@ def test_a_4x_heavier_torch_model_measures_slower() -> None:
     heavy = measure(mlp(8), {64: feeds(64)}, 60, 5, 1)[0]
     assert light["runtime"] == "torch" and light["device"] == "cpu"
     assert light["p50_ms"] <= light["p90_ms"] <= light["p99_ms"]
-    assert heavy["p50_ms"] > 1.5 * light["p50_ms"], (
-        f"4x the layers: {heavy['p50_ms']} vs {light['p50_ms']} ms"
-    )
+    assert heavy["p50_ms"] > 1.5 * light["p50_ms"], f"4x the layers: {heavy['p50_ms']} vs {light['p50_ms']} ms"
 
 
 def test_cuda_request_without_a_gpu_times_on_the_cpu_and_says_so() -> None:
     module = torch.nn.Linear(WIDTH, 4).eval()
-    row = measure(
-        ModelHandle("torch", ["x"], ["y"], {}, module=module), {2: feeds(2)}, 5, 1, 1, device="cuda"
-    )[0]
+    row = measure(ModelHandle("torch", ["x"], ["y"], {}, module=module), {2: feeds(2)}, 5, 1, 1, device="cuda")[0]
     expected = "cuda" if torch.cuda.is_available() else "cpu"
-    assert row["device"] == expected and row["timer"] == (
-        "cuda_events" if expected == "cuda" else "perf_counter"
-    )
+    assert row["device"] == expected and row["timer"] == ("cuda_events" if expected == "cuda" else "perf_counter")

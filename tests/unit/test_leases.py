@@ -21,16 +21,40 @@ def url(tmp_path: Path) -> Iterator[str]:
     url = f"sqlite:///{tmp_path / 'leases.db'}"
     upgrade_to_head(url)
     with session_scope(url) as session:
-        session.add(Model(id="mdl_1", tenant="t", filename="m.onnx", format="onnx", sha256="0" * 64,
-                          size_bytes=1, storage_key="models/mdl_1/upload", inputs=[], outputs=[], details={}))
+        session.add(
+            Model(
+                id="mdl_1",
+                tenant="t",
+                filename="m.onnx",
+                format="onnx",
+                sha256="0" * 64,
+                size_bytes=1,
+                storage_key="models/mdl_1/upload",
+                inputs=[],
+                outputs=[],
+                details={},
+            )
+        )
     yield url
 
 
 def queued_job(url: str) -> str:
     job_id = new_id("job")
     with session_scope(url) as session:
-        session.add(Job(id=job_id, tenant="t", model_id="mdl_1", spec={}, queue="cpu", status="queued",
-                        progress=0.0, attempts=0, cancel_requested=False, published_at=utcnow()))
+        session.add(
+            Job(
+                id=job_id,
+                tenant="t",
+                model_id="mdl_1",
+                spec={},
+                queue="cpu",
+                status="queued",
+                progress=0.0,
+                attempts=0,
+                cancel_requested=False,
+                published_at=utcnow(),
+            )
+        )
     return job_id
 
 
@@ -72,9 +96,18 @@ def test_a_taken_over_claim_cannot_renew_record_or_register_artifacts(url: str) 
     assert new is not None and new.fence == old.fence + 1 and new.attempt == 2
     with session_scope(url) as session:
         assert not transitions.renew(session, job_id, old.fence, 30), "the old lease is gone"
-    artifact = Artifact(id=new_id("art"), tenant="t", job_id=job_id, kind="model", name="model.onnx",
-                        format="onnx", media_type="application/octet-stream", sha256="0" * 64, size_bytes=1,
-                        storage_key="k")
+    artifact = Artifact(
+        id=new_id("art"),
+        tenant="t",
+        job_id=job_id,
+        kind="model",
+        name="model.onnx",
+        format="onnx",
+        media_type="application/octet-stream",
+        sha256="0" * 64,
+        size_bytes=1,
+        storage_key="k",
+    )
     with session_scope(url) as session:
         assert not transitions.succeed(session, job_id, old.fence, {"late": True}, [artifact])
     with session_scope(url) as session:
@@ -117,5 +150,6 @@ def test_the_sweep_publishes_old_jobs_once_and_waits_while_their_queue_drains(ur
     assert published == [never], "a never-published job goes out at once; an old one waits for the queue"
     assert reap_and_sweep(settings, lambda job, queue: published.append(job), lambda _: 0) == (0, 1)
     assert published == [never, old]
-    assert reap_and_sweep(settings, lambda job, queue: published.append(job), lambda _: 0) == (0, 0), \
+    assert reap_and_sweep(settings, lambda job, queue: published.append(job), lambda _: 0) == (0, 0), (
         "just published: not again until requeue_after_s"
+    )

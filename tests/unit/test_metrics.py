@@ -90,16 +90,12 @@ def test_regression_and_embedding_metrics() -> None:
     assert report["task"] == "regression"
     assert report["original"]["mae"] == pytest.approx(mean_absolute_error(target, ref))
     assert report["result"]["rmse"] == pytest.approx(np.sqrt(mean_squared_error(target, res)))
-    assert report["drop"] > 0 and report["drop_ci95"]["low"] > 0, (
-        "noisier predictions: a clear error increase"
-    )
+    assert report["drop"] > 0 and report["drop_ci95"]["low"] > 0, "noisier predictions: a clear error increase"
 
     emb = rng.standard_normal((50, 16)).astype(np.float32)
     embedding = accuracy_report(emb, -emb, emb, "embedding")
     assert embedding["task"] == "embedding"
-    assert embedding["original"]["cosine"] == pytest.approx(1.0) and embedding["result"][
-        "cosine"
-    ] == pytest.approx(-1)
+    assert embedding["original"]["cosine"] == pytest.approx(1.0) and embedding["result"]["cosine"] == pytest.approx(-1)
 
 
 def test_labels_that_fit_no_task_are_refused() -> None:

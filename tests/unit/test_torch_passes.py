@@ -51,9 +51,7 @@ def ctx(tmp_path: Path, digits: Digits, onnx_handle: ModelHandle) -> PassContext
 
 
 @pytest.fixture(scope="module")
-def torch_handle(
-    onnx_handle: ModelHandle, tmp_path_factory: pytest.TempPathFactory, digits: Digits
-) -> ModelHandle:
+def torch_handle(onnx_handle: ModelHandle, tmp_path_factory: pytest.TempPathFactory, digits: Digits) -> ModelHandle:
     ctx = PassContext(
         workdir=tmp_path_factory.mktemp("convert"), step=0, device="cpu", example={"x": digits.x_test[:4]}
     )
@@ -67,9 +65,7 @@ def test_onnx_to_torch_holds_real_layers_and_matches(
     assert kinds == ["Conv2d", "Linear"], f"the converted CNN's weights are not in real layers: {kinds}"
     expected = run(onnx_handle, {"x": digits.x_test})[0]
     got = run(torch_handle, {"x": digits.x_test})[0]
-    assert np.abs(expected - got).max() < 1e-4, (
-        "the converted model computes something else than the ONNX one"
-    )
+    assert np.abs(expected - got).max() < 1e-4, "the converted model computes something else than the ONNX one"
 
 
 def test_unsupported_operator_is_named(tmp_path: Path) -> None:
@@ -102,14 +98,10 @@ def test_magnitude_pruning_reaches_sparsity_and_compresses(
     zero = sum(int((p == 0).sum()) for p in weights) / sum(p.numel() for p in weights)
     assert zero == pytest.approx(0.7, abs=0.01), f"weight sparsity {zero}"
     assert ctx.metrics["weights_zstd_bytes"] < 0.6 * ctx.metrics["weights_bytes"], ctx.metrics
-    assert _accuracy(torch_handle, digits) == pytest.approx(_accuracy(ctx.original, digits)), (
-        "the input is untouched"
-    )
+    assert _accuracy(torch_handle, digits) == pytest.approx(_accuracy(ctx.original, digits)), "the input is untouched"
 
 
-def test_threshold_pruning_keeps_sparsity_through_finetuning(
-    torch_handle: ModelHandle, ctx: PassContext
-) -> None:
+def test_threshold_pruning_keeps_sparsity_through_finetuning(torch_handle: ModelHandle, ctx: PassContext) -> None:
     config = PruneConfig(
         type="prune",
         method="threshold",
@@ -124,9 +116,7 @@ def test_threshold_pruning_keeps_sparsity_through_finetuning(
     assert ctx.metrics["finetune"]["loss"] == "mse_to_input_model"
 
 
-def test_structured_pruning_shrinks_and_finetunes(
-    torch_handle: ModelHandle, ctx: PassContext, digits: Digits
-) -> None:
+def test_structured_pruning_shrinks_and_finetunes(torch_handle: ModelHandle, ctx: PassContext, digits: Digits) -> None:
     config = PruneConfig(
         type="prune",
         method="structured",
@@ -184,18 +174,16 @@ def test_svd_energy_and_ratio(torch_handle: ModelHandle, ctx: PassContext, digit
 def test_distill_cnn_with_labels(torch_handle: ModelHandle, ctx: PassContext, digits: Digits) -> None:
     pruned = PrunePass(PruneConfig(type="prune", method="structured", ratio=0.5)).run(torch_handle, ctx)
     ctx.metrics = {}
-    student = DistillPass(
-        DistillConfig(type="distill", dataset_id=TRAIN, epochs=2, lr=2e-3, batch_size=64)
-    ).run(pruned, ctx)
+    student = DistillPass(DistillConfig(type="distill", dataset_id=TRAIN, epochs=2, lr=2e-3, batch_size=64)).run(
+        pruned, ctx
+    )
     assert ctx.metrics["loss"] == "kl+alpha*ce"
     assert ctx.metrics["epoch_losses"][-1] < ctx.metrics["epoch_losses"][0]
     assert _accuracy(student, digits) >= _accuracy(ctx.original, digits) - 0.02
 
 
 @pytest.mark.parametrize("to", ["pt2", "torchscript"])
-def test_torch_artifacts_roundtrip(
-    torch_handle: ModelHandle, ctx: PassContext, digits: Digits, to: str
-) -> None:
+def test_torch_artifacts_roundtrip(torch_handle: ModelHandle, ctx: PassContext, digits: Digits, to: str) -> None:
     exported = ConvertPass(ConvertConfig(type="convert", to=to)).run(torch_handle, ctx)  # type: ignore[arg-type]
     assert exported.path is not None and exported.path.exists()
     expected = run(torch_handle, {"x": digits.x_test[:7]})[0]

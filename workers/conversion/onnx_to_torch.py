@@ -209,9 +209,7 @@ def _transpose(perm: list[int] | None) -> Callable[..., Value]:
 def _flatten(axis: int) -> Callable[..., Value]:
     def fn(x: torch.Tensor) -> torch.Tensor:
         ax = _axis(axis, x.dim())
-        return (
-            x.reshape(int(np.prod(x.shape[:ax])) if ax else 1, -1) if ax != 1 else x.reshape(x.shape[0], -1)
-        )
+        return x.reshape(int(np.prod(x.shape[:ax])) if ax else 1, -1) if ax != 1 else x.reshape(x.shape[0], -1)
 
     return fn
 
@@ -410,15 +408,11 @@ class _Builder:
         if len(node.input) > 2 and node.input[2]:
             if node.input[2] not in self.init or self.init[node.input[2]].ndim > 1:
                 return None
-            bias = np.broadcast_to(
-                self.init[node.input[2]] * float(attrs.get("beta", 1.0)), (weight_t.shape[1],)
-            )
+            bias = np.broadcast_to(self.init[node.input[2]] * float(attrs.get("beta", 1.0)), (weight_t.shape[1],))
         self.layer = self._linear(weight_t, bias, node.input[1], index)
         return _call
 
-    def _matmul(
-        self, node: onnx.NodeProto, index: int, nodes: list[onnx.NodeProto]
-    ) -> Callable[..., Value] | None:
+    def _matmul(self, node: onnx.NodeProto, index: int, nodes: list[onnx.NodeProto]) -> Callable[..., Value] | None:
         if node.input[1] not in self.init or self.init[node.input[1]].ndim != 2:
             return None
         bias = None
@@ -473,9 +467,7 @@ class _Builder:
             "Softmax": lambda: _softmax(int(attrs.get("axis", -1)), False),
             "LogSoftmax": lambda: _softmax(int(attrs.get("axis", -1)), True),
             "Gelu": lambda: (
-                lambda x: F.gelu(
-                    x, approximate="tanh" if attrs.get("approximate") in (b"tanh", "tanh") else "none"
-                )
+                lambda x: F.gelu(x, approximate="tanh" if attrs.get("approximate") in (b"tanh", "tanh") else "none")
             ),
             "LeakyRelu": lambda: lambda x: F.leaky_relu(x, float(attrs.get("alpha", 0.01))),
             "Unsqueeze": lambda: _unsqueeze(list(attrs["axes"]) if "axes" in attrs else None),
@@ -503,9 +495,7 @@ class _Builder:
                 if "value" not in attrs:
                     failed.add("Constant (only `value` tensors)")
                     continue
-                self.module.constant(
-                    node.output[0], torch.from_numpy(numpy_helper.to_array(attrs["value"]).copy())
-                )
+                self.module.constant(node.output[0], torch.from_numpy(numpy_helper.to_array(attrs["value"]).copy()))
                 continue
             fn: Callable[..., Value] | None
             self.layer = None

@@ -18,8 +18,7 @@ def _per_output(reference: list[np.ndarray], candidate: list[np.ndarray]) -> dic
         ref = ref_batch.reshape(ref_batch.shape[0], -1).astype(np.float64)
         cand = cand_batch.reshape(cand_batch.shape[0], -1).astype(np.float64)
         if ref.shape != cand.shape:
-            return {"error": f"shape mismatch: original {list(ref_batch.shape)}, "
-                             f"result {list(cand_batch.shape)}"}
+            return {"error": f"shape mismatch: original {list(ref_batch.shape)}, result {list(cand_batch.shape)}"}
         cosines.append(cosine_per_sample(ref, cand))
         flat_ref.append(ref.ravel())
         flat_cand.append(cand.ravel())
@@ -38,8 +37,9 @@ def _per_output(reference: list[np.ndarray], candidate: list[np.ndarray]) -> dic
     }
 
 
-def fidelity(output_names: list[str], reference: list[list[np.ndarray]],
-             candidate: list[list[np.ndarray]]) -> dict[str, Any]:
+def fidelity(
+    output_names: list[str], reference: list[list[np.ndarray]], candidate: list[list[np.ndarray]]
+) -> dict[str, Any]:
     """`reference[b][o]` is output o on batch b. Returns the headline output's figures and all outputs'."""
     outputs: dict[str, Any] = {}
     for index, name in enumerate(output_names):

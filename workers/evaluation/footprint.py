@@ -188,9 +188,7 @@ def onnx_weights(path: Path) -> dict[str, Any]:
     exact zeros among weight tensors (initializers of rank 2 or more)."""
     model = onnx.load(str(path), load_external_data=False)
     size = path.stat().st_size
-    for location in {
-        e.value for i in model.graph.initializer for e in i.external_data if e.key == "location"
-    }:
+    for location in {e.value for i in model.graph.initializer for e in i.external_data if e.key == "location"}:
         size += (path.parent / location).stat().st_size
     if size > path.stat().st_size:
         onnx.load_external_data_for_model(model, str(path.parent))

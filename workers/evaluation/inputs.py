@@ -14,8 +14,12 @@ import numpy as np
 from workers.runtime import Feeds
 
 
-def make_batch(inputs: Sequence[Mapping[str, Any]], shapes: Mapping[str, list[int]], rng: np.random.Generator,
-               vocab_size: int | None) -> Feeds:
+def make_batch(
+    inputs: Sequence[Mapping[str, Any]],
+    shapes: Mapping[str, list[int]],
+    rng: np.random.Generator,
+    vocab_size: int | None,
+) -> Feeds:
     feeds: Feeds = {}
     lengths: np.ndarray | None = None
     for item in inputs:
@@ -47,16 +51,22 @@ def make_batch(inputs: Sequence[Mapping[str, Any]], shapes: Mapping[str, list[in
     return feeds
 
 
-def make_batches(inputs: Sequence[Mapping[str, Any]], shapes: Mapping[str, list[int]], samples: int, seed: int,
-                 vocab_size: int | None) -> list[Feeds]:
+def make_batches(
+    inputs: Sequence[Mapping[str, Any]],
+    shapes: Mapping[str, list[int]],
+    samples: int,
+    seed: int,
+    vocab_size: int | None,
+) -> list[Feeds]:
     """Enough batches of the resolved shapes to cover `samples` samples."""
     rng = np.random.default_rng(seed)
     batch = max(1, next(iter(shapes.values()))[0]) if shapes else 1
     return [make_batch(inputs, shapes, rng, vocab_size) for _ in range(math.ceil(samples / batch))]
 
 
-def with_batch(inputs: Sequence[Mapping[str, Any]], shapes: Mapping[str, list[int]],
-               batch_size: int) -> dict[str, list[int]]:
+def with_batch(
+    inputs: Sequence[Mapping[str, Any]], shapes: Mapping[str, list[int]], batch_size: int
+) -> dict[str, list[int]]:
     """The shapes with a new batch size on every input whose first axis is dynamic."""
     out = {}
     for item in inputs:

@@ -140,6 +140,5 @@ def accuracy_report(
         "metric": "mse",
         "drop": interval["drop"],
         "drop_ci95": {"low": interval["low"], "high": interval["high"]},
-        "method": f"{BOOTSTRAP_METHOD} of the per-sample squared-error increase ({resamples} resamples, "
-        f"seed {seed})",
+        "method": f"{BOOTSTRAP_METHOD} of the per-sample squared-error increase ({resamples} resamples, seed {seed})",
     }

@@ -75,9 +75,7 @@ def _check(limit: float, value: float | None, met: bool | None, unchecked: str) 
     return {"limit": limit, "value": value, "met": met, "reason": unchecked if value is None else None}
 
 
-def constraints_verdict(
-    spec: JobSpec, result: dict[str, Any], accuracy: dict[str, Any] | None
-) -> dict[str, Any]:
+def constraints_verdict(spec: JobSpec, result: dict[str, Any], accuracy: dict[str, Any] | None) -> dict[str, Any]:
     """Each constraint given: the limit, the result's value and whether it is met; then `pass` only when
     every one is met, else `fail` naming the ones that are not (or could not be checked)."""
     given = spec.constraints
@@ -152,7 +150,5 @@ def latency_notes(device: str, original: list[dict[str, Any]], result: list[dict
             )
             notes.append(f"the {name} was timed on the CPU with {rows[0]['runtime']}: {why}")
         elif rows:
-            notes.append(
-                f"the {name} was timed with {rows[0]['runtime']} on {rows[0]['device']} ({rows[0]['timer']})"
-            )
+            notes.append(f"the {name} was timed with {rows[0]['runtime']} on {rows[0]['device']} ({rows[0]['timer']})")
     return notes

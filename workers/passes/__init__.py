@@ -9,7 +9,8 @@ from workers.passes.optimize import OptimizePass
 from workers.passes.prune import PrunePass
 from workers.passes.quantize import QuantizePass
 
-REGISTRY: dict[str, type[Pass]] = {p.type: p for p in (ConvertPass, OptimizePass, QuantizePass, PrunePass,
-                                                       LowRankPass, DistillPass)}
+REGISTRY: dict[str, type[Pass]] = {
+    p.type: p for p in (ConvertPass, OptimizePass, QuantizePass, PrunePass, LowRankPass, DistillPass)
+}
 
 __all__ = ["REGISTRY", "Pass", "PassContext"]

@@ -43,19 +43,36 @@ def export_to_onnx(handle: ModelHandle, ctx: PassContext, opset: int) -> ModelHa
     try:
         if isinstance(handle.module, torch.jit.ScriptModule):
             # The dynamo exporter refuses ScriptModules; torch.onnx's TorchScript exporter still takes them.
-            torch.onnx.export(handle.module, tuple(args), str(path), input_names=handle.input_names,
-                              output_names=handle.output_names, opset_version=opset, dynamo=False,
-                              dynamic_axes={n: handle.dynamic_axes.get(n, []) for n in handle.input_names})
+            torch.onnx.export(
+                handle.module,
+                tuple(args),
+                str(path),
+                input_names=handle.input_names,
+                output_names=handle.output_names,
+                opset_version=opset,
+                dynamo=False,
+                dynamic_axes={n: handle.dynamic_axes.get(n, []) for n in handle.input_names},
+            )
         else:
-            torch.onnx.export(handle.module, tuple(args), str(path), input_names=handle.input_names,
-                              output_names=handle.output_names, opset_version=opset, dynamo=True,
-                              external_data=False, dynamic_shapes=shapes, verbose=False)
+            torch.onnx.export(
+                handle.module,
+                tuple(args),
+                str(path),
+                input_names=handle.input_names,
+                output_names=handle.output_names,
+                opset_version=opset,
+                dynamo=True,
+                external_data=False,
+                dynamic_shapes=shapes,
+                verbose=False,
+            )
     except Exception as exc:  # the exporter raises many types; all mean "this model did not export"
         root: BaseException = exc
         while root.__cause__ is not None:
             root = root.__cause__
-        raise PassFailed("conversion_failed", f"torch.onnx.export failed: {type(root).__name__}: "
-                         f"{str(root)[:800]}") from exc
+        raise PassFailed(
+            "conversion_failed", f"torch.onnx.export failed: {type(root).__name__}: {str(root)[:800]}"
+        ) from exc
     model = onnx.load(str(path), load_external_data=False)
     return handle.with_onnx(path, [o.name for o in model.graph.output])
 
@@ -79,9 +96,12 @@ def onnx_to_torch_handle(handle: ModelHandle, ctx: PassContext) -> ModelHandle:
     try:
         module = onnx_to_torch(onnx.load(str(handle.path)), ctx.example)
     except ConversionUnsupported as exc:
-        raise PassFailed("conversion_unsupported", f"ONNX -> torch does not cover operator(s) "
-                         f"{', '.join(exc.ops)}; run the ONNX passes (quantize, optimize) on this model "
-                         "instead") from exc
+        raise PassFailed(
+            "conversion_unsupported",
+            f"ONNX -> torch does not cover operator(s) "
+            f"{', '.join(exc.ops)}; run the ONNX passes (quantize, optimize) on this model "
+            "instead",
+        ) from exc
     return handle.with_torch(module)
 
 
@@ -107,8 +127,7 @@ def export_torch_artifact(handle: ModelHandle, ctx: PassContext, to: str) -> Mod
         torch.jit.save(traced, str(path))
         return handle.with_torch(torch.jit.load(str(path), map_location="cpu").eval(), path)
     except Exception as exc:  # export and tracing raise many types; all mean "this model did not export"
-        raise PassFailed("conversion_failed", f"export to {to} failed: {type(exc).__name__}: "
-                         f"{str(exc)[:800]}") from exc
+        raise PassFailed("conversion_failed", f"export to {to} failed: {type(exc).__name__}: {str(exc)[:800]}") from exc
 
 
 class ConvertPass(Pass):

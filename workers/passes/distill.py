@@ -56,18 +56,14 @@ def drop_layers(module: nn.Module) -> tuple[nn.Module, list[int], int]:
     return student, kept, depth
 
 
-def distill_loss(
-    teacher: torch.Tensor, labels: torch.Tensor | None, config: DistillConfig, device: str
-) -> Loss:
+def distill_loss(teacher: torch.Tensor, labels: torch.Tensor | None, config: DistillConfig, device: str) -> Loss:
     temperature = config.temperature
     if is_logits(teacher):
         soft = F.softmax(teacher / temperature, dim=1)
 
         def kd(out: torch.Tensor, index: torch.Tensor) -> torch.Tensor:
             loss = (
-                F.kl_div(
-                    F.log_softmax(out / temperature, dim=1), soft[index].to(device), reduction="batchmean"
-                )
+                F.kl_div(F.log_softmax(out / temperature, dim=1), soft[index].to(device), reduction="batchmean")
                 * temperature**2
             )
             if labels is not None:
@@ -112,9 +108,7 @@ class DistillPass(Pass):
         labels = torch.from_numpy(data["labels"]).long() if "labels" in data else None
         loss = distill_loss(targets, labels, self.config, ctx.device)
         metrics["loss"] = (
-            "kl" + ("+alpha*ce" if labels is not None else "")
-            if is_logits(targets)
-            else self.config.embedding_loss
+            "kl" + ("+alpha*ce" if labels is not None else "") if is_logits(targets) else self.config.embedding_loss
         )
         metrics["epoch_losses"] = fit(
             student,

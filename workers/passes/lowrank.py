@@ -67,8 +67,15 @@ def factorize_conv(layer: nn.Conv2d, config: LowRankConfig) -> tuple[nn.Module, 
     )
     first = nn.Conv2d(in_c, r_in, 1, bias=False)
     stride, padding, dilation = (tuple(layer.stride), tuple(layer.padding), tuple(layer.dilation))
-    middle = nn.Conv2d(r_in, r_out, (kh, kw), stride=stride, padding=padding, dilation=dilation,  # type: ignore[arg-type]
-                       bias=False)
+    middle = nn.Conv2d(
+        r_in,
+        r_out,
+        (kh, kw),
+        stride=stride,
+        padding=padding,
+        dilation=dilation,  # type: ignore[arg-type]
+        bias=False,
+    )
     last = nn.Conv2d(r_out, out_c, 1, bias=layer.bias is not None)
     with torch.no_grad():
         first.weight.copy_(torch.from_numpy(np.ascontiguousarray(u_in.T)[:, :, None, None]).float())

@@ -6,8 +6,10 @@ from app.schemas.passes import OptimizeConfig
 from workers.passes.base import Pass, PassContext
 from workers.runtime import ModelHandle
 
-LEVELS = {"basic": ort.GraphOptimizationLevel.ORT_ENABLE_BASIC,
-          "extended": ort.GraphOptimizationLevel.ORT_ENABLE_EXTENDED}
+LEVELS = {
+    "basic": ort.GraphOptimizationLevel.ORT_ENABLE_BASIC,
+    "extended": ort.GraphOptimizationLevel.ORT_ENABLE_EXTENDED,
+}
 
 
 class OptimizePass(Pass):

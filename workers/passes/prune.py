@@ -130,11 +130,18 @@ class PrunePass(Pass):
         ratio = float(self.config.ratio)  # type: ignore[arg-type]
         ratios = kept_ratios(module, ratio, self.config.round_to, keep)
         try:
-            pruner = tp.pruner.MetaPruner(module, tuple(example), importance=importance, pruning_ratio=ratio,
-                                          pruning_ratio_dict=ratios, ignored_layers=[keep])
+            pruner = tp.pruner.MetaPruner(
+                module,
+                tuple(example),
+                importance=importance,
+                pruning_ratio=ratio,
+                pruning_ratio_dict=ratios,
+                ignored_layers=[keep],
+            )
         except Exception as exc:  # torch-pruning's tracer raises assorted errors on graphs it cannot follow
-            raise PassFailed("prune_unsupported", f"torch-pruning could not trace the model: "
-                             f"{type(exc).__name__}: {exc}") from exc
+            raise PassFailed(
+                "prune_unsupported", f"torch-pruning could not trace the model: {type(exc).__name__}: {exc}"
+            ) from exc
         before = {name: _width(m) for name, m in module.named_modules() if _width(m) is not None}
         if self.config.importance == "taylor":
             data = finetuner.data
@@ -150,9 +157,7 @@ class PrunePass(Pass):
         }
 
 
-def kept_ratios(
-    module: nn.Module, ratio: float, round_to: int | None, keep: nn.Module
-) -> dict[nn.Module, float]:
+def kept_ratios(module: nn.Module, ratio: float, round_to: int | None, keep: nn.Module) -> dict[nn.Module, float]:
     """Per-layer ratios that keep ceil((1 - ratio) x width) channels rounded up to a multiple of `round_to`
     (torch-pruning keeps int(width x (1 - ratio)), so half a channel of margin makes the count exact)."""
     if not round_to:

@@ -37,8 +37,11 @@ from workers.passes.base import Pass, PassContext
 from workers.runtime import Feeds, ModelHandle, PassFailed
 
 log = logging.getLogger(__name__)
-CALIBRATION = {"minmax": CalibrationMethod.MinMax, "entropy": CalibrationMethod.Entropy,
-               "percentile": CalibrationMethod.Percentile}
+CALIBRATION = {
+    "minmax": CalibrationMethod.MinMax,
+    "entropy": CalibrationMethod.Entropy,
+    "percentile": CalibrationMethod.Percentile,
+}
 
 
 class DatasetReader(CalibrationDataReader):
@@ -90,18 +93,23 @@ class QuantizePass(Pass):
         assert handle.path is not None
         path = ctx.path("model.onnx")
         if self.config.method == "fp16":
-            model = convert_float_to_float16(onnx.load(str(handle.path)), keep_io_types=True,
-                                             node_block_list=self.config.nodes_to_exclude or None)
+            model = convert_float_to_float16(
+                onnx.load(str(handle.path)), keep_io_types=True, node_block_list=self.config.nodes_to_exclude or None
+            )
             onnx.save(model, str(path))
         elif self.config.method == "int4":
             self._int4(handle.path, path)
         elif self.config.method == "static":
             self._static(self._preprocessed(handle.path, ctx), path, handle, ctx)
         else:
-            quantize_dynamic(str(self._preprocessed(handle.path, ctx)), str(path),
-                             weight_type=self._weight_type(), per_channel=self.config.per_channel,
-                             op_types_to_quantize=self.config.op_types,
-                             nodes_to_exclude=self.config.nodes_to_exclude)
+            quantize_dynamic(
+                str(self._preprocessed(handle.path, ctx)),
+                str(path),
+                weight_type=self._weight_type(),
+                per_channel=self.config.per_channel,
+                op_types_to_quantize=self.config.op_types,
+                nodes_to_exclude=self.config.nodes_to_exclude,
+            )
         _drop_debug_metadata(path)
         return handle.with_onnx(path)
 
@@ -130,29 +138,43 @@ class QuantizePass(Pass):
         if calibration.method == "percentile":
             extra["CalibPercentile"] = 99.999  # type: ignore[assignment]
         try:
-            quantize_static(str(source), str(path), DatasetReader(feeds), quant_format=QuantFormat.QDQ,
-                            op_types_to_quantize=self.config.op_types, per_channel=self.config.per_channel,
-                            activation_type=QuantType.QUInt8, weight_type=self._weight_type(),
-                            nodes_to_exclude=self.config.nodes_to_exclude,
-                            calibrate_method=CALIBRATION[calibration.method], extra_options=extra)
+            quantize_static(
+                str(source),
+                str(path),
+                DatasetReader(feeds),
+                quant_format=QuantFormat.QDQ,
+                op_types_to_quantize=self.config.op_types,
+                per_channel=self.config.per_channel,
+                activation_type=QuantType.QUInt8,
+                weight_type=self._weight_type(),
+                nodes_to_exclude=self.config.nodes_to_exclude,
+                calibrate_method=CALIBRATION[calibration.method],
+                extra_options=extra,
+            )
         except ValueError as exc:
             raise PassFailed("quantization_failed", f"static quantization failed: {exc}") from exc
 
     def _int4(self, source: Path, path: Path) -> None:
         op_types = ("MatMul", "Gather") if self.config.embeddings else ("MatMul",)
-        quantizer = MatMulNBitsQuantizer(onnx.load(str(source)), bits=4, block_size=self.config.block_size,
-                                         is_symmetric=self.config.symmetric,
-                                         accuracy_level=self.config.accuracy_level,
-                                         nodes_to_exclude=self.config.nodes_to_exclude,
-                                         op_types_to_quantize=op_types,
-                                         quant_axes=(("MatMul", 0), ("Gather", 1)))
+        quantizer = MatMulNBitsQuantizer(
+            onnx.load(str(source)),
+            bits=4,
+            block_size=self.config.block_size,
+            is_symmetric=self.config.symmetric,
+            accuracy_level=self.config.accuracy_level,
+            nodes_to_exclude=self.config.nodes_to_exclude,
+            op_types_to_quantize=op_types,
+            quant_axes=(("MatMul", 0), ("Gather", 1)),
+        )
         quantizer.process()
         quantized = quantizer.model.model
         if not any(n.op_type in ("MatMulNBits", "GatherBlockQuantized") for n in quantized.graph.node):
-            raise PassFailed("nothing_to_quantize", "int4 found no MatMul with a constant weight (nor "
-                             "embedding Gather) whose size fits the block size; use method 'dynamic'")
+            raise PassFailed(
+                "nothing_to_quantize",
+                "int4 found no MatMul with a constant weight (nor "
+                "embedding Gather) whose size fits the block size; use method 'dynamic'",
+            )
         onnx.save(quantized, str(path))
-
 
 
 def _drop_debug_metadata(path: Path) -> None:
