@@ -5,7 +5,7 @@ BIN := $(VENV)/bin
 TORCH_VERSION ?= 2.13.0
 PORT ?= 8000
 
-.PHONY: install run test test-unit test-faults test-gpu lint bench soak clean
+.PHONY: install run test test-unit test-faults test-gpu lint bench soak upload-rss clean
 
 $(BIN)/.installed: pyproject.toml
 	test -x $(BIN)/python || $(PY) -m venv $(VENV)
@@ -20,11 +20,11 @@ install: $(BIN)/.installed
 run: install
 	PORT=$(PORT) $(BIN)/squeeze serve --port $(PORT)
 
-# Everything, on the embedded default (SQLite + filesystem broker), then the integration and
-# end-to-end suites again on PostgreSQL + Redis.
+# Everything, on the embedded default (SQLite + filesystem broker + local folder), then the integration,
+# end-to-end and security suites again on PostgreSQL + Redis + S3 (moto's S3 server, started by the fixtures).
 test: install
 	$(BIN)/pytest tests
-	SQUEEZE_TEST_BACKEND=postgres-redis $(BIN)/pytest tests/integration tests/e2e tests/security
+	SQUEEZE_TEST_BACKEND=postgres-redis-s3 $(BIN)/pytest tests/integration tests/e2e tests/security
 
 test-unit: install
 	$(BIN)/pytest tests/unit
@@ -44,6 +44,9 @@ bench: install
 
 soak: install
 	$(BIN)/python -m bench.soak
+
+upload-rss: install
+	$(BIN)/python -m bench.upload_rss
 
 # On a CUDA machine with the worker extra installed: distillation, fine-tuning and latency on the GPU.
 test-gpu: install

@@ -141,7 +141,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
             conn.ensure_connection(max_retries=1, timeout=3)
 
     app.state.settings = settings
-    app.state.store = open_store(settings.effective_storage_url)
+    app.state.store = open_store(settings)
     app.state.publish = publish
     app.state.broker_ping = broker_ping
     app.state.rate_limiter = TokenBuckets(settings.rate_limit_per_s, settings.rate_limit_burst)

@@ -1,5 +1,6 @@
 """The one settings object. Defaults run the embedded mode: SQLite, a local artifact folder and a
-filesystem broker, all under SQUEEZE_HOME; DATABASE_URL, BROKER_URL and STORAGE_URL switch each part."""
+filesystem broker, all under SQUEEZE_HOME; DATABASE_URL, BROKER_URL and STORAGE_URL switch each part
+(S3 credentials come from the standard AWS variables, read by boto3)."""
 
 from functools import lru_cache
 from pathlib import Path
@@ -14,7 +15,18 @@ class Settings(BaseSettings):
     squeeze_home: Path = Field(Path("var"), description="Root of the embedded database, store and broker.")
     database_url: str | None = Field(None, description="SQLAlchemy URL; default SQLite in SQUEEZE_HOME.")
     broker_url: str | None = Field(None, description="Celery broker; default a filesystem queue in SQUEEZE_HOME.")
-    storage_url: str | None = Field(None, description="Artifact store; file:///path (default SQUEEZE_HOME/store).")
+    storage_url: str | None = Field(
+        None, description="Artifact store: file:///path (default SQUEEZE_HOME/store) or s3://bucket/prefix."
+    )
+    s3_endpoint_url: str | None = Field(None, description="S3 API endpoint (MinIO, Ceph); default AWS's own.")
+    s3_region: str = Field("us-east-1", description="Region the S3 requests are signed for.")
+    s3_presign_endpoint_url: str | None = Field(
+        None, description="Host named in presigned URLs, when clients reach S3 elsewhere than the workers do."
+    )
+    presigned_downloads: bool = Field(
+        False, description="Answer artifact downloads with 307 to a presigned S3 URL instead of streaming them."
+    )
+    presigned_ttl_s: float = Field(300.0, gt=0, le=7 * 24 * 3600, description="Lifetime of a presigned URL.")
     port: int = 8000
 
     max_upload_bytes: int = Field(4 * 1024**3, description="Largest accepted upload.")

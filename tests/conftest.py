@@ -1,8 +1,9 @@
 """Fixtures shared by every suite: the backend under test, a running Squeeze (real uvicorn and a real
 Celery worker as subprocesses), an HTTP client, and real models built or trained here.
 
-SQUEEZE_TEST_BACKEND picks the parts: `embedded` (default: SQLite + filesystem broker) or
-`postgres-redis` (PostgreSQL `test` on 127.0.0.1:5432 and Redis on 127.0.0.1:6379).
+SQUEEZE_TEST_BACKEND picks the parts: `embedded` (default: SQLite + filesystem broker + a local store),
+`postgres-redis` (PostgreSQL `test` on 127.0.0.1:5432 and Redis on 127.0.0.1:6379), or
+`postgres-redis-s3` (the same, with the artifacts in a bucket on moto's S3 server, started here).
 """
 
 import os
@@ -24,10 +25,14 @@ if TYPE_CHECKING:  # torch and numpy load lazily, inside the fixtures that need 
     import numpy as np
     import torch
 
+    from app.storage import Store
+
 ROOT = Path(__file__).resolve().parents[1]
 BACKEND = os.environ.get("SQUEEZE_TEST_BACKEND", "embedded")
 POSTGRES_URL = os.environ.get("SQUEEZE_TEST_POSTGRES_URL", "postgresql+psycopg://postgres@127.0.0.1:5432/test")
 REDIS_URL = os.environ.get("SQUEEZE_TEST_REDIS_URL", "redis://127.0.0.1:6379/0")
+# moto's server accepts any credentials; these only have to be present for boto3 to sign requests.
+S3_CREDENTIALS = {"AWS_ACCESS_KEY_ID": "squeeze-test", "AWS_SECRET_ACCESS_KEY": "squeeze-test-secret"}
 
 
 def _free_port() -> int:
@@ -55,6 +60,53 @@ def create_api_key(database_url: str, tenant: str) -> str:
         return create_key(session, tenant).token
 
 
+class S3Server:
+    """moto's standalone S3 server (a real HTTP endpoint) in its own process on `host`, with one bucket."""
+
+    def __init__(self, log: Path, host: str = "127.0.0.1", bucket: str = "squeeze-test") -> None:
+        self.host, self.port, self.bucket = host, _free_port(), bucket
+        self.proc = subprocess.Popen(
+            [sys.executable, "-m", "moto.server", "-H", host, "-p", str(self.port)],
+            stdout=log.open("ab"),
+            stderr=subprocess.STDOUT,
+        )
+        deadline = time.monotonic() + 60
+        while True:
+            try:
+                if httpx.get(f"{self.endpoint}/moto-api/", timeout=2).status_code == 200:
+                    break
+            except httpx.HTTPError:
+                pass
+            assert self.proc.poll() is None, log.read_text()
+            assert time.monotonic() < deadline, "moto's S3 server did not answer in 60 s"
+            time.sleep(0.2)
+        self.client().create_bucket(Bucket=bucket)
+
+    @property
+    def endpoint(self) -> str:
+        return f"http://{self.host}:{self.port}"
+
+    def client(self):  # type: ignore[no-untyped-def]
+        import boto3
+
+        return boto3.client("s3", endpoint_url=self.endpoint, region_name="us-east-1", **_lower(S3_CREDENTIALS))
+
+    def env(self, prefix: str = "squeeze") -> dict[str, str]:
+        """What the API and the workers need to use this server as their store."""
+        return {"STORAGE_URL": f"s3://{self.bucket}/{prefix}", "S3_ENDPOINT_URL": self.endpoint, **S3_CREDENTIALS}
+
+    def stop(self) -> None:
+        self.proc.terminate()
+        try:
+            self.proc.wait(timeout=20)
+        except subprocess.TimeoutExpired:
+            self.proc.kill()
+
+
+def _lower(credentials: dict[str, str]) -> dict[str, str]:
+    return {k.lower(): v for k, v in credentials.items()}
+
+
 @dataclass
 class Stack:
     """A running Squeeze: its base URL, environment and home folder, and one API key per tenant used."""
@@ -78,6 +130,13 @@ class Stack:
         headers = {"Authorization": f"Bearer {self.key(tenant)}"}
         return httpx.Client(base_url=self.url, timeout=120, headers=headers)
 
+    def store(self) -> "Store":
+        """The stack's artifact store, as the API and workers open it (a folder, or the S3 bucket)."""
+        from app.settings import Settings
+        from app.storage import open_store
+
+        return open_store(Settings.model_validate({k.lower(): v for k, v in self.env.items()}))
+
     def cli_env(self) -> dict[str, str]:
         """What `squeeze submit` needs in its environment to talk to this stack as the test tenant."""
         return {"SQUEEZE_URL": self.url, "SQUEEZE_API_KEY": self.key()}
@@ -99,13 +158,32 @@ class Stack:
         raise AssertionError(f"job {job_id} still {job['status']} after {timeout}s")
 
 
-def backend_env(home: Path) -> dict[str, str]:
+BACKENDS = ("embedded", "postgres-redis", "postgres-redis-s3")
+
+
+def backend_env(home: Path, s3: S3Server | None) -> dict[str, str]:
     env = {"SQUEEZE_HOME": str(home), "QUEUE_PREFIX": f"t{uuid.uuid4().hex[:8]}-", "JOB_TIMEOUT_S": "600"}
-    if BACKEND == "postgres-redis":
+    if BACKEND not in BACKENDS:
+        raise RuntimeError(f"unknown SQUEEZE_TEST_BACKEND {BACKEND!r}: use one of {', '.join(BACKENDS)}")
+    if BACKEND.startswith("postgres-redis"):
         env.update({"DATABASE_URL": POSTGRES_URL, "BROKER_URL": REDIS_URL})
-    elif BACKEND != "embedded":
-        raise RuntimeError(f"unknown SQUEEZE_TEST_BACKEND {BACKEND!r}: use embedded or postgres-redis")
+    if s3 is not None:
+        env.update(s3.env(f"t-{uuid.uuid4().hex[:8]}"))
     return env
+
+
+@pytest.fixture(scope="session")
+def s3_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[S3Server | None]:
+    """The backend's S3 server (postgres-redis-s3), or None where the store is a local folder."""
+    if BACKEND != "postgres-redis-s3":
+        yield None
+        return
+    server = S3Server(tmp_path_factory.mktemp("moto") / "moto.log")
+    with pytest.MonkeyPatch.context() as patch:  # the tests' own store reads take boto3's standard variables
+        for name, value in S3_CREDENTIALS.items():
+            patch.setenv(name, value)
+        yield server
+    server.stop()
 
 
 def start_worker(env: dict[str, str], log: Path, name: str = "w1") -> subprocess.Popen[bytes]:
@@ -145,13 +223,13 @@ def start_api_process(env: dict[str, str], log: Path, probe: str = "/healthz") -
 
 
 @pytest.fixture(scope="session")
-def stack(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Stack]:
+def stack(tmp_path_factory: pytest.TempPathFactory, s3_server: S3Server | None) -> Iterator[Stack]:
     from app.db.migrate import upgrade_to_head
 
     home = tmp_path_factory.mktemp("squeeze-home")
-    env = backend_env(home)
+    env = backend_env(home, s3_server)
     database_url = env.get("DATABASE_URL", f"sqlite:///{home / 'squeeze.db'}")
-    if BACKEND == "postgres-redis":
+    if "DATABASE_URL" in env:
         _reset_postgres(database_url)
     upgrade_to_head(database_url)
     logs = home / "logs"

@@ -104,7 +104,7 @@ def execute(job_id: str, settings: Settings) -> None:
         log.info("job %s is not queued (running under a live lease, or ended); nothing to do", job_id)
         return
     log.info("job %s: attempt %d (fence %d) claimed by %s", job_id, claim.attempt, claim.fence, worker_id())
-    store = open_store(settings.effective_storage_url)
+    store = open_store(settings)
     workdir = settings.home / "work" / job_id / f"attempt-{claim.attempt}"
     shutil.rmtree(workdir, ignore_errors=True)
     workdir.mkdir(parents=True)

@@ -1,11 +1,12 @@
-"""Artifacts: a job's list, and downloads with sha256, ETag and byte ranges."""
+"""Artifacts: a job's list, and downloads with sha256, ETag and byte ranges, streamed through the API or,
+with PRESIGNED_DOWNLOADS on an S3 store, a 307 to a short-lived presigned URL (S3 serves the ranges)."""
 
 import re
 
 from fastapi import APIRouter, Header, Response
-from fastapi.responses import StreamingResponse
+from fastapi.responses import RedirectResponse, StreamingResponse
 
-from app.api.deps import SessionDep, StoreDep, TenantDep
+from app.api.deps import SessionDep, SettingsDep, StoreDep, TenantDep
 from app.db.models import Artifact
 from app.errors import SqueezeError
 from app.schemas.jobs import ArtifactOut
@@ -60,11 +61,16 @@ def _parse_range(header: str, size: int) -> tuple[int, int]:
 @router.get(
     "/v1/artifacts/{artifact_id}/content",
     response_class=StreamingResponse,
-    responses={200: {"content": {"application/octet-stream": {}}}, 206: {"description": "a byte range"}},
+    responses={
+        200: {"content": {"application/octet-stream": {}}},
+        206: {"description": "a byte range"},
+        307: {"description": "PRESIGNED_DOWNLOADS: fetch the artifact from the presigned URL in Location"},
+    },
 )
 def download_artifact(
     artifact_id: str,
     session: SessionDep,
+    settings: SettingsDep,
     store: StoreDep,
     tenant: TenantDep,
     range_header: str | None = Header(None, alias="range"),
@@ -80,6 +86,10 @@ def download_artifact(
     }
     if if_none_match and etag in [t.strip() for t in if_none_match.split(",")]:
         return Response(status_code=304, headers=headers)
+    if settings.presigned_downloads:
+        url = store.presigned_url(artifact.storage_key, settings.presigned_ttl_s, artifact.name, artifact.media_type)
+        if url is not None:
+            return RedirectResponse(url, status_code=307, headers={"X-Checksum-SHA256": artifact.sha256, "ETag": etag})
     size = artifact.size_bytes
     if range_header:
         start, end = _parse_range(range_header, size)

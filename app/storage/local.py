@@ -50,6 +50,16 @@ class LocalStore:
     def delete(self, key: str) -> None:
         self._path(key).unlink(missing_ok=True)
 
+    def list_keys(self, prefix: str) -> list[str]:
+        base = self._path(prefix) if prefix.endswith("/") else self._path(prefix).parent
+        if not base.is_dir():
+            return []
+        keys = (p.relative_to(self.root).as_posix() for p in base.rglob("*") if p.is_file())
+        return sorted(k for k in keys if k.startswith(prefix) and not k.endswith(".partial"))
+
+    def presigned_url(self, key: str, ttl_s: float, filename: str, media_type: str) -> str | None:
+        return None  # a folder has no URL of its own: the API streams it
+
     def healthy(self) -> bool:
         self.root.mkdir(parents=True, exist_ok=True)
         return os.access(self.root, os.W_OK)

@@ -241,8 +241,7 @@ class Cluster:
 
     def stored_attempts(self, job_id: str) -> list[str]:
         """The attempt folders that hold files in the artifact store for this job."""
-        folder = self.stack.home / "store" / "jobs" / job_id
-        return sorted(p.name for p in folder.iterdir() if any(p.iterdir())) if folder.exists() else []
+        return sorted({key.split("/")[2] for key in self.stack.store().list_keys(f"jobs/{job_id}/")})
 
 
 class _ignore_missing:

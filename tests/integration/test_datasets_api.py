@@ -78,7 +78,7 @@ def test_upload_read_list_delete(client: httpx.Client, stack: Stack, mlp_data: d
     assert client.delete(f"/v1/datasets/{dataset['id']}").status_code == 204
     gone = client.get(f"/v1/datasets/{dataset['id']}")
     assert gone.status_code == 404 and gone.json()["code"] == "not_found"
-    assert not list((stack.home / "store" / "datasets" / dataset["id"]).glob("*")), "its file is deleted"
+    assert stack.store().list_keys(f"datasets/{dataset['id']}/") == [], "its file is deleted"
 
 
 def _safetensors_truncated() -> bytes:

@@ -77,7 +77,7 @@ def test_list_paginates_and_delete_removes(client: httpx.Client, mlp_onnx: Path,
     assert client.delete(f"/v1/models/{ids[0]}").status_code == 204
     gone = client.get(f"/v1/models/{ids[0]}")
     assert gone.status_code == 404 and gone.json()["code"] == "not_found"
-    assert not list((stack.home / "store" / "models" / ids[0]).glob("*")), "the stored file is deleted too"
+    assert stack.store().list_keys(f"models/{ids[0]}/") == [], "the stored file is deleted too"
 
 
 def test_health_readiness_and_openapi(client: httpx.Client) -> None:
@@ -90,7 +90,8 @@ def test_health_readiness_and_openapi(client: httpx.Client) -> None:
 
 
 def test_the_backend_under_test_is_the_one_asked_for(stack: Stack, client: httpx.Client, mlp_onnx: Path) -> None:
-    """Guards the CI matrix: the postgres-redis run must really write to PostgreSQL and publish to Redis."""
+    """Guards the CI matrix: the postgres-redis runs must really write to PostgreSQL and publish to Redis, and
+    the -s3 run must really store in the bucket."""
     from sqlalchemy import create_engine, text
 
     from tests.conftest import BACKEND
@@ -101,8 +102,9 @@ def test_the_backend_under_test_is_the_one_asked_for(stack: Stack, client: httpx
         found = conn.execute(text("SELECT count(*) FROM models WHERE id = :id"), {"id": model["id"]}).scalar()
     engine.dispose()
     assert found == 1
-    expected_dialect = "postgresql" if BACKEND == "postgres-redis" else "sqlite"
-    assert stack.database_url.startswith(expected_dialect)
-    assert stack.env.get("BROKER_URL", "filesystem://").startswith(
-        "redis" if BACKEND == "postgres-redis" else "filesystem"
-    )
+    on_services = BACKEND.startswith("postgres-redis")
+    assert stack.database_url.startswith("postgresql" if on_services else "sqlite")
+    assert stack.env.get("BROKER_URL", "filesystem://").startswith("redis" if on_services else "filesystem")
+    expected_store = "S3Store" if BACKEND == "postgres-redis-s3" else "LocalStore"
+    assert type(stack.store()).__name__ == expected_store, f"the {BACKEND} run stores in the wrong place"
+    assert stack.store().list_keys(f"models/{model['id']}/") == [f"models/{model['id']}/upload"]

@@ -150,8 +150,8 @@ def test_hostile_filenames_become_plain_display_names(hostile: httpx.Client, sta
             model = response.json()
         assert "/" not in model["filename"] and "\x00" not in model["filename"], model["filename"]
         assert len(model["filename"]) <= 255 and model["filename"].startswith(("pwned", "a", "x"))
-        stored = list((stack.home / "store" / "models" / model["id"]).iterdir())
-        assert [p.name for p in stored] == ["upload"], "stored under a server-made name"
+        stored = stack.store().list_keys(f"models/{model['id']}/")
+        assert stored == [f"models/{model['id']}/upload"], "stored under a server-made name"
     assert not Path("/tmp/pwned.onnx").exists(), "a client file name chose a path"
 
 
@@ -160,13 +160,12 @@ def _plant(stack: Stack, fmt: str, body: bytes, details: dict) -> str:
     own defences are what is tested."""
     from app.db.models import Model, new_id
     from app.db.session import session_scope
-    from app.storage import open_store
 
     model_id = new_id("mdl")
     source = stack.home / f"{model_id}.bin"
     source.write_bytes(body)
     key = f"models/{model_id}/upload"
-    open_store(f"file://{stack.home / 'store'}").put_file(key, source)  # moves the file into the store
+    stack.store().put_file(key, source)  # moves the file into the store
     with session_scope(stack.database_url) as session:
         session.add(
             Model(
