@@ -18,7 +18,7 @@ from app.errors import SqueezeError
 from app.queue import RUN_JOB_TASK, make_celery
 from app.schemas.common import Problem
 from app.services.metrics import Metrics
-from app.services.ratelimit import TokenBuckets
+from app.services.ratelimit import open_rate_limiter
 from app.services.uploads import remove_stale
 from app.settings import Settings, get_settings
 from app.storage import open_store
@@ -144,7 +144,12 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     app.state.store = open_store(settings)
     app.state.publish = publish
     app.state.broker_ping = broker_ping
-    app.state.rate_limiter = TokenBuckets(settings.rate_limit_per_s, settings.rate_limit_burst)
+    app.state.rate_limiter = open_rate_limiter(
+        settings.effective_broker_url,
+        settings.effective_database_url,
+        settings.rate_limit_per_s,
+        settings.rate_limit_burst,
+    )
     app.state.metrics = Metrics(settings.effective_database_url)
     app.middleware("http")(app.state.metrics.middleware)
     _install_error_handlers(app)

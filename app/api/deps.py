@@ -11,7 +11,7 @@ from app.db.session import get_sessionmaker
 from app.errors import RateLimited
 from app.services.jobs import Publisher
 from app.services.keys import authenticate
-from app.services.ratelimit import TokenBuckets
+from app.services.ratelimit import RateLimiter, retry_after
 from app.settings import Settings
 from app.storage import Store
 
@@ -53,13 +53,13 @@ def current_tenant(
 ) -> str:
     """The caller's tenant, from its API key (401 otherwise); each key is also rate limited here (429)."""
     key = authenticate(session, credentials.credentials if credentials else None)
-    buckets: TokenBuckets = request.app.state.rate_limiter
+    buckets: RateLimiter = request.app.state.rate_limiter
     wait = buckets.take(key.id)
     if wait:
         raise RateLimited(
             f"this API key made more than {buckets.burst} requests in a burst (sustained limit "
             f"{buckets.rate:g}/s); retry after the Retry-After seconds",
-            headers={"Retry-After": buckets.retry_after(wait)},
+            headers={"Retry-After": retry_after(wait)},
         )
     return key.tenant
 

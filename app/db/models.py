@@ -127,3 +127,14 @@ class Dataset(Base):
     samples: Mapped[int] = mapped_column(BigInteger)
     has_labels: Mapped[bool] = mapped_column(Boolean)
     created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), default=utcnow)
+
+
+class RateBucket(Base):
+    """One API key's token bucket, when the rate limit is kept in the database (no Redis broker)."""
+
+    __tablename__ = "rate_buckets"
+
+    key: Mapped[str] = mapped_column(String(64), primary_key=True)
+    tokens: Mapped[float] = mapped_column(Float)
+    updated_at: Mapped[float] = mapped_column(Float)
+    """Seconds since the epoch of the last refill."""

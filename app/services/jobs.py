@@ -16,7 +16,7 @@ from sqlalchemy import func, select, update
 from sqlalchemy.exc import IntegrityError, SQLAlchemyError
 from sqlalchemy.orm import Session
 
-from app.db.models import Artifact, Job, new_id, utcnow
+from app.db.models import Artifact, Job, Tenant, new_id, utcnow
 from app.db.transitions import mark_unpublished
 from app.errors import Conflict, NotFound, TooManyJobs, UnresolvedInputShape, ValidationFailed
 from app.schemas.datasets import shapes_from_dataset
@@ -60,15 +60,6 @@ def submit_job(
         existing = session.scalar(select(Job).where(Job.tenant == tenant, Job.idempotency_key == idempotency_key))
         if existing is not None:
             return _replay(existing, request_hash, idempotency_key), False
-    active = session.scalar(
-        select(func.count()).select_from(Job).where(Job.tenant == tenant, Job.status.in_(("queued", "running")))
-    )
-    if active is not None and active >= settings.max_active_jobs_per_tenant:
-        raise TooManyJobs(
-            f"this tenant already has {active} queued or running jobs (the limit is "
-            f"{settings.max_active_jobs_per_tenant}); wait for one to end or cancel one",
-            headers={"Retry-After": "10"},
-        )
     if spec.webhook is not None:
         check_url(str(spec.webhook.url))
     try:
@@ -91,6 +82,7 @@ def submit_job(
         resolve_input_shapes(model.inputs, shapes_from_dataset(model.inputs, spec.input_shapes, evaluation))
     except ShapeError as exc:
         raise UnresolvedInputShape(str(exc), errors=[{"field": exc.field, "message": str(exc)}]) from exc
+    reserve_active_slot(session, settings, tenant)
     job = Job(
         id=new_id("job"),
         tenant=tenant,
@@ -123,6 +115,23 @@ def submit_job(
         except SQLAlchemyError:  # still published later: the sweep also re-sends jobs queued for long
             log.warning("could not mark job %s unpublished", job.id)
     return job, True
+
+
+def reserve_active_slot(session: Session, settings: Settings, tenant: str) -> None:
+    """Refuse (429) a tenant at its active-job cap. The tenant row is locked first and stays locked until
+    the caller commits the new job, so concurrent submits on any number of API processes are counted one
+    after the other: a no-op UPDATE takes PostgreSQL's row lock and SQLite's write lock alike."""
+    session.execute(update(Tenant).where(Tenant.name == tenant).values(name=Tenant.name))
+    active = session.scalar(
+        select(func.count()).select_from(Job).where(Job.tenant == tenant, Job.status.in_(("queued", "running")))
+    )
+    if active is not None and active >= settings.max_active_jobs_per_tenant:
+        session.rollback()  # let the next submit have the lock now
+        raise TooManyJobs(
+            f"this tenant already has {active} queued or running jobs (the limit is "
+            f"{settings.max_active_jobs_per_tenant}); wait for one to end or cancel one",
+            headers={"Retry-After": "10"},
+        )
 
 
 def _replay(existing: Job, request_hash: str, key: str) -> Job:

@@ -6,7 +6,7 @@ from pathlib import Path
 
 import pytest
 
-from app.services.ratelimit import TokenBuckets
+from app.services.ratelimit import DatabaseBuckets, retry_after
 from tests.security.conftest import tiny_onnx
 from workers.runtime import PassFailed, check_external_data
 from workers.sandbox import _child_env
@@ -74,12 +74,16 @@ def test_the_sandbox_child_gets_no_secrets(tmp_path: Path, monkeypatch: pytest.M
     assert env["HOME"] == str(tmp_path) and env["HF_HUB_OFFLINE"] == "1"
 
 
-def test_token_buckets_allow_a_burst_then_the_rate() -> None:
-    now = [0.0]
-    buckets = TokenBuckets(rate=2.0, burst=3, clock=lambda: now[0])
+def test_token_buckets_allow_a_burst_then_the_rate(tmp_path: Path) -> None:
+    from app.db.migrate import upgrade_to_head
+
+    url = f"sqlite:///{tmp_path / 'buckets.db'}"
+    upgrade_to_head(url)
+    now = [1000.0]
+    buckets = DatabaseBuckets(url, rate=2.0, burst=3, clock=lambda: now[0])
     assert [buckets.take("k") for _ in range(3)] == [0.0, 0.0, 0.0]
     wait = buckets.take("k")
-    assert wait == pytest.approx(0.5) and TokenBuckets.retry_after(wait) == "1"
+    assert wait == pytest.approx(0.5) and retry_after(wait) == "1"
     assert buckets.take("other") == 0.0, "keys do not share a bucket"
     now[0] += 0.5
     assert buckets.take("k") == 0.0, "refilled at the rate"
