@@ -19,12 +19,14 @@ import tempfile
 import time
 import uuid
 from collections import Counter
+from dataclasses import dataclass
 from pathlib import Path
 
 from sqlalchemy import func, select
 
 from app.db.models import Artifact, Job
 from app.db.session import session_scope
+from app.storage import Store
 from tests.conftest import upload
 from tests.faults.conftest import FAST_LEASES, Cluster, PrivatePostgres, PrivateRedis, quick_job, start_api
 
@@ -46,6 +48,42 @@ def build_mlp(folder: Path) -> Path:
         dynamic_shapes=({0: torch.export.Dim("batch")},),
     )
     return path
+
+
+@dataclass
+class Tally:
+    """How a batch of jobs ended: what the soak prints and the multi-host test asserts."""
+
+    jobs: int
+    statuses: Counter[str]
+    attempts: Counter[int]
+    lost: int
+    """Jobs that did not succeed."""
+    doubled: int
+    """Jobs with more than one set (model + report) of registered artifacts."""
+    stored: int
+    """Attempt folders holding files in the store, over all the jobs (one per job when clean)."""
+
+    @property
+    def clean(self) -> bool:
+        return self.lost == 0 and self.doubled == 0 and self.stored == self.jobs
+
+
+def tally(database_url: str, store: Store, job_ids: list[str]) -> Tally:
+    with session_scope(database_url) as session:
+        rows = session.execute(select(Job.id, Job.status, Job.attempts).where(Job.id.in_(job_ids))).all()
+        per_job = select(Artifact.job_id, func.count()).where(Artifact.job_id.in_(job_ids)).group_by(Artifact.job_id)
+        sets = dict(session.execute(per_job).all())
+    statuses = Counter(r.status for r in rows)
+    stored = sum(len({key.split("/")[2] for key in store.list_keys(f"jobs/{job_id}/")}) for job_id in job_ids)
+    return Tally(
+        jobs=len(job_ids),
+        statuses=statuses,
+        attempts=Counter(r.attempts for r in rows),
+        lost=len(job_ids) - statuses["succeeded"],
+        doubled=sum(1 for r in rows if sets.get(r.id, 0) > 2),
+        stored=stored,
+    )
 
 
 def soak(jobs: int, workers: int, kill_every: float, seed: int, timeout: float) -> int:
@@ -98,26 +136,17 @@ def soak(jobs: int, workers: int, kill_every: float, seed: int, timeout: float) 
                     next_kill = time.monotonic() + rng.uniform(0.5, 1.5) * kill_every
                 time.sleep(0.5)
             wall = time.monotonic() - started
-        with session_scope(database_url) as session:
-            query = select(Job.id, Job.status, Job.attempts).where(Job.id.in_(job_ids))
-            rows = session.execute(query).all()
-            per_job = select(Artifact.job_id, func.count()).group_by(Artifact.job_id)
-            sets = dict(session.execute(per_job).all())
-        statuses = Counter(r.status for r in rows)
-        attempts = Counter(r.attempts for r in rows)
-        lost = jobs - statuses["succeeded"]
-        doubled = sum(1 for r in rows if sets.get(r.id, 0) > 2)
-        stored = sum(
-            1 for job_id in job_ids for p in (home / "store" / "jobs" / job_id).glob("attempt-*") if any(p.iterdir())
-        )
+        result = tally(database_url, cluster.stack.store(), job_ids)
         print(f"jobs submitted        {jobs}")
         print(f"workers               {workers} (SIGKILLed {kills} times, one every ~{kill_every:.0f} s)")
-        print(f"statuses              {dict(statuses)}")
-        print(f"attempts per job      {dict(sorted(attempts.items()))}")
-        print(f"not succeeded (lost)  {lost}")
-        print(f"jobs with >1 set      {doubled} (registered artifact rows), stored attempt folders {stored}")
+        print(f"statuses              {dict(result.statuses)}")
+        print(f"attempts per job      {dict(sorted(result.attempts.items()))}")
+        print(f"not succeeded (lost)  {result.lost}")
+        print(
+            f"jobs with >1 set      {result.doubled} (registered artifact rows), stored attempt folders {result.stored}"
+        )
         print(f"wall time             {wall:.0f} s, {jobs / wall * 60:.1f} jobs/min")
-        return 0 if lost == 0 and doubled == 0 and stored == jobs else 1
+        return 0 if result.clean else 1
     finally:
         if cluster is not None:
             cluster.stop_workers()

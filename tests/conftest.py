@@ -186,12 +186,15 @@ def s3_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[S3Server | N
     server.stop()
 
 
-def start_worker(env: dict[str, str], log: Path, name: str = "w1") -> subprocess.Popen[bytes]:
+def start_worker(
+    env: dict[str, str], log: Path, name: str = "w1", launcher: tuple[str, ...] = ()
+) -> subprocess.Popen[bytes]:
+    """A real Celery worker on the test queue; `launcher` runs it elsewhere (another network namespace)."""
     from app.cli import worker_command
 
     queues = f"{env['QUEUE_PREFIX']}cpu"
     return subprocess.Popen(
-        worker_command(queues, f"{name}@%h"),
+        [*launcher, *worker_command(queues, f"{name}@%h")],
         cwd=ROOT,
         env={**os.environ, **env},
         stdout=log.open("ab"),
@@ -199,17 +202,21 @@ def start_worker(env: dict[str, str], log: Path, name: str = "w1") -> subprocess
     )
 
 
-def start_api_process(env: dict[str, str], log: Path, probe: str = "/healthz") -> tuple[subprocess.Popen[bytes], str]:
-    """uvicorn with this whole environment on a free port, appending to `log`; returns once `probe` answers 200."""
+def start_api_process(
+    env: dict[str, str], log: Path, probe: str = "/healthz", host: str = "127.0.0.1", launcher: tuple[str, ...] = ()
+) -> tuple[subprocess.Popen[bytes], str]:
+    """uvicorn with this whole environment on a free port of `host`, appending to `log`; returns once `probe`
+    answers 200. `launcher` runs it elsewhere (e.g. `ip netns exec NAME`, for another "host")."""
     port = _free_port()
+    uvicorn = [sys.executable, "-m", "uvicorn", "--factory", "app.main:create_app", "--host", host, "--port", str(port)]
     api = subprocess.Popen(
-        [sys.executable, "-m", "uvicorn", "--factory", "app.main:create_app", "--port", str(port)],
+        [*launcher, *uvicorn],
         cwd=ROOT,
         env=env,
         stdout=log.open("ab"),
         stderr=subprocess.STDOUT,
     )
-    url = f"http://127.0.0.1:{port}"
+    url = f"http://{host}:{port}"
     deadline = time.monotonic() + 60
     while True:
         try:

@@ -54,9 +54,9 @@ def _as_postgres(cmd: list[str]) -> list[str]:
 class PrivatePostgres:
     """A throwaway PostgreSQL cluster on a free port, owned by this test session."""
 
-    def __init__(self) -> None:
+    def __init__(self, host: str = "127.0.0.1") -> None:
         self.dir = Path(tempfile.mkdtemp(prefix="squeeze-pg-", dir="/tmp"))
-        self.port = _free_port()
+        self.host, self.port = host, _free_port()
         if os.geteuid() == 0:
             shutil.chown(self.dir, "postgres", "postgres")
         subprocess.run(
@@ -66,9 +66,12 @@ class PrivatePostgres:
             check=True,
             capture_output=True,
         )
+        if host != "127.0.0.1":  # initdb trusts loopback only; let the test subnet in too
+            with (self.dir / "data" / "pg_hba.conf").open("a") as hba:
+                hba.write(f"host all all {host}/24 trust\n")
 
     def start(self) -> None:
-        opts = f"-p {self.port} -k {self.dir} -c listen_addresses=127.0.0.1 -c fsync=off"
+        opts = f"-p {self.port} -k {self.dir} -c listen_addresses={self.host} -c fsync=off"
         subprocess.run(
             _as_postgres(
                 [
@@ -95,7 +98,7 @@ class PrivatePostgres:
         )
 
     def url(self, database: str = "postgres") -> str:
-        return f"postgresql+psycopg://postgres@127.0.0.1:{self.port}/{database}"
+        return f"postgresql+psycopg://postgres@{self.host}:{self.port}/{database}"
 
     def create_database(self, name: str) -> str:
         from sqlalchemy import create_engine, text
@@ -114,14 +117,14 @@ class PrivatePostgres:
 class PrivateRedis:
     """A redis-server with no persistence on a free port: a restart loses every message."""
 
-    def __init__(self, workdir: Path) -> None:
-        self.port = _free_port()
+    def __init__(self, workdir: Path, host: str = "127.0.0.1") -> None:
+        self.host, self.port = host, _free_port()
         self.workdir = workdir
         self.proc: subprocess.Popen[bytes] | None = None
 
     @property
     def url(self) -> str:
-        return f"redis://127.0.0.1:{self.port}/0"
+        return f"redis://{self.host}:{self.port}/0"
 
     def start(self) -> None:
         self.proc = subprocess.Popen(
@@ -130,7 +133,9 @@ class PrivateRedis:
                 "--port",
                 str(self.port),
                 "--bind",
-                "127.0.0.1",
+                self.host,
+                "--protected-mode",
+                "no",
                 "--save",
                 "",
                 "--appendonly",
@@ -142,7 +147,7 @@ class PrivateRedis:
             stderr=subprocess.DEVNULL,
         )
         deadline = time.monotonic() + 20
-        ping = ["redis-cli", "-p", str(self.port), "ping"]
+        ping = ["redis-cli", "-h", self.host, "-p", str(self.port), "ping"]
         while subprocess.run(ping, capture_output=True).stdout != b"PONG\n":
             assert time.monotonic() < deadline, "the private redis-server did not start"
             time.sleep(0.1)
