@@ -37,8 +37,17 @@ TERMINAL = ("succeeded", "failed", "cancelled")
 
 
 def validation_errors(exc: ValidationError, prefix: str = "") -> list[dict[str, str]]:
-    """Pydantic errors as [{field, message}], the field as a dotted path a client can find in its JSON."""
-    return [{"field": prefix + ".".join(str(p) for p in err["loc"]), "message": err["msg"]} for err in exc.errors()]
+    """Pydantic errors as [{field, message}], the field as a dotted path a client can find in its JSON (a
+    choice a union could not make points at the field that chooses: `type`, or a pass's `method`)."""
+    found = []
+    for err in exc.errors():
+        loc = [str(p) for p in err["loc"]]
+        if err["type"] in ("union_tag_invalid", "union_tag_not_found"):
+            loc.append(str(err.get("ctx", {}).get("discriminator", "")).strip("'"))
+        elif err["type"] == "unknown_pass":
+            loc.append("type")
+        found.append({"field": prefix + ".".join(loc), "message": err["msg"]})
+    return found
 
 
 def parse_spec(raw: Any) -> JobSpec:
