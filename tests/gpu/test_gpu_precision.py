@@ -9,7 +9,7 @@ import numpy as np
 import pytest
 import torch
 
-from tests.pass_runs import apply
+from tests.pass_runs import apply, parse
 from workers.context import PassContext
 from workers.evaluation.fidelity import fidelity
 from workers.evaluation.latency import measure
