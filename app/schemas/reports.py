@@ -78,7 +78,9 @@ class ResultFigures(ModelFigures):
 class Step(_Open):
     index: int
     type: str
-    label: str = Field(description="the step as progress named it, e.g. `quantize static` or `convert (auto)`")
+    label: str | None = Field(
+        None, description="the step as progress named it, e.g. `quantize static` or `convert (auto)`"
+    )
     auto: bool = False
     config: dict[str, Any] = Field(default_factory=dict)
     seconds: float | None = None
