@@ -10,7 +10,6 @@ import pytest
 import torch
 from onnx import TensorProto, helper
 
-from app.schemas.jobs import JobSpec
 from tests.conftest import Digits
 from tests.pass_runs import apply, params, parse
 from workers.context import PassContext
@@ -182,21 +181,3 @@ def test_torch_artifacts_roundtrip(torch_handle: ModelHandle, ctx: PassContext, 
     assert exported.path is not None and exported.path.exists()
     expected = run(torch_handle, {"x": digits.x_test[:7]})[0]
     assert np.abs(run(exported, {"x": digits.x_test[:7]})[0] - expected).max() < 1e-4, "batch 7 (not traced)"
-
-
-@pytest.mark.parametrize(
-    "config",
-    [
-        {"type": "prune", "method": "structured", "ratio": 0.3, "finetune": {"dataset_id": "ds_a"}},
-        {"type": "prune", "method": "magnitude", "sparsity": 0.7, "scope": "layer"},
-        {"type": "prune", "method": "threshold", "threshold": 0.01},
-        {"type": "lowrank", "method": "tucker", "rank_ratio": 0.5},
-        {"type": "lowrank", "method": "svd", "energy": 0.9},
-        {"type": "distill", "student": "drop_layers", "dataset_id": "ds_a"},
-        {"type": "convert", "to": "pt2"},
-    ],
-)
-def test_stored_spec_validates_again_in_the_worker(config: dict) -> None:
-    """The API stores the spec with every default spelled out; the worker must accept it as it is."""
-    spec = JobSpec.model_validate({"model_id": "mdl_x", "passes": [config]})
-    assert JobSpec.model_validate(spec.model_dump(mode="json")) == spec
