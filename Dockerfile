@@ -9,6 +9,7 @@ RUN useradd --create-home --uid 1000 squeeze && mkdir -p /data && chown squeeze 
 COPY pyproject.toml alembic.ini ./
 COPY app ./app
 COPY workers ./workers
+COPY passes ./passes
 COPY migrations ./migrations
 
 FROM base AS api

@@ -35,8 +35,8 @@ test-faults: install
 	$(BIN)/pytest tests/faults
 
 lint: install
-	$(BIN)/ruff check app workers tests bench migrations
-	$(BIN)/ruff format --check app workers tests bench migrations
+	$(BIN)/ruff check app workers passes tests bench migrations
+	$(BIN)/ruff format --check app workers passes tests bench migrations
 	$(BIN)/mypy
 
 bench: install

@@ -33,6 +33,10 @@ class UnsupportedModelFormat(SqueezeError):
     status, code, title = 422, "unsupported_model_format", "The upload is not a model format Squeeze reads"
 
 
+class ImpossiblePipeline(SqueezeError):
+    status, code, title = 422, "impossible_pipeline", "The passes cannot run in this order on this model"
+
+
 class UnresolvedInputShape(SqueezeError):
     status, code, title = 422, "unresolved_input_shape", "An input has dimensions the job cannot fix"
 

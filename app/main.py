@@ -15,7 +15,7 @@ from starlette.exceptions import HTTPException as StarletteHTTPException
 from app import __version__
 from app.api import artifacts, datasets, health, jobs, models, reports, tenant
 from app.errors import SqueezeError
-from app.queue import RUN_JOB_TASK, make_celery
+from app.queue import make_celery, publish_job
 from app.schemas.common import Problem
 from app.services.metrics import Metrics
 from app.services.ratelimit import open_rate_limiter
@@ -128,13 +128,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     def publish(job_id: str, queue: str) -> None:
         # Few retries: if the broker is down the job stays queued in the database and the workers' sweep
         # publishes it, so the client gets its 202 without waiting for the broker.
-        celery.send_task(
-            RUN_JOB_TASK,
-            args=[job_id],
-            queue=queue,
-            retry=settings.publish_retries > 0,
-            retry_policy={"max_retries": settings.publish_retries, "interval_start": 0.2, "interval_step": 0.5},
-        )
+        publish_job(celery, job_id, queue, settings.publish_retries)
 
     def broker_ping() -> None:
         with celery.connection_for_write() as conn:

@@ -9,7 +9,6 @@ SIGKILLed worker leaves no pipeline running for a job another worker is about to
 
 import contextlib
 import ctypes
-import json
 import os
 import queue
 import resource
@@ -21,9 +20,13 @@ import time
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+
+from pydantic import TypeAdapter, ValidationError
+
+from app.schemas.tasks import ChildResult, ChildSucceeded, Progress
 
 ROOT = Path(__file__).resolve().parents[1]
+RESULT: TypeAdapter[ChildResult] = TypeAdapter(ChildResult)
 
 
 @dataclass
@@ -31,7 +34,7 @@ class Outcome:
     status: str
     """ok, failed, cancelled; or `stopped` when the worker stopped the pipeline for its own reason (lease
     lost, shutting down) and the job is not this attempt's to end."""
-    result: dict[str, Any] | None = None
+    result: ChildSucceeded | None = None
     code: str | None = None
     message: str | None = None
     retryable: bool = False
@@ -86,7 +89,7 @@ def run_child(
     timeout_s: float,
     memory_bytes: int,
     threads: int,
-    on_event: Callable[[dict[str, Any]], None],
+    on_event: Callable[[Progress], None],
     should_stop: Callable[[], str | None],
     on_start: Callable[[int], None] = lambda pid: None,
     poll_s: float = 0.5,
@@ -109,15 +112,15 @@ def run_child(
             preexec_fn=_limits(memory_bytes),
         )  # noqa: PLW1509 (plain syscalls only)
         on_start(proc.pid)
-        events: queue.Queue[dict[str, Any]] = queue.Queue()
+        events: queue.Queue[Progress] = queue.Queue()
 
         def read() -> None:
             assert proc.stdout is not None
             for line in proc.stdout:
                 try:
-                    events.put(json.loads(line))
-                except ValueError:
-                    continue  # stray output from a library; progress lines are JSON
+                    events.put(Progress.model_validate_json(line))
+                except ValidationError:
+                    continue  # stray output from a library; progress lines are Progress JSON
 
         reader = threading.Thread(target=read, daemon=True)
         reader.start()
@@ -147,10 +150,10 @@ def run_child(
         return Outcome("stopped", code=stopped, message=f"the worker stopped the pipeline: {stopped}")
     result_path = workdir / "result.json"
     if proc.returncode == 0 and result_path.exists():
-        result = json.loads(result_path.read_text())
-        if result.get("ok"):
+        result = RESULT.validate_json(result_path.read_bytes())
+        if isinstance(result, ChildSucceeded):
             return Outcome("ok", result=result)
-        return Outcome("failed", code=result["error"]["code"], message=result["error"]["message"])
+        return Outcome("failed", code=result.error.code, message=result.error.message)
     if proc.returncode < 0:
         name = signal.Signals(-proc.returncode).name
         if proc.returncode == -signal.SIGKILL:
@@ -176,7 +179,7 @@ def run_child(
     )
 
 
-def _drain(events: "queue.Queue[dict[str, Any]]", on_event: Callable[[dict[str, Any]], None]) -> None:
+def _drain(events: "queue.Queue[Progress]", on_event: Callable[[Progress], None]) -> None:
     latest = None
     while True:
         try:

@@ -15,6 +15,7 @@ from app.schemas.jobs import JobError, JobOut, JobSpec, JobStatus
 from app.services import jobs as service
 from app.services.models import create_model
 from app.services.uploads import MAX_FIELD_BYTES, declared_length, read_small_body, receive_upload
+from passes.planner import Plan
 
 router = APIRouter(prefix="/v1/jobs", tags=["jobs"])
 
@@ -31,6 +32,7 @@ def job_out(job: Job) -> JobOut:
         attempts=job.attempts,
         queue=job.queue,
         spec=job.spec,
+        plan=Plan.model_validate(job.plan) if job.plan else None,
         error=error,
         created_at=job.created_at,
         started_at=job.started_at,

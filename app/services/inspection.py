@@ -95,7 +95,7 @@ def inspect_model(path: Path, filename: str, max_unpacked_bytes: int, limits: Gr
 
 def _tensor_bytes(tensor: onnx.TensorProto) -> int:
     itemsize = 1 if tensor.data_type == onnx.TensorProto.STRING else tensor_dtype_to_np_dtype(tensor.data_type).itemsize
-    return math.prod(tensor.dims) * itemsize
+    return int(math.prod(tensor.dims)) * int(itemsize)
 
 
 def _graph_tensors(graph: onnx.GraphProto) -> tuple[int, list[onnx.TensorProto]]:

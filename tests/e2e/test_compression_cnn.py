@@ -143,7 +143,7 @@ def test_magnitude_pruning_pt2_upload(
         "a pipeline ending on torch is exported to ONNX by itself"
     )
     prune = report["steps"][0]
-    assert prune["metrics"]["sparsity"] >= 0.69, prune["metrics"]
+    assert prune["sparsity"] >= 0.69, prune
     result = report["result"]
     assert result["size_zstd_bytes"] < 0.6 * result["size_bytes"], "a 70% sparse file compresses"
     accuracy = onnx_accuracy(artifact, digits)
@@ -279,14 +279,17 @@ def test_bf16_pytorch_artifact_for_gpus(
 
 
 def test_reduced_precision_on_torch_must_end_as_a_torch_artifact(client: httpx.Client, ids: dict[str, str]) -> None:
-    for passes, field in (
-        ([{"type": "quantize", "method": "bf16"}], "passes.0"),
+    for passes, code, field in (
+        ([{"type": "quantize", "method": "bf16"}], "impossible_pipeline", "passes.0"),
         (
             [{"type": "quantize", "method": "bf16", "representation": "onnx"}, {"type": "convert", "to": "pt2"}],
-            "bf16 runs on PyTorch only",
+            "validation_error",
+            "passes.0.quantize.bf16.representation",
         ),
     ):
         response = client.post(
             "/v1/jobs", json={"model_id": ids["onnx"], "input_shapes": {"x": [4, 1, 8, 8]}, "passes": passes}
         )
-        assert response.status_code == 422 and field in response.text, response.text
+        problem = response.json()
+        assert response.status_code == 422 and problem["code"] == code, response.text
+        assert [e["field"] for e in problem["errors"]] == [field], problem

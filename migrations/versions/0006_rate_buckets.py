@@ -1,7 +1,7 @@
 """rate buckets: per-key token buckets shared by every API process (when the broker is not Redis)
 
-Revision ID: 0005_rate_buckets
-Revises: 0004_leases
+Revision ID: 0006_rate_buckets
+Revises: 0005_job_plan
 """
 
 from collections.abc import Sequence
@@ -9,8 +9,8 @@ from collections.abc import Sequence
 import sqlalchemy as sa
 from alembic import op
 
-revision: str = "0005_rate_buckets"
-down_revision: str | None = "0004_leases"
+revision: str = "0006_rate_buckets"
+down_revision: str | None = "0005_job_plan"
 branch_labels: str | Sequence[str] | None = None
 depends_on: str | Sequence[str] | None = None
 
