@@ -84,7 +84,10 @@ class Subnet:
         for host in HOSTS:
             if Path(f"/run/netns/{self.ns(host)}").exists():
                 self.kill_host(host)
-            subprocess.run(["ip", "netns", "del", self.ns(host)], capture_output=True)  # its veth ends go too
+            subprocess.run(["ip", "netns", "del", self.ns(host)], capture_output=True)
+        # The kernel frees a namespace (and the veth end inside it) lazily: delete the pairs from outside.
+        for i in range(len(HOSTS)):
+            subprocess.run(["ip", "link", "del", f"sqz{self.tag}o{i}"], capture_output=True)
         subprocess.run(["ip", "link", "del", self.bridge], capture_output=True)
 
 
