@@ -21,7 +21,7 @@ from workers.evaluation.accuracy import top1
 from workers.evaluation.fidelity import fidelity
 from workers.evaluation.footprint import footprint, onnx_weights, torch_weights
 from workers.evaluation.inputs import make_batches, with_batch
-from workers.evaluation.latency import measure
+from workers.evaluation.latency import compare_latency
 from workers.evaluation.metrics import accuracy_report
 from workers.passes import REGISTRY, Pass, PassContext
 from workers.passes.convert import ConvertPass
@@ -131,7 +131,6 @@ def run_pipeline(task: dict[str, Any], workdir: Path, emit: Emit, max_unpacked: 
         "sha256": model["sha256"],
         "param_count": model.get("param_count") or original_params,
         "accuracy": accuracy(reference),
-        "latency": measure(handle, timing_feeds, lat.runs, lat.warmup, threads, spec.device),
     }
 
     steps: list[dict[str, Any]] = []
@@ -222,8 +221,12 @@ def run_pipeline(task: dict[str, Any], workdir: Path, emit: Emit, max_unpacked: 
             if original["accuracy"] is None or steps[-1]["accuracy"] is None
             else original["accuracy"] - steps[-1]["accuracy"]
         ),
-        "latency": measure(handle, timing_feeds, lat.runs, lat.warmup, threads, spec.device),
     }
+    timing = compare_latency(
+        original_handle, handle, timing_feeds, lat.runs, lat.warmup, threads, spec.device, spec.seed + 1, workdir
+    )
+    original["latency"], original["latency_as_onnx"] = timing.original, timing.original_as_onnx
+    result["latency"], result["latency_comparison"] = timing.result, timing.comparisons
     result["speedup_p50"] = reporting.speedups(original["latency"], result["latency"])
     # With a labelled evaluation dataset: top-1/top-5 and the drop with its bootstrap interval.
     statistics = (
