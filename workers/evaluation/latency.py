@@ -263,7 +263,9 @@ def onnx_baseline(original: ModelHandle, example: Feeds, workdir: Path) -> Model
     folder = workdir / "latency-baseline"
     folder.mkdir(parents=True, exist_ok=True)
     try:
-        return export_to_onnx(original, PassContext(workdir=folder, step=0, device="cpu", example=example), DEFAULT_OPSET)
+        return export_to_onnx(
+            original, PassContext(workdir=folder, step=0, device="cpu", example=example), DEFAULT_OPSET
+        )
     except PassFailed as exc:
         log.warning("the original did not export to ONNX for a like-for-like timing: %s", exc.message)
         return None
