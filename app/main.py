@@ -14,6 +14,7 @@ from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from app import __version__
 from app.api import artifacts, datasets, health, jobs, models, reports, tenant
+from app.api.docs import offline_app
 from app.errors import SqueezeError
 from app.queue import RUN_JOB_TASK, make_celery
 from app.schemas.common import Problem
@@ -117,7 +118,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         remove_stale(settings.tmp_dir)
         yield
 
-    app = FastAPI(
+    app = offline_app(
         title="Squeeze",
         version=__version__,
         lifespan=lifespan,
