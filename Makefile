@@ -5,7 +5,7 @@ BIN := $(VENV)/bin
 TORCH_VERSION ?= 2.13.0
 PORT ?= 8000
 
-.PHONY: install run test test-unit test-faults test-gpu lint bench soak clean
+.PHONY: install browser examples run test test-unit test-faults test-gpu lint bench soak clean
 
 $(BIN)/.installed: pyproject.toml
 	test -x $(BIN)/python || $(PY) -m venv $(VENV)
@@ -17,12 +17,26 @@ $(BIN)/.installed: pyproject.toml
 
 install: $(BIN)/.installed
 
+# The report page and /docs are tested in a real headless browser: Debian's chromium and its driver,
+# installed here when missing so that `make test` alone works on a fresh machine.
+browser:
+	@if command -v chromium >/dev/null && command -v chromedriver >/dev/null; then exit 0; fi; \
+	echo "make test: chromium and chromedriver are missing; installing them with apt-get (browser tests)"; \
+	SUDO=$$( [ "$$(id -u)" = 0 ] || echo sudo ); \
+	( $$SUDO apt-get update -qq && DEBIAN_FRONTEND=noninteractive $$SUDO apt-get install -y -qq chromium chromium-driver >/dev/null ) \
+	  || { echo "make test: could not install them; run: apt-get install chromium chromium-driver" >&2; exit 1; }
+
+# The README walk-through's files: a trained digits CNN (ONNX and .pt2), datasets, an MLP, a zipped MiniLM.
+EXAMPLES ?= examples
+examples: install
+	$(BIN)/squeeze examples $(EXAMPLES)
+
 run: install
 	PORT=$(PORT) $(BIN)/squeeze serve --port $(PORT)
 
 # Everything, on the embedded default (SQLite + filesystem broker), then the integration and
 # end-to-end suites again on PostgreSQL + Redis.
-test: install
+test: install browser
 	$(BIN)/pytest tests
 	SQUEEZE_TEST_BACKEND=postgres-redis $(BIN)/pytest tests/integration tests/e2e tests/security
 
