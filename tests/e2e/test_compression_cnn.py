@@ -12,7 +12,8 @@ import onnxruntime as ort
 import pytest
 import torch
 
-from tests.conftest import Digits, Stack, upload
+from tests.conftest import Stack, upload
+from workers.examples import Digits
 
 pytestmark = pytest.mark.e2e
 LATENCY = {"batch_sizes": [32], "runs": 20, "warmup": 3}

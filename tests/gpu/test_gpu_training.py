@@ -9,7 +9,7 @@ import pytest
 import torch
 
 from app.schemas.passes import DistillConfig, PruneConfig
-from tests.conftest import Digits
+from workers.examples import Digits
 from workers.passes.base import PassContext
 from workers.passes.distill import DistillPass
 from workers.passes.prune import PrunePass

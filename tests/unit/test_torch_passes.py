@@ -12,8 +12,8 @@ from onnx import TensorProto, helper
 
 from app.schemas.jobs import JobSpec
 from app.schemas.passes import ConvertConfig, DistillConfig, LowRankConfig, PruneConfig
-from tests.conftest import Digits
 from workers.conversion.onnx_to_torch import ConversionUnsupported, onnx_to_torch
+from workers.examples import Digits
 from workers.passes.base import PassContext
 from workers.passes.convert import ConvertPass
 from workers.passes.distill import DistillPass
