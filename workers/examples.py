@@ -2,7 +2,8 @@
 DIR` (or `make examples`) writes them, and tests/e2e/test_readme.py runs the walk-through on them.
 
 - digits_cnn.onnx / digits_cnn.pt2: a small CNN trained here on scikit-learn's 8x8 digits (weights inside
-  the .onnx file, a dynamic batch; input `x` [batch, 1, 8, 8], output `logits`)
+  the .onnx file, a dynamic batch; [batch, 1, 8, 8] in, input `x` in the .onnx and `input` in the .pt2,
+  the name torch.export takes from nn.Sequential.forward)
 - calibration.npz: 256 training images (`x`) for static quantization
 - test_with_labels.npz: the held-out test images (`x`) and their `labels`
 - mlp.onnx: a 64 -> 256 -> 10 MLP (input `x` [batch, 64]) for the one-line upload-and-submit
