@@ -175,7 +175,8 @@ def _inspect_onnx(path: Path, filename: str, limits: GraphLimits | None) -> Mode
     if external:
         raise UnsupportedModelFormat(
             f"{filename!r} keeps {len(external)} tensors in external data files that were not uploaded. "
-            "Zip the .onnx file together with its data files and upload the zip."
+            "Upload the data files in the same request (curl -F file=@model.onnx -F data=@model.onnx.data), "
+            "or zip the .onnx file together with its data files and upload the zip."
         )
     inputs, outputs, params = onnx_signature(model)
     return ModelInfo("onnx", inputs, outputs, params, {"opset": _opset(model), "ir_version": model.ir_version})
