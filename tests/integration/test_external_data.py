@@ -39,7 +39,11 @@ def test_model_and_data_upload_in_one_request_and_run(stack: Stack, external_onn
         assert uploaded["param_count"] == 64 * 256 + 256 + 256 * 10 + 10, "the weights were found in the data file"
         job = client.post(
             "/v1/jobs",
-            json={"model_id": uploaded["id"], "passes": [{"type": "optimize"}], "input_shapes": {"x": [4, 64]}},
+            json={
+                "model_id": uploaded["id"],
+                "passes": [{"type": "quantize", "method": "dynamic"}],
+                "input_shapes": {"x": [4, 64]},
+            },
         )
         assert job.status_code == 202, job.text
         done = stack.wait_for(client, job.json()["id"])
