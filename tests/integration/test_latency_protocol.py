@@ -25,6 +25,7 @@ def test_three_no_op_jobs_read_no_measurable_difference(stack: Stack, mlp_onnx: 
         for r in reports
         for c in r["result"]["latency_comparison"]
     ]
+    print("\nno-op jobs: " + "; ".join(f"x{r:.3f} [{lo:.3f}, {hi:.3f}] {w}" for r, lo, hi, w in readings))
     assert len(readings) == 3, "one like-for-like comparison per job (ONNX against ONNX)"
     assert all(reading == "no measurable difference" for *_, reading in readings), readings
     assert all(r["constraints"]["verdict"] == "pass" for r in reports), [r["constraints"] for r in reports]
