@@ -167,6 +167,8 @@ def _run(claim: transitions.Claim, settings: Settings, store: Store, workdir: Pa
         should_stop=should_stop,
         on_start=on_start,
         poll_s=settings.cancel_poll_s,
+        isolation=settings.job_isolation,
+        squeeze_home=settings.home,
     )
 
 
