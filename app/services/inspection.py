@@ -10,6 +10,7 @@ error of a hostile file is a 422 naming the file, never a 500.
 import json
 import math
 import pickletools
+import re
 import struct
 import zipfile
 from dataclasses import dataclass, field
@@ -41,6 +42,8 @@ TORCHSCRIPT_HELP = (
     "accept it (an operator may, with ALLOW_TORCHSCRIPT_UPLOADS=true, where jobs run isolated). Export the "
     "model to ONNX (torch.onnx.export) and upload that, or upload: " + SAFE_FORMATS + "."
 )
+_PUNCTUATION = re.compile(r"[()\[\]{},]")
+"""One character class, no repetition: the regex engine cannot backtrack on it."""
 MAX_CODE_BYTES = 1 << 20
 """The most of a TorchScript code file read for the forward signature."""
 PARSE_ERRORS = (
@@ -279,28 +282,27 @@ def _torchscript_root_class(zf: zipfile.ZipFile, names: list[str]) -> tuple[str,
 
 
 def forward_arguments(code: str) -> list[str]:
-    """The argument names after `self` of the first `def forward(` in `code`, by one left-to-right scan
-    that tracks bracket depth (annotations such as Tuple[Tensor, Tensor] hold commas): linear in the code's
-    length whatever it holds, unlike a backtracking regex."""
+    """The argument names after `self` of the first `def forward(` in `code`, by one left-to-right pass
+    over its brackets and commas that tracks depth (annotations such as Tuple[Tensor, Tensor] hold commas):
+    linear in the code's length whatever it holds, unlike a backtracking regex."""
     start = code.find("def forward(")
     if start < 0:
         return []
+    start += len("def forward(")
     args: list[str] = []
-    current: list[str] = []
-    depth = 0
-    for char in code[start + len("def forward(") :]:
+    depth, arg_start = 0, start
+    for mark in _PUNCTUATION.finditer(code, start):
+        char = mark.group()
         if char in "([{":
             depth += 1
+        elif char == "," and depth == 0:
+            args.append(code[arg_start : mark.start()])
+            arg_start = mark.end()
         elif char in ")]}":
             if depth == 0:
-                args.append("".join(current))
+                args.append(code[arg_start : mark.start()])
                 break
             depth -= 1
-        elif char == "," and depth == 0:
-            args.append("".join(current))
-            current = []
-            continue
-        current.append(char)
     names = [arg.split(":")[0].strip() for arg in args]
     return [name for name in names[1:] if name.isidentifier()]
 
