@@ -27,6 +27,7 @@ from app.db.models import Artifact, Dataset, new_id
 from app.db.session import session_scope
 from app.queue import RUN_JOB_TASK
 from app.schemas.datasets import dataset_refs
+from app.services.isolation import isolation_state
 from app.settings import Settings, get_settings
 from app.storage import Store, open_store
 from workers.celery_app import celery
@@ -72,6 +73,7 @@ def pending(queue: str) -> int:
 @worker_ready.connect
 def _start_maintenance(**_: Any) -> None:
     settings = get_settings()
+    isolation_state(settings.job_isolation)  # probed and logged at start, not at the first job
     threading.Thread(
         target=maintenance_loop, args=(settings, publish, pending, _maintenance_stop), name="maintenance", daemon=True
     ).start()
