@@ -117,10 +117,10 @@ def run_child(
     threads: int,
     on_event: Callable[[dict[str, Any]], None],
     should_stop: Callable[[], str | None],
+    isolation: str,
+    squeeze_home: Path,
     on_start: Callable[[int], None] = lambda pid: None,
     poll_s: float = 0.5,
-    isolation: str = "off",
-    squeeze_home: Path = ROOT / "var",
 ) -> Outcome:
     """Run the pipeline for WORKDIR/task.json; returns how it ended. Never raises for the child's faults.
 

@@ -211,6 +211,7 @@ def test_the_worker_refuses_what_slips_past_the_api_and_stays_alive(
             "absolute external data",
             _plant(stack, "onnx_zip", _zip({"m/model.onnx": tiny_onnx(str(secret))}), {"onnx_member": "m/model.onnx"}),
         ),
+        ("an old .pt2 row", _plant(stack, "pt2", _zip({"m/models/model.json": b"{}"}), {})),
     ]
     spec = {"passes": [{"type": "optimize"}], "evaluate": {"samples": 1, "latency": {"runs": 1, "warmup": 0}}}
     for label, model_id in planted:
@@ -220,6 +221,8 @@ def test_the_worker_refuses_what_slips_past_the_api_and_stays_alive(
         assert final["status"] == "failed", f"{label}: {final}"
         if "external" in label:
             assert final["error"]["code"] == "unsafe_external_data", final["error"]
+        if ".pt2" in label:
+            assert final["error"]["code"] == "unsafe_model_format", final["error"]
         assert SECRET_TEXT.decode() not in str(final), f"{label} leaked the secret"
         assert not canary.exists(), f"{label} executed code"
         assert stack.worker.poll() is None, f"the worker died on {label}"
