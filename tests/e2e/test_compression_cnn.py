@@ -261,7 +261,8 @@ def test_bf16_pytorch_artifact_for_gpus(
     _, fp32_listing, _ = run_job(client, stack, fp32)
     spec = {**fp32, "passes": [{"type": "quantize", "method": "bf16"}, {"type": "convert", "to": "pt2"}]}
     report, listing, artifact = run_job(client, stack, spec)
-    assert report["steps"][0]["metrics"]["dtype"] == "bfloat16", report["steps"][0]
+    quantize = next(step for step in report["steps"] if step["type"] == "quantize")
+    assert quantize["metrics"]["dtype"] == "bfloat16", quantize
     ratio = fp32_listing["size_bytes"] / listing["size_bytes"]
     assert ratio > 1.6, f"bf16 weights should halve the .pt2: {fp32_listing['size_bytes']} -> {listing['size_bytes']}"
     path = Path(stack.home) / "bf16.pt2"
