@@ -131,16 +131,23 @@ def _tensor_bytes(tensor: onnx.TensorProto) -> int:
 
 
 def _graph_tensors(graph: onnx.GraphProto) -> tuple[int, list[onnx.TensorProto]]:
-    """(node count, every initializer and constant tensor), subgraphs of If/Loop/Scan included."""
+    """(node count, every initializer and constant tensor), subgraphs of If/Loop/Scan included; a sparse
+    tensor counts as its values and as a dense tensor of its shape, which is what a runtime may build."""
     nodes, tensors = len(graph.node), list(graph.initializer)
+    sparse = list(graph.sparse_initializer)
     for node in graph.node:
         for attr in node.attribute:
             tensors.extend([attr.t] if attr.HasField("t") else [])
             tensors.extend(attr.tensors)
+            sparse.extend([attr.sparse_tensor] if attr.HasField("sparse_tensor") else [])
+            sparse.extend(attr.sparse_tensors)
             for sub in ([attr.g] if attr.HasField("g") else []) + list(attr.graphs):
                 sub_nodes, sub_tensors = _graph_tensors(sub)
                 nodes += sub_nodes
                 tensors.extend(sub_tensors)
+    for tensor in sparse:
+        tensors.append(tensor.values)
+        tensors.append(onnx.TensorProto(name=tensor.values.name, data_type=tensor.values.data_type, dims=tensor.dims))
     return nodes, tensors
 
 

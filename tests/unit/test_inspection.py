@@ -9,8 +9,8 @@ import pytest
 import torch
 
 from app.archives import UnsafeArchive, check_zip, safe_extract
-from app.errors import UnsafeModelFormat, UnsupportedModelFormat
-from app.services.inspection import forward_arguments, inspect_model
+from app.errors import ModelLimitsExceeded, UnsafeModelFormat, UnsupportedModelFormat
+from app.services.inspection import GraphLimits, forward_arguments, inspect_model
 
 
 class Tiny(torch.nn.Module):
@@ -127,3 +127,21 @@ def test_safe_extract_stays_inside(tmp_path: Path) -> None:
         zf.writestr("model/a.txt", "hello")
     safe_extract(archive, tmp_path / "out", 10**6)
     assert (tmp_path / "out" / "model" / "a.txt").read_text() == "hello"
+
+
+def test_a_sparse_tensor_counts_at_its_dense_size(tmp_path: Path) -> None:
+    from onnx import TensorProto, helper
+
+    values = helper.make_tensor("w", TensorProto.FLOAT, [1], [1.0])
+    indices = helper.make_tensor("w_indices", TensorProto.INT64, [1], [0])
+    sparse = helper.make_sparse_tensor(values, indices, [1 << 20, 1 << 20])  # 4 TiB dense, 4 bytes stored
+    graph = helper.make_graph(
+        [helper.make_node("Constant", [], ["y"], sparse_value=sparse)],
+        "sparse",
+        [],
+        [helper.make_tensor_value_info("y", TensorProto.FLOAT, [1 << 20, 1 << 20])],
+    )
+    path = tmp_path / "sparse.onnx"
+    path.write_bytes(helper.make_model(graph).SerializeToString())
+    with pytest.raises(ModelLimitsExceeded, match="MAX_TENSOR_BYTES"):
+        inspect_model(path, "sparse.onnx", 10**9, GraphLimits(max_nodes=100, max_tensor_bytes=1 << 30))
