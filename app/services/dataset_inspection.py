@@ -105,7 +105,7 @@ def elements(shape: Any, name: str, filename: str) -> int:
     count = math.prod(dims)
     if count > MAX_ELEMENTS:
         raise InvalidDataset(f"array {name!r} in {filename!r} declares {count} elements, more than any upload holds")
-    return count
+    return int(count)
 
 
 def _refuse_overlaps(arrays: list[dict[str, Any]], filename: str) -> None:
