@@ -5,7 +5,7 @@ BIN := $(VENV)/bin
 TORCH_VERSION ?= 2.13.0
 PORT ?= 8000
 
-.PHONY: install browser examples run test test-unit test-faults test-gpu lint bench soak clean
+.PHONY: install browser bwrap examples run test test-unit test-faults test-gpu lint bench soak clean
 
 $(BIN)/.installed: pyproject.toml
 	test -x $(BIN)/python || $(PY) -m venv $(VENV)
@@ -34,9 +34,16 @@ examples: install
 run: install
 	PORT=$(PORT) $(BIN)/squeeze serve --port $(PORT)
 
+# The tests run every job under bubblewrap (JOB_ISOLATION=bwrap) and fail, never skip, without it.
+bwrap:
+	@command -v bwrap >/dev/null || { \
+	  echo "bubblewrap (bwrap) is missing: the tests prove job isolation with it; installing the Debian package"; \
+	  apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq bubblewrap >/dev/null; } \
+	  || { echo "could not install bubblewrap: run 'apt-get install bubblewrap' as root" >&2; exit 1; }
+
 # Everything, on the embedded default (SQLite + filesystem broker), then the integration and
 # end-to-end suites again on PostgreSQL + Redis.
-test: install browser
+test: install browser bwrap
 	$(BIN)/pytest tests
 	SQUEEZE_TEST_BACKEND=postgres-redis $(BIN)/pytest tests/integration tests/e2e tests/security
 
@@ -45,12 +52,12 @@ test-unit: install
 
 # Fault injection (kills, restarts, pauses): starts its own PostgreSQL cluster and Redis, so `make test`
 # runs it once, in its first line, whatever the backend.
-test-faults: install
+test-faults: install bwrap
 	$(BIN)/pytest tests/faults
 
 lint: install
-	$(BIN)/ruff check app workers tests bench migrations
-	$(BIN)/ruff format --check app workers tests bench migrations
+	$(BIN)/ruff check app workers passes tests bench migrations
+	$(BIN)/ruff format --check app workers passes tests bench migrations
 	$(BIN)/mypy
 
 bench: install

@@ -25,12 +25,20 @@ class ValidationFailed(SqueezeError):
     status, code, title = 422, "validation_error", "The request is not valid"
 
 
+class MalformedRequest(SqueezeError):
+    status, code, title = 422, "malformed_request", "The request body cannot be parsed within this service's limits"
+
+
 class UnsafeModelFormat(SqueezeError):
     status, code, title = 422, "unsafe_model_format", "This model format can execute code when loaded"
 
 
 class UnsupportedModelFormat(SqueezeError):
     status, code, title = 422, "unsupported_model_format", "The upload is not a model format Squeeze reads"
+
+
+class ImpossiblePipeline(SqueezeError):
+    status, code, title = 422, "impossible_pipeline", "The passes cannot run in this order on this model"
 
 
 class UnresolvedInputShape(SqueezeError):

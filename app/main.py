@@ -1,5 +1,6 @@
 """create_app(): routers, exception handlers (every error is problem+json) and the shared state."""
 
+import asyncio
 import logging
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
@@ -16,8 +17,9 @@ from app import __version__
 from app.api import artifacts, datasets, health, jobs, models, reports, tenant
 from app.api.docs import offline_app
 from app.errors import SqueezeError
-from app.queue import RUN_JOB_TASK, make_celery
+from app.queue import make_celery, publish_job
 from app.schemas.common import Problem
+from app.services.isolation import isolation_state
 from app.services.metrics import Metrics
 from app.services.ratelimit import TokenBuckets
 from app.services.uploads import remove_stale
@@ -116,6 +118,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     @asynccontextmanager
     async def lifespan(_: FastAPI) -> AsyncIterator[None]:
         remove_stale(settings.tmp_dir)
+        await asyncio.to_thread(isolation_state, settings.job_isolation)  # probed and logged once, at start
         yield
 
     app = offline_app(
@@ -129,13 +132,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     def publish(job_id: str, queue: str) -> None:
         # Few retries: if the broker is down the job stays queued in the database and the workers' sweep
         # publishes it, so the client gets its 202 without waiting for the broker.
-        celery.send_task(
-            RUN_JOB_TASK,
-            args=[job_id],
-            queue=queue,
-            retry=settings.publish_retries > 0,
-            retry_policy={"max_retries": settings.publish_retries, "interval_start": 0.2, "interval_step": 0.5},
-        )
+        publish_job(celery, job_id, queue, settings.publish_retries)
 
     def broker_ping() -> None:
         with celery.connection_for_write() as conn:

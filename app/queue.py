@@ -5,6 +5,7 @@ from typing import Any
 
 from celery import Celery
 
+from app.schemas.tasks import RunJob
 from app.settings import Settings
 
 RUN_JOB_TASK = "squeeze.run_job"
@@ -44,6 +45,17 @@ def celery_config(settings: Settings) -> dict[str, Any]:
         # A message unacknowledged this long is delivered again; a job still under a live lease ignores it.
         config["broker_transport_options"] = {"visibility_timeout": settings.broker_visibility_timeout_s}
     return config
+
+
+def publish_job(celery: Celery, job_id: str, queue: str, retries: int) -> None:
+    """Hand a job to the broker: a RunJob message, retried `retries` times while the broker is away."""
+    celery.send_task(
+        RUN_JOB_TASK,
+        args=[RunJob(job_id=job_id).model_dump()],
+        queue=queue,
+        retry=retries > 0,
+        retry_policy={"max_retries": retries, "interval_start": 0.2, "interval_step": 0.5},
+    )
 
 
 def make_celery(settings: Settings, name: str = "squeeze") -> Celery:

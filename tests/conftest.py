@@ -31,6 +31,10 @@ POSTGRES_URL = os.environ.get("SQUEEZE_TEST_POSTGRES_URL", "postgresql+psycopg:/
 REDIS_URL = os.environ.get("SQUEEZE_TEST_REDIS_URL", "redis://127.0.0.1:6379/0")
 
 
+ISOLATED = {"JOB_ISOLATION": "bwrap"}
+"""Every test stack isolates its jobs and fails them if it cannot: isolation is proved, never skipped."""
+
+
 def _free_port() -> int:
     with socket.socket() as sock:
         sock.bind(("127.0.0.1", 0))
@@ -101,7 +105,13 @@ class Stack:
 
 
 def backend_env(home: Path) -> dict[str, str]:
-    env = {"SQUEEZE_HOME": str(home), "QUEUE_PREFIX": f"t{uuid.uuid4().hex[:8]}-", "JOB_TIMEOUT_S": "600"}
+    env = {
+        "SQUEEZE_HOME": str(home),
+        "QUEUE_PREFIX": f"t{uuid.uuid4().hex[:8]}-",
+        "JOB_TIMEOUT_S": "600",
+        **ISOLATED,
+        "ALLOW_TORCHSCRIPT_UPLOADS": "true",  # the hostile TorchScript tests prove it safe only when isolated
+    }
     if BACKEND == "postgres-redis":
         env.update({"DATABASE_URL": POSTGRES_URL, "BROKER_URL": REDIS_URL})
     elif BACKEND != "embedded":
@@ -316,17 +326,4 @@ def digits_cnn_onnx(digits_cnn: "torch.nn.Module", tmp_path_factory: pytest.Temp
         external_data=False,
         dynamic_shapes=({0: torch.export.Dim("batch")},),
     )
-    return path
-
-
-@pytest.fixture(scope="session")
-def digits_cnn_pt2(digits_cnn: "torch.nn.Module", tmp_path_factory: pytest.TempPathFactory) -> Path:
-    """The trained digits CNN as a torch.export ExportedProgram (.pt2) with a dynamic batch."""
-    import torch
-
-    path = tmp_path_factory.mktemp("digits-cnn-pt2") / "digits_cnn.pt2"
-    program = torch.export.export(
-        digits_cnn, (torch.zeros(2, 1, 8, 8),), dynamic_shapes=({0: torch.export.Dim("batch")},)
-    )
-    torch.export.save(program, str(path))
     return path

@@ -10,6 +10,7 @@ from typing import Any
 import numpy as np
 
 from app.schemas.datasets import LABELS
+from app.schemas.errors import JobErrorCode
 from workers.runtime import Feeds, PassFailed
 
 MAX_TOKENS = 512
@@ -28,7 +29,7 @@ def load_dataset(
         return dict(load_file(str(path)))
     if tokenizer_root is None:
         raise PassFailed(
-            "dataset_mismatch",
+            JobErrorCode.dataset_mismatch,
             f"dataset {meta['id']} is text, which needs the model's tokenizer, and the model has none",
         )
     return tokenize(path.read_text(encoding="utf-8"), inputs, tokenizer_root)
@@ -48,7 +49,7 @@ def tokenize(text: str, inputs: Sequence[Mapping[str, Any]], tokenizer_root: Pat
         name = str(item["name"])
         if name not in encoded:
             raise PassFailed(
-                "dataset_mismatch",
+                JobErrorCode.dataset_mismatch,
                 f"the model's tokenizer gives {sorted(encoded)}, not the "
                 f"model input {name!r}; upload an .npz with every input",
             )

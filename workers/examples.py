@@ -1,9 +1,8 @@
 """The files the README walk-through uses, made on this machine in well under a minute: `squeeze examples
 DIR` (or `make examples`) writes them, and tests/e2e/test_readme.py runs the walk-through on them.
 
-- digits_cnn.onnx / digits_cnn.pt2: a small CNN trained here on scikit-learn's 8x8 digits (weights inside
-  the .onnx file, a dynamic batch; [batch, 1, 8, 8] in, input `x` in the .onnx and `input` in the .pt2,
-  the name torch.export takes from nn.Sequential.forward)
+- digits_cnn.onnx: a small CNN trained here on scikit-learn's 8x8 digits (weights inside the file, a dynamic
+  batch; input `x` [batch, 1, 8, 8], output `logits`)
 - calibration.npz: 256 training images (`x`) for static quantization
 - test_with_labels.npz: the held-out test images (`x`) and their `labels`
 - mlp.onnx: a 64 -> 256 -> 10 MLP (input `x` [batch, 64]) for the one-line upload-and-submit
@@ -113,12 +112,6 @@ def export_onnx(model: nn.Module, example: torch.Tensor, path: Path, output: str
     return path
 
 
-def export_pt2(model: nn.Module, example: torch.Tensor, path: Path) -> Path:
-    program = torch.export.export(model, (example,), dynamic_shapes=({0: torch.export.Dim("batch")},))
-    torch.export.save(program, str(path))
-    return path
-
-
 def small_mlp() -> nn.Module:
     torch.manual_seed(0)
     return nn.Sequential(nn.Linear(64, 256), nn.ReLU(), nn.Linear(256, 10)).eval()
@@ -152,7 +145,6 @@ def write_examples(folder: Path) -> list[Path]:
     sentences.write_text("\n".join(SENTENCES) + "\n", encoding="utf-8")
     return [
         export_onnx(cnn, image, folder / "digits_cnn.onnx", "logits"),
-        export_pt2(cnn, image, folder / "digits_cnn.pt2"),
         calibration,
         test_set,
         export_onnx(small_mlp(), torch.randn(2, 64), folder / "mlp.onnx", "logits"),

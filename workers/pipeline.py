@@ -1,57 +1,208 @@
-"""Run a job's passes in order inside the child: load the original, make evaluation inputs, run each
-pass (converting between torch and ONNX where a pass needs the other form), check fidelity after
-every step, time original and result, and write the artifacts and the report."""
+"""Run a job inside the child, as DESIGN.md tells it: load the original and prepare the evaluation inputs,
+measure the original, apply each planned step and check it, finish the artifact, measure the result, and
+build the report. The plan (passes.planner) was made at submit; this module runs it as stored."""
 
 import shutil
 import time
 from collections.abc import Callable
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 
+from app.hashing import sha256_file
 from app.schemas.datasets import dataset_refs, eval_batch_size, shapes_from_dataset
-from app.schemas.jobs import JobSpec
-from app.schemas.passes import STORED, ConvertConfig
+from app.schemas.errors import JobErrorCode
+from app.schemas.reports import Report
 from app.schemas.shapes import resolve_input_shapes
+from app.schemas.tasks import ArtifactFile, ChildSucceeded, ChildTask, DatasetRecord, Progress
+from passes.planner import PlannedStep
+from passes.registry import run_of
+from workers.context import PassContext
 from workers.datasets import batches as dataset_batches
 from workers.datasets import load_dataset
 from workers.evaluation import report as reporting
-from workers.evaluation.accuracy import top1
 from workers.evaluation.fidelity import fidelity
-from workers.evaluation.footprint import footprint, onnx_weights, torch_weights
-from workers.evaluation.inputs import make_batches, with_batch
+from workers.evaluation.footprint import footprint, weights
+from workers.evaluation.inputs import Feeds, make_batches, with_batch
 from workers.evaluation.latency import compare_latency
-from workers.evaluation.metrics import accuracy_report
-from workers.passes import REGISTRY, Pass, PassContext
-from workers.passes.convert import ConvertPass
-from workers.runtime import (
-    ModelHandle,
-    PassFailed,
-    load_original,
-    onnx_session,
-    onnx_size_and_params,
-    run,
-    torch_params,
-)
+from workers.evaluation.metrics import accuracy_report, top1
+from workers.runtime import ModelHandle, PassFailed, load_original, onnx_session, run
 
-Emit = Callable[[dict[str, Any]], None]
+Emit = Callable[[Progress], None]
+Outputs = list[list[np.ndarray]]
+"""outputs[b][o]: output o of the model on evaluation batch b"""
 ARTIFACT_NAMES = {"onnx": "model.onnx", "pt2": "model.pt2", "torchscript": "model.torchscript.pt"}
 GENERATED_SAMPLES = 32
 
 
-def _outputs(handle: ModelHandle, batches: list[dict[str, Any]]) -> list[list[Any]]:
+@dataclass
+class Inputs:
+    """What every measurement of the job runs on, the same for the original and each step."""
+
+    batches: list[Feeds]
+    labels: np.ndarray | None
+    shapes: dict[str, list[int]]
+    timing: dict[int, Feeds]
+    """one batch per latency batch size"""
+    scored: int
+    """the output accuracy reads"""
+    datasets: dict[str, Feeds]
+    evaluation: DatasetRecord | None
+
+
+@dataclass
+class Current:
+    """The model as it enters the next step, with its outputs (a conversion is checked against them)."""
+
+    handle: ModelHandle
+    outputs: Outputs
+
+
+def run_pipeline(task: ChildTask, workdir: Path, emit: Emit) -> ChildSucceeded:
+    started = time.perf_counter()
+    total = len(task.plan.steps) + 2
+    emit(Progress(progress=0.0, current="load"))
+    original = load_original(workdir / "upload", task.model, workdir, task.max_unpacked_bytes)
+    inputs = prepare_inputs(task, original, workdir)
+    emit(Progress(progress=0.5 / total, current="evaluate original"))
+    reference = outputs_of(original, inputs)
+    original_figures = measure_original(task, original, inputs)
+    current = Current(original, reference)
+    steps = []
+    for planned in task.plan.steps:
+        emit(Progress(progress=(1 + planned.index) / total, current=planned.label))
+        current, step = apply_step(planned, current, original, reference, inputs, task, workdir)
+        steps.append(step)
+    emit(Progress(progress=(total - 1) / total, current="evaluate result"))
+    artifact = finish_artifact(current.handle, task.plan.artifact_format, workdir)
+    result = measure_result(task, original, current.handle, workdir, artifact, steps[-1], original_figures, inputs)
+    report = build_report(task, inputs, original_figures, steps, result, reference, current.outputs, started)
+    emit(Progress(progress=0.99, current="store"))
+    return ChildSucceeded(artifacts=[artifact], report=report)
+
+
+def prepare_inputs(task: ChildTask, handle: ModelHandle, workdir: Path) -> Inputs:
+    """The evaluation batches (from the evaluation dataset, or generated from the input signature), their
+    labels, the resolved input shapes, one timing batch per latency batch size, and every dataset named."""
+    spec, model = task.spec, task.model
+    model_inputs, model_outputs = model.signature()
+    evaluation = task.datasets.get(spec.evaluate.dataset_id) if spec.evaluate.dataset_id else None
+    given = shapes_from_dataset(model_inputs, spec.input_shapes, evaluation.model_dump() if evaluation else None)
+    shapes = resolve_input_shapes(model_inputs, given)
+    tokenizer_root = (
+        workdir / "original" / model.details.get("root", ".")
+        if model.format == "hf_folder" and model.details.get("has_tokenizer")
+        else None
+    )
+    datasets = {
+        i: load_dataset(workdir / d.path, d.model_dump(), model_inputs, tokenizer_root)
+        for i, d in task.datasets.items()
+    }
+    labels = None
+    if evaluation is not None:
+        cut = dataset_batches(
+            datasets[evaluation.id],
+            handle.input_names,
+            eval_batch_size(model_inputs, spec.input_shapes),
+            spec.evaluate.samples,
+            per_batch_padding=evaluation.format == "text",
+        )
+        batches = [feeds for feeds, _ in cut]
+        labels = np.concatenate([y for _, y in cut if y is not None]) if evaluation.has_labels else None
+    else:
+        samples = spec.evaluate.samples or GENERATED_SAMPLES
+        batches = make_batches(model_inputs, shapes, samples, spec.seed, handle.vocab_size)
+    sizes = spec.evaluate.latency.batch_sizes or [next(iter(shapes.values()))[0]]
+    timing = {
+        b: make_batches(model_inputs, with_batch(model_inputs, shapes, b), b, spec.seed + 1, handle.vocab_size)[0]
+        for b in sizes
+    }
+    names = [str(o["name"]) for o in model_outputs]
+    scored = names.index(spec.evaluate.output) if spec.evaluate.output else 0
+    return Inputs(batches, labels, shapes, timing, scored, datasets, evaluation)
+
+
+def outputs_of(handle: ModelHandle, inputs: Inputs) -> Outputs:
     session = onnx_session(handle.path, threads=1) if handle.kind == "onnx" else None
-    return [run(handle, batch, session) for batch in batches]
+    return [run(handle, batch, session) for batch in inputs.batches]
 
 
-def _size_params(handle: ModelHandle) -> tuple[int | None, int]:
-    if handle.kind == "onnx":
-        return onnx_size_and_params(handle.path)  # type: ignore[arg-type]
-    return (handle.path.stat().st_size if handle.path else None), torch_params(handle.module)
+def accuracy_of(outputs: Outputs, inputs: Inputs) -> float | None:
+    return top1(outputs, inputs.scored, inputs.labels) if inputs.labels is not None else None
 
 
-def _format(handle: ModelHandle) -> str:
+def measure_original(task: ChildTask, handle: ModelHandle, inputs: Inputs) -> dict[str, Any]:
+    """The original's figures: the upload's own size and sha256, weights, compute, accuracy (its latency is
+    timed beside the result's, in measure_result)."""
+    return {
+        **footprint(handle, inputs.shapes, inputs.batches[0]),
+        "format": task.model.format,
+        "size_bytes": task.model.size_bytes,
+        "sha256": task.model.sha256,
+        "param_count": task.model.param_count or weights(handle)["param_count"],
+        "accuracy": accuracy_of(outputs_of(handle, inputs), inputs),
+    }
+
+
+def apply_step(
+    planned: PlannedStep,
+    current: Current,
+    original: ModelHandle,
+    reference: Outputs,
+    inputs: Inputs,
+    task: ChildTask,
+    workdir: Path,
+) -> tuple[Current, dict[str, Any]]:
+    """Run one planned step, then measure it against the original (and a conversion against its own input,
+    failing the job when the conversion changed the outputs)."""
+    config = planned.config
+    ctx = PassContext(
+        workdir=workdir,
+        step=planned.index,
+        device=task.spec.device,
+        example=inputs.batches[0],
+        datasets=inputs.datasets,
+        original=original,
+    )
+    t0 = time.perf_counter()
+    handle = run_of(config.type)(config, current.handle, ctx)
+    seconds = time.perf_counter() - t0
+    outputs = outputs_of(handle, inputs)
+    names = handle.output_names
+    step = {
+        "index": planned.index,
+        "type": config.type,
+        "label": planned.label,
+        "auto": planned.auto,
+        "config": config.model_dump(mode="json"),
+        "seconds": seconds,
+        "format": handle_format(handle),
+        **weights(handle),
+        "metrics": ctx.metrics,
+        "fidelity": fidelity(names, reference, outputs),
+        "accuracy": accuracy_of(outputs, inputs),
+    }
+    if config.converts:
+        own = step["fidelity"] if current.outputs is reference else fidelity(names, current.outputs, outputs)
+        step["conversion_fidelity"] = own
+        check_conversion(planned, own, task.spec.evaluate.min_conversion_cosine)
+    return Current(handle, outputs), step
+
+
+def check_conversion(planned: PlannedStep, own: dict[str, Any], threshold: float) -> None:
+    cosine = own.get("cosine_min")
+    if cosine is None or cosine < threshold:
+        raise PassFailed(
+            JobErrorCode.conversion_mismatch,
+            f"step {planned.index} ({planned.label}) changed the model's outputs: min cosine {cosine} < "
+            f"{threshold} on output {own.get('output')!r} against the model it converted; the converted model "
+            "would be wrong",
+        )
+
+
+def handle_format(handle: ModelHandle) -> str:
     """onnx; pt2 or torchscript for a torch model loaded back from its exported file; else torch."""
     if handle.kind == "onnx":
         return "onnx"
@@ -60,235 +211,152 @@ def _format(handle: ModelHandle) -> str:
     return "torch"
 
 
-def _sparsity(handle: ModelHandle) -> float:
-    """Share of zero values among the model's float weights (ONNX initializers or torch parameters)."""
-    weights = onnx_weights(handle.path) if handle.kind == "onnx" else torch_weights(handle.module)  # type: ignore[arg-type]
-    return float(weights["sparsity"])
+def finish_artifact(handle: ModelHandle, fmt: str, workdir: Path) -> ArtifactFile:
+    """Copy the last step's file to out/ under the artifact's name."""
+    if handle.path is None or handle_format(handle) != fmt:
+        raise RuntimeError(f"the plan ends in {fmt} but its last step left {handle_format(handle)}")
+    name = ARTIFACT_NAMES[fmt]
+    (workdir / "out").mkdir(exist_ok=True)
+    shutil.copyfile(handle.path, workdir / "out" / name)
+    return ArtifactFile(path=f"out/{name}", name=name, kind="model", format=fmt)  # type: ignore[arg-type]
 
 
-def _zstd_size(path: Path) -> int:
-    """The artifact's size compressed with zstd: where unstructured sparsity shows in a dense file."""
-    import zstandard
-
-    compressor = zstandard.ZstdCompressor(level=3)
-    with path.open("rb") as source:
-        return len(compressor.compress(source.read()))
-
-
-def run_pipeline(task: dict[str, Any], workdir: Path, emit: Emit, max_unpacked: int, threads: int) -> dict[str, Any]:
-    started = time.perf_counter()
-    spec = JobSpec.model_validate(task["spec"], context={STORED: True})
-    model = task["model"]
-    metas: dict[str, dict[str, Any]] = task.get("datasets", {})
-    evaluation = metas.get(spec.evaluate.dataset_id) if spec.evaluate.dataset_id else None
-    shapes = resolve_input_shapes(model["inputs"], shapes_from_dataset(model["inputs"], spec.input_shapes, evaluation))
-    steps_total = len(spec.passes) + 2
-    emit({"progress": 0.0, "pass": "load"})
-    handle = load_original(
-        workdir / "upload", model["format"], model["inputs"], model["outputs"], model["details"], workdir, max_unpacked
-    )
-    tokenizer_root = (
-        workdir / "original" / model["details"].get("root", ".")
-        if model["format"] == "hf_folder" and model["details"].get("has_tokenizer")
-        else None
-    )
-    datasets = {i: load_dataset(workdir / m["path"], m, model["inputs"], tokenizer_root) for i, m in metas.items()}
-    labels = None
-    if evaluation is not None:
-        cut = dataset_batches(
-            datasets[evaluation["id"]],
-            handle.input_names,
-            eval_batch_size(model["inputs"], spec.input_shapes),
-            spec.evaluate.samples,
-            per_batch_padding=evaluation["format"] == "text",
-        )
-        batches = [feeds for feeds, _ in cut]
-        labels = np.concatenate([y for _, y in cut if y is not None]) if evaluation["has_labels"] else None
-    else:
-        batches = make_batches(
-            model["inputs"], shapes, spec.evaluate.samples or GENERATED_SAMPLES, spec.seed, handle.vocab_size
-        )
-    output_names = [str(o["name"]) for o in model["outputs"]]
-    scored = output_names.index(spec.evaluate.output) if spec.evaluate.output else 0
-
-    def accuracy(outputs: list[list[Any]]) -> float | None:
-        return top1(outputs, scored, labels) if labels is not None else None
-
-    latency_sizes = spec.evaluate.latency.batch_sizes or [next(iter(shapes.values()))[0]]
-    timing_feeds = {
-        b: make_batches(model["inputs"], with_batch(model["inputs"], shapes, b), b, spec.seed + 1, handle.vocab_size)[0]
-        for b in latency_sizes
-    }
-    lat = spec.evaluate.latency
-
-    emit({"progress": 0.5 / steps_total, "pass": "evaluate original"})
-    reference = _outputs(handle, batches)
-    _, original_params = _size_params(handle)
-    original = {
-        **footprint(handle, shapes, batches[0]),
-        "format": model["format"],
-        "size_bytes": model["size_bytes"],
-        "sha256": model["sha256"],
-        "param_count": model.get("param_count") or original_params,
-        "accuracy": accuracy(reference),
-    }
-
-    steps: list[dict[str, Any]] = []
-    original_handle = handle
-    threshold = spec.evaluate.min_conversion_cosine
-
-    previous = [reference]
-    """outputs of the model as it entered the next step: a conversion is checked against its own input"""
-
-    def apply(pass_: Pass, auto: bool, handle: ModelHandle, progress: float) -> ModelHandle:
-        label = f"{pass_.type} (auto)" if auto else pass_.type
-        emit({"progress": progress, "pass": label})
-        ctx = PassContext(
-            workdir=workdir,
-            step=len(steps),
-            device=spec.device,
-            example=batches[0],
-            datasets=datasets,
-            original=original_handle,
-        )
-        t0 = time.perf_counter()
-        handle = pass_.run(handle, ctx)
-        seconds = time.perf_counter() - t0
-        outputs = _outputs(handle, batches)
-        fid = fidelity(handle.output_names, reference, outputs)
-        size, params = _size_params(handle)
-        step = {
-            "index": len(steps),
-            "type": pass_.type,
-            "auto": auto,
-            "config": pass_.config.model_dump(mode="json"),
-            "seconds": seconds,
-            "format": _format(handle),
-            "size_bytes": size,
-            "param_count": params,
-            "sparsity": _sparsity(handle),
-            "metrics": ctx.metrics,
-            "fidelity": fid,
-            "accuracy": accuracy(outputs),
-        }
-        steps.append(step)
-        if pass_.converts:
-            own = fid if previous[0] is reference else fidelity(handle.output_names, previous[0], outputs)
-            step["conversion_fidelity"] = own
-            if own.get("cosine_min") is None or own["cosine_min"] < threshold:
-                raise PassFailed(
-                    "conversion_mismatch",
-                    f"step {len(steps) - 1} ({label}) changed the model's "
-                    f"outputs: min cosine {own.get('cosine_min')} < {threshold} on output "
-                    f"{own.get('output')!r} against the model it converted; the converted model "
-                    "would be wrong",
-                )
-        previous[0] = outputs
-        return handle
-
-    for index, config in enumerate(spec.passes):
-        pass_ = REGISTRY[config.type](config)
-        needs = {"onnx": "onnx", "torch": "torch"}.get(pass_.form())
-        if needs is not None and handle.kind != needs:
-            to_needed = ConvertConfig.model_validate({"type": "convert", "to": needs})
-            handle = apply(ConvertPass(to_needed), True, handle, (1 + index) / steps_total)
-        handle = apply(pass_, False, handle, (1 + index) / steps_total)
-
-    final = next(
-        (c for c in reversed(spec.passes) if isinstance(c, ConvertConfig) and c.to != "torch"),
-        ConvertConfig.model_validate({"type": "convert"}),
-    )
-    final_format = final.to
-    if _format(handle) != final_format:
-        handle = apply(ConvertPass(final), True, handle, (steps_total - 1.5) / steps_total)
-    emit({"progress": (steps_total - 1) / steps_total, "pass": "evaluate result"})
-    out_dir = workdir / "out"
-    out_dir.mkdir(exist_ok=True)
-    name = ARTIFACT_NAMES[final_format]
-    shutil.copyfile(handle.path, out_dir / name)  # type: ignore[arg-type]
-    final_size, _ = _size_params(handle)
+def measure_result(
+    task: ChildTask,
+    original_handle: ModelHandle,
+    handle: ModelHandle,
+    workdir: Path,
+    file: ArtifactFile,
+    last: dict[str, Any],
+    original: dict[str, Any],
+    inputs: Inputs,
+) -> dict[str, Any]:
+    """The delivered artifact's figures, its latency timed interleaved with the original's (which this fills
+    in on `original`), and the ratios between them."""
+    lat = task.spec.evaluate.latency
+    artifact = workdir / file.path
+    size = last["size_bytes"]
     result = {
-        **footprint(handle, shapes, batches[0]),
-        "format": final_format,
-        "size_bytes": final_size,
-        "sha256": reporting.sha256_file(out_dir / name),
-        "size_ratio": model["size_bytes"] / final_size if final_size else None,
-        "size_zstd_bytes": _zstd_size(out_dir / name),
-        "fidelity": steps[-1]["fidelity"],
-        "accuracy": steps[-1]["accuracy"],
+        **footprint(handle, inputs.shapes, inputs.batches[0]),
+        "format": task.plan.artifact_format,
+        "size_bytes": size,
+        "sha256": sha256_file(artifact),
+        "size_ratio": task.model.size_bytes / size if size else None,
+        "size_zstd_bytes": zstd_size(artifact),
+        "fidelity": last["fidelity"],
+        "accuracy": last["accuracy"],
         "accuracy_drop": (
             None
-            if original["accuracy"] is None or steps[-1]["accuracy"] is None
-            else original["accuracy"] - steps[-1]["accuracy"]
+            if original["accuracy"] is None or last["accuracy"] is None
+            else original["accuracy"] - last["accuracy"]
         ),
     }
     timing = compare_latency(
-        original_handle, handle, timing_feeds, lat.runs, lat.warmup, threads, spec.device, spec.seed + 1, workdir
+        original_handle,
+        handle,
+        inputs.timing,
+        lat.runs,
+        lat.warmup,
+        task.threads,
+        task.spec.device,
+        task.spec.seed + 1,
+        workdir,
     )
     original["latency"], original["latency_as_onnx"] = timing.original, timing.original_as_onnx
     result["latency"], result["latency_comparison"] = timing.result, timing.comparisons
     result["speedup_p50"] = reporting.speedups(original["latency"], result["latency"])
-    # With a labelled evaluation dataset: top-1/top-5 and the drop with its bootstrap interval.
+    return result
+
+
+def zstd_size(path: Path) -> int:
+    """The artifact's size compressed with zstd: where unstructured sparsity shows in a dense file."""
+    import zstandard
+
+    with path.open("rb") as source:
+        return len(zstandard.ZstdCompressor(level=3).compress(source.read()))
+
+
+def build_report(
+    task: ChildTask,
+    inputs: Inputs,
+    original: dict[str, Any],
+    steps: list[dict[str, Any]],
+    result: dict[str, Any],
+    reference: Outputs,
+    final: Outputs,
+    started: float,
+) -> Report:
+    """The report, validated against its schema here: a report that does not fit is our bug, raised now."""
+    spec = task.spec
+    _, model_outputs = task.model.signature()
+    scored_name = str(model_outputs[inputs.scored]["name"])
     statistics = (
         accuracy_report(
-            np.concatenate([b[scored] for b in reference]),
-            np.concatenate([b[scored] for b in previous[0]]),
-            labels,
-            output_names[scored],
+            np.concatenate([b[inputs.scored] for b in reference]),
+            np.concatenate([b[inputs.scored] for b in final]),
+            inputs.labels,
+            scored_name,
             seed=spec.seed,
         )
-        if labels is not None
+        if inputs.labels is not None
         else None
     )
-    report = {
-        "spec": spec.model_dump(mode="json"),
-        "model_id": model["id"],
-        "evaluation": {
-            "samples": sum(next(iter(b.values())).shape[0] for b in batches),
-            "input_shapes": shapes,
-            "inputs": (
-                f"dataset {evaluation['id']}"
-                if evaluation is not None
-                else f"generated from the input signature, seed {spec.seed}"
-            ),
-            "dataset_id": evaluation["id"] if evaluation is not None else None,
-            "accuracy_output": output_names[scored] if labels is not None else None,
-            "latency": {
-                "runs": lat.runs,
-                "warmup": lat.warmup,
-                "threads": threads,
-                "device": spec.device,
-                "batch_sizes": latency_sizes,
-                "notes": reporting.latency_notes(spec.device, original["latency"], result["latency"]),
+    return Report.model_validate(
+        {
+            "spec": spec.model_dump(mode="json"),
+            "model_id": task.model.id,
+            "plan": task.plan.model_dump(mode="json"),
+            "evaluation": evaluation_section(task, inputs, original, result, scored_name),
+            "datasets": [dataset_section(task, d) for d in task.datasets.values()],
+            "original": original,
+            "steps": steps,
+            "result": result,
+            "accuracy": statistics,
+            "constraints": reporting.constraints_verdict(spec, result, statistics),
+            "versions": reporting.versions(),
+            "machine": reporting.machine(),
+            "reproducibility": {
+                "seeds": {"evaluation_inputs": spec.seed, "latency_inputs": spec.seed + 1, "bootstrap": spec.seed},
+                "input_sha256": task.model.sha256,
+                "output_sha256": result["sha256"],
             },
-        },
-        "datasets": [
-            {
-                "id": m["id"],
-                "sha256": m["sha256"],
-                "format": m["format"],
-                "filename": m["filename"],
-                "samples": m["samples"],
-                "fields": [f for f, ref in dataset_refs(task["spec"]) if ref == i],
-            }
-            for i, m in metas.items()
-        ],
-        "original": original,
-        "steps": steps,
-        "result": result,
-        "accuracy": statistics,
-        "constraints": reporting.constraints_verdict(spec, result, statistics),
-        "versions": reporting.versions(),
-        "machine": reporting.machine(),
-        "reproducibility": {
-            "seeds": {"evaluation_inputs": spec.seed, "latency_inputs": spec.seed + 1, "bootstrap": spec.seed},
-            "input_sha256": model["sha256"],
-            "output_sha256": result["sha256"],
-        },
-        "wall_seconds": time.perf_counter() - started,
-    }
-    emit({"progress": 0.99, "pass": "store"})
+            "wall_seconds": time.perf_counter() - started,
+        }
+    )
+
+
+def evaluation_section(
+    task: ChildTask, inputs: Inputs, original: dict[str, Any], result: dict[str, Any], scored_name: str
+) -> dict[str, Any]:
+    spec, lat = task.spec, task.spec.evaluate.latency
     return {
-        "artifacts": [{"path": f"out/{name}", "name": name, "kind": "model", "format": final_format}],
-        "report": report,
+        "samples": sum(next(iter(b.values())).shape[0] for b in inputs.batches),
+        "input_shapes": inputs.shapes,
+        "inputs": (
+            f"dataset {inputs.evaluation.id}"
+            if inputs.evaluation is not None
+            else f"generated from the input signature, seed {spec.seed}"
+        ),
+        "dataset_id": inputs.evaluation.id if inputs.evaluation is not None else None,
+        "accuracy_output": scored_name if inputs.labels is not None else None,
+        "latency": {
+            "runs": lat.runs,
+            "warmup": lat.warmup,
+            "threads": task.threads,
+            "device": spec.device,
+            "batch_sizes": list(inputs.timing),
+            "notes": reporting.latency_notes(spec.device, original["latency"], result["latency"]),
+        },
+    }
+
+
+def dataset_section(task: ChildTask, dataset: DatasetRecord) -> dict[str, Any]:
+    fields = [f for f, ref in dataset_refs(task.spec.model_dump(mode="json")) if ref == dataset.id]
+    return {
+        "id": dataset.id,
+        "sha256": dataset.sha256,
+        "format": dataset.format,
+        "filename": dataset.filename,
+        "samples": dataset.samples,
+        "fields": fields,
     }

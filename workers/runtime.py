@@ -6,7 +6,7 @@ so evaluation compares any two handles.
 """
 
 import json
-import math
+import os
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any, Literal
@@ -16,14 +16,18 @@ import onnx
 import torch
 
 from app.archives import safe_extract
+from app.schemas.errors import JobErrorCode
+from app.schemas.tasks import ModelRecord
 
 Feeds = dict[str, np.ndarray]
+UNSAFE_UPLOAD = "this model format can run code of the upload's own when loaded"
 
 
 class PassFailed(Exception):
-    """A pass or load that cannot go on: ends the job as failed with this code and message."""
+    """A pass or load that cannot go on: ends the job as failed with this code and a message that says what
+    to do next (a library's own words, if any, only after ours)."""
 
-    def __init__(self, code: str, message: str) -> None:
+    def __init__(self, code: JobErrorCode, message: str) -> None:
         super().__init__(message)
         self.code = code
         self.message = message
@@ -56,19 +60,14 @@ def _dynamic(inputs: list[dict[str, Any]]) -> dict[str, list[int]]:
     }
 
 
-def load_original(
-    upload: Path,
-    fmt: str,
-    inputs: list[dict[str, Any]],
-    outputs: list[dict[str, Any]],
-    details: dict[str, Any],
-    workdir: Path,
-    max_unpacked: int,
-) -> ModelHandle:
-    """Open an uploaded model in the child. Never unpickles: ONNX is protobuf, pt2 and TorchScript are
-    torch's own loaders, a Hugging Face folder loads safetensors only and never remote code."""
-    names_in = [i["name"] for i in inputs]
-    names_out = [o["name"] for o in outputs]
+def load_original(upload: Path, model: ModelRecord, workdir: Path, max_unpacked: int) -> ModelHandle:
+    """Open an uploaded model in the child. Never unpickles: ONNX is protobuf, a Hugging Face folder loads
+    safetensors only and never remote code. TorchScript runs code of the upload's own (its `__setstate__`
+    runs inside torch.jit.load), so it loads only in an isolated child; an uploaded .pt2 never loads."""
+    fmt, details = model.format, model.details
+    inputs, _ = model.signature()
+    names_in = [i.name for i in model.inputs]
+    names_out = [o.name for o in model.outputs]
     dynamic = _dynamic(inputs)
     if fmt == "onnx":
         path = workdir / "original.onnx"
@@ -85,10 +84,13 @@ def load_original(
         return ModelHandle(
             "onnx", names_in, names_out, dynamic, path=path, vocab_size=onnx_vocab_size(path), origin=fmt
         )
-    if fmt == "pt2":
-        program = torch.export.load(str(upload))
-        return ModelHandle("torch", names_in, names_out, dynamic, module=program.module(), origin=fmt)
+    if fmt == "pt2":  # torch.export.load unpickles, execs guard code and evaluates sympy from the archive
+        raise PassFailed(JobErrorCode.unsafe_model_format, f"{UNSAFE_UPLOAD}; .pt2 uploads are no longer accepted")
     if fmt == "torchscript":
+        if os.environ.get("SQUEEZE_ISOLATED") != "1":  # set by workers.sandbox for a bubblewrapped child only
+            raise PassFailed(
+                JobErrorCode.unsafe_model_format, f"{UNSAFE_UPLOAD}; TorchScript loads only in an isolated job"
+            )
         module = torch.jit.load(str(upload), map_location="cpu").eval()
         return ModelHandle("torch", names_in, names_out, dynamic, module=module, origin=fmt)
     if fmt == "hf_folder":
@@ -99,7 +101,7 @@ def load_original(
         return ModelHandle(
             "torch", names_in, names_out, dynamic, module=module, origin=fmt, vocab_size=details.get("vocab_size")
         )
-    raise PassFailed("unsupported_model_format", f"the worker cannot load format {fmt!r}")
+    raise PassFailed(JobErrorCode.unsupported_model_format, f"the worker cannot load format {fmt!r}")
 
 
 def check_external_data(path: Path) -> None:
@@ -126,7 +128,7 @@ def check_external_data(path: Path) -> None:
         )
         if unsafe:
             raise PassFailed(
-                "unsafe_external_data",
+                JobErrorCode.unsafe_external_data,
                 f"tensor {init.name!r} refers to external data "
                 f"{location!r}, which is not a plain file inside the model's folder",
             )
@@ -187,16 +189,3 @@ def onnx_session(path: Path | None, threads: int) -> Any:
     options.inter_op_num_threads = 1
     options.log_severity_level = 3
     return ort.InferenceSession(str(path), options, providers=["CPUExecutionProvider"])
-
-
-def onnx_size_and_params(path: Path) -> tuple[int, int]:
-    """Bytes on disk (the .onnx file and its external data) and the number of weights."""
-    model = onnx.load(str(path), load_external_data=False)
-    size = path.stat().st_size
-    for location in {e.value for i in model.graph.initializer for e in i.external_data if e.key == "location"}:
-        size += (path.parent / location).stat().st_size
-    return size, sum(math.prod(i.dims) for i in model.graph.initializer)
-
-
-def torch_params(module: Any) -> int:
-    return sum(p.numel() for p in module.parameters())

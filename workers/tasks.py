@@ -5,8 +5,6 @@ Every worker also runs the maintenance loop (workers.leases) from start-up, and 
 job run for `shutdown_grace_s`, then hands it back to the queue: nothing stays `running` behind it.
 """
 
-import hashlib
-import json
 import logging
 import os
 import shutil
@@ -25,10 +23,15 @@ from sqlalchemy.exc import SQLAlchemyError
 from app.db import transitions
 from app.db.models import Artifact, Dataset, new_id
 from app.db.session import session_scope
-from app.queue import RUN_JOB_TASK
+from app.hashing import sha256_file
+from app.queue import RUN_JOB_TASK, publish_job
 from app.schemas.datasets import dataset_refs
+from app.schemas.jobs import JobSpec
+from app.schemas.tasks import ChildSucceeded, ChildTask, DatasetRecord, ModelRecord, Progress, RunJob
+from app.services.isolation import isolation_state
 from app.settings import Settings, get_settings
 from app.storage import Store, open_store
+from passes.planner import Plan, plan
 from workers.celery_app import celery
 from workers.leases import Heartbeat, maintenance_loop, publish_or_leave
 from workers.sandbox import Outcome, run_child
@@ -51,13 +54,7 @@ _maintenance_stop = threading.Event()
 
 def publish(job_id: str, queue: str) -> None:
     """Hand a job id to the broker (re-queued jobs, the sweep)."""
-    celery.send_task(
-        RUN_JOB_TASK,
-        args=[job_id],
-        queue=queue,
-        retry=True,
-        retry_policy={"max_retries": 1, "interval_start": 0.2, "interval_step": 0.5},
-    )
+    publish_job(celery, job_id, queue, retries=1)
 
 
 def pending(queue: str) -> int:
@@ -72,6 +69,7 @@ def pending(queue: str) -> int:
 @worker_ready.connect
 def _start_maintenance(**_: Any) -> None:
     settings = get_settings()
+    isolation_state(settings.job_isolation)  # probed and logged at start, not at the first job
     threading.Thread(
         target=maintenance_loop, args=(settings, publish, pending, _maintenance_stop), name="maintenance", daemon=True
     ).start()
@@ -86,8 +84,8 @@ def _on_shutdown(**_: Any) -> None:
 
 
 @celery.task(name=RUN_JOB_TASK)
-def run_job(job_id: str) -> None:
-    execute(job_id, get_settings())
+def run_job(message: dict[str, Any]) -> None:
+    execute(RunJob.model_validate(message).job_id, get_settings())
 
 
 def worker_id() -> str:
@@ -129,25 +127,15 @@ def _run(claim: transitions.Claim, settings: Settings, store: Store, workdir: Pa
     datasets = _fetch_datasets(claim, settings, store, workdir)
     if isinstance(datasets, Outcome):
         return datasets
-    task = {
-        "spec": claim.spec,
-        "model": claim.model,
-        "datasets": datasets,
-        "threads": settings.job_threads,
-        "max_unpacked_bytes": settings.max_upload_bytes * 4,
-    }
-    (workdir / "task.json").write_text(json.dumps(task))
+    (workdir / "task.json").write_text(child_task(claim, datasets, settings).model_dump_json())
 
     def on_start(pid: int) -> None:
         log.info("job %s: attempt %d runs in pipeline process %d", claim.job_id, claim.attempt, pid)
         _best_effort(url, lambda s: transitions.record_child(s, claim.job_id, claim.fence, pid))
 
-    def on_event(event: dict[str, Any]) -> None:
+    def on_event(event: Progress) -> None:
         _best_effort(
-            url,
-            lambda s: transitions.record_progress(
-                s, claim.job_id, claim.fence, float(event["progress"]), str(event["pass"])
-            ),
+            url, lambda s: transitions.record_progress(s, claim.job_id, claim.fence, event.progress, event.current)
         )
 
     def should_stop() -> str | None:
@@ -167,6 +155,22 @@ def _run(claim: transitions.Claim, settings: Settings, store: Store, workdir: Pa
         should_stop=should_stop,
         on_start=on_start,
         poll_s=settings.cancel_poll_s,
+        isolation=settings.job_isolation,
+        squeeze_home=settings.home,
+    )
+
+
+def child_task(claim: transitions.Claim, datasets: dict[str, DatasetRecord], settings: Settings) -> ChildTask:
+    """task.json. A job submitted before plans were stored is planned now, from its stored spec."""
+    spec = JobSpec.model_validate(claim.spec)
+    model = ModelRecord.model_validate({k: v for k, v in claim.model.items() if k != "storage_key"})
+    return ChildTask(
+        spec=spec,
+        plan=Plan.model_validate(claim.plan) if claim.plan else plan(spec.passes, model.format),
+        model=model,
+        datasets=datasets,
+        threads=settings.job_threads,
+        max_unpacked_bytes=settings.max_upload_bytes * 4,
     )
 
 
@@ -237,7 +241,7 @@ def _with_db_retry(settings: Settings, write: Callable[[Any], T]) -> T | None:
 
 def _fetch_datasets(
     claim: transitions.Claim, settings: Settings, store: Store, workdir: Path
-) -> dict[str, dict[str, Any]] | Outcome:
+) -> dict[str, DatasetRecord] | Outcome:
     """Copy every dataset the spec references into WORKDIR/datasets/ for the child (which has no database
     access); a dataset deleted since submit fails the job."""
     ids = sorted({dataset_id for _, dataset_id in dataset_refs(claim.spec)})
@@ -245,19 +249,19 @@ def _fetch_datasets(
         return {}
     query = select(Dataset).where(Dataset.id.in_(ids), Dataset.tenant == claim.tenant)
     with session_scope(settings.effective_database_url) as session:
-        found: dict[str, tuple[str, dict[str, Any]]] = {
+        found = {
             row.id: (
                 row.storage_key,
-                {
-                    "id": row.id,
-                    "format": row.format,
-                    "arrays": row.arrays,
-                    "samples": row.samples,
-                    "has_labels": row.has_labels,
-                    "sha256": row.sha256,
-                    "filename": row.filename,
-                    "path": f"datasets/{row.id}",
-                },
+                DatasetRecord(
+                    id=row.id,
+                    format=row.format,  # type: ignore[arg-type]
+                    arrays=row.arrays,
+                    samples=row.samples,
+                    has_labels=row.has_labels,
+                    sha256=row.sha256,
+                    filename=row.filename,
+                    path=f"datasets/{row.id}",
+                ),
             )
             for row in session.scalars(query)
         }
@@ -270,36 +274,28 @@ def _fetch_datasets(
             "again and submit a new job",
         )
     (workdir / "datasets").mkdir()
-    for key, meta in found.values():
-        store.get_file(key, workdir / meta["path"])
-    return {dataset_id: meta for dataset_id, (_, meta) in found.items()}
-
-
-def _sha256(path: Path) -> str:
-    digest = hashlib.sha256()
-    with path.open("rb") as fh:
-        while chunk := fh.read(1 << 20):
-            digest.update(chunk)
-    return digest.hexdigest()
+    for key, record in found.values():
+        store.get_file(key, workdir / record.path)
+    return {dataset_id: record for dataset_id, (_, record) in found.items()}
 
 
 def _record_success(
-    claim: transitions.Claim, settings: Settings, store: Store, workdir: Path, result: dict[str, Any]
+    claim: transitions.Claim, settings: Settings, store: Store, workdir: Path, result: ChildSucceeded
 ) -> None:
     """Store the artifacts under this job and attempt, then register them with the result in one fenced
     transaction: only the winning attempt's artifacts are ever registered."""
     prefix = f"jobs/{claim.job_id}/attempt-{claim.attempt}"
-    files = [(workdir / a["path"], {**a, "id": new_id("art")}) for a in result["artifacts"]]
-    report = result["report"]
-    report["job_id"] = claim.job_id
-    report["attempt"] = claim.attempt
-    report["result"]["artifact_id"] = next((m["id"] for _, m in files if m["kind"] == "model"), None)
+    files = [(workdir / a.path, {**a.model_dump(), "id": new_id("art")}) for a in result.artifacts]
+    report = result.report
+    report.job_id = claim.job_id
+    report.attempt = claim.attempt
+    report.result.artifact_id = next((m["id"] for _, m in files if m["kind"] == "model"), None)
     report_path = workdir / "out" / "report.json"
-    report_path.write_text(json.dumps(report, indent=2))
+    report_path.write_text(report.model_dump_json(indent=2))
     files.append((report_path, {"id": new_id("art"), "name": "report.json", "kind": "report", "format": "json"}))
     rows, keys = [], []
     for path, meta in files:
-        digest, size, key = _sha256(path), path.stat().st_size, f"{prefix}/{meta['name']}"
+        digest, size, key = sha256_file(path), path.stat().st_size, f"{prefix}/{meta['name']}"
         store.put_file(key, path)
         keys.append(key)
         rows.append(
@@ -316,7 +312,8 @@ def _record_success(
                 storage_key=key,
             )
         )
-    recorded = _with_db_retry(settings, lambda s: transitions.succeed(s, claim.job_id, claim.fence, report, rows))
+    stored = report.model_dump(mode="json")
+    recorded = _with_db_retry(settings, lambda s: transitions.succeed(s, claim.job_id, claim.fence, stored, rows))
     if not recorded:  # the claim was taken from us (lease lost, cancelled): leave no orphan files
         log.warning(
             "job %s: attempt %d lost its claim before recording; its artifacts are removed", claim.job_id, claim.attempt

@@ -8,7 +8,8 @@ from typing import Any
 import numpy as np
 import torch
 
-from app.schemas.passes import FinetuneConfig
+from app.schemas.errors import JobErrorCode
+from passes.finetune import FinetuneConfig
 from workers.runtime import Feeds, ModelHandle, PassFailed, onnx_session, run
 
 Loss = Callable[[torch.Tensor, torch.Tensor], torch.Tensor]
@@ -20,12 +21,14 @@ def check_dataset(data: Feeds, input_names: list[str], dataset_id: str) -> int:
     missing = [n for n in input_names if n not in data]
     if missing:
         raise PassFailed(
-            "dataset_mismatch",
+            JobErrorCode.dataset_mismatch,
             f"dataset {dataset_id} has no array for input(s) {missing}; it holds {sorted(data)}",
         )
     sizes = {len(data[n]) for n in [*input_names, *(["labels"] if "labels" in data else [])]}
     if len(sizes) != 1:
-        raise PassFailed("dataset_mismatch", f"dataset {dataset_id}'s arrays differ in length: {sorted(sizes)}")
+        raise PassFailed(
+            JobErrorCode.dataset_mismatch, f"dataset {dataset_id}'s arrays differ in length: {sorted(sizes)}"
+        )
     return sizes.pop()
 
 
@@ -92,7 +95,9 @@ def fit(
                 optimizer.zero_grad()
                 loss = loss_fn(forward(module, data, input_names, index.numpy(), device), index)
                 if not math.isfinite(loss.item()):
-                    raise PassFailed("training_diverged", f"the training loss became {loss.item()}; lower `lr`")
+                    raise PassFailed(
+                        JobErrorCode.training_diverged, f"the training loss became {loss.item()}; lower `lr`"
+                    )
                 loss.backward()
                 optimizer.step()
                 if after_step is not None:
@@ -127,7 +132,7 @@ def finetune_loss(data: Feeds, targets: torch.Tensor | None, device: str) -> Los
 def dataset(datasets: dict[str, Feeds], dataset_id: str, input_names: list[str]) -> Feeds:
     """The dataset the pipeline loaded for `dataset_id`, checked against the model's inputs."""
     if dataset_id not in datasets:
-        raise PassFailed("dataset_missing", f"dataset {dataset_id} was not loaded for this job")
+        raise PassFailed(JobErrorCode.dataset_missing, f"dataset {dataset_id} was not loaded for this job")
     data = datasets[dataset_id]
     check_dataset(data, input_names, dataset_id)
     return data

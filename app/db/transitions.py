@@ -24,6 +24,7 @@ class Claim:
     fence: int
     queue: str
     spec: dict[str, Any]
+    plan: dict[str, Any] | None
     tenant: str
     model: dict[str, Any]
 
@@ -79,6 +80,7 @@ def claim(session: Session, job_id: str, worker: str, lease_s: float) -> Claim |
         job.fence,
         job.queue,
         job.spec,
+        job.plan,
         job.tenant,
         {
             "storage_key": model.storage_key,

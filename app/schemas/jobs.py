@@ -3,9 +3,11 @@
 from datetime import datetime
 from typing import Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, HttpUrl, PositiveInt, field_validator, model_validator
+from pydantic import BaseModel, ConfigDict, Field, HttpUrl, PositiveInt, field_validator
 
-from app.schemas.passes import ConvertConfig, PassConfig, QuantizeConfig, pass_form
+from app.schemas.errors import JobErrorCode
+from passes.planner import Plan
+from passes.registry import AnyPassConfig
 
 JobStatus = Literal["queued", "running", "succeeded", "failed", "cancelled"]
 
@@ -69,7 +71,7 @@ class JobSpec(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
     model_id: str
-    passes: list[PassConfig] = Field(min_length=1, max_length=20)
+    passes: list[AnyPassConfig] = Field(min_length=1, max_length=20)
     evaluate: EvaluateSpec = Field(default_factory=EvaluateSpec)
     input_shapes: dict[str, list[PositiveInt]] | None = Field(
         None, description="fixes the model's dynamic dimensions for evaluation, e.g. {'x': [1, 3, 48, 192]}"
@@ -78,19 +80,6 @@ class JobSpec(BaseModel):
     device: Literal["cpu", "cuda"] = "cpu"
     seed: int = Field(0, ge=0, description="seeds the evaluation inputs, so a report can be reproduced")
     webhook: WebhookSpec | None = None
-
-    @model_validator(mode="after")
-    def _reduced_precision_ends_on_torch(self) -> "JobSpec":
-        for index, config in enumerate(self.passes):
-            if isinstance(config, QuantizeConfig) and pass_form(config) == "torch":
-                later = self.passes[index + 1 :]
-                if not any(isinstance(c, ConvertConfig) and c.to in ("pt2", "torchscript") for c in later):
-                    raise ValueError(
-                        f"passes.{index}: a {config.method} PyTorch model is delivered as a PyTorch "
-                        'artifact: add {"type": "convert", "to": "pt2"} (or "torchscript") '
-                        "after it"
-                    )
-        return self
 
     @field_validator("input_shapes")
     @classmethod
@@ -103,8 +92,8 @@ class JobSpec(BaseModel):
 
 
 class JobError(BaseModel):
-    code: str
-    message: str
+    code: JobErrorCode
+    message: str = Field(description="what went wrong and what to do next")
 
 
 class JobOut(BaseModel):
@@ -116,6 +105,10 @@ class JobOut(BaseModel):
     attempts: int
     queue: str
     spec: dict[str, Any]
+    plan: Plan | None = Field(
+        description="the steps the worker runs, conversions included, as planned at submit (null for a job "
+        "submitted before plans were stored)"
+    )
     error: JobError | None
     created_at: datetime
     started_at: datetime | None

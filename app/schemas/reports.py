@@ -5,6 +5,8 @@ from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field
 
+from passes.planner import Plan
+
 
 class _Open(BaseModel):
     model_config = ConfigDict(extra="allow")
@@ -106,6 +108,9 @@ class ResultFigures(ModelFigures):
 class Step(_Open):
     index: int
     type: str
+    label: str | None = Field(
+        None, description="the step as progress named it, e.g. `quantize static` or `convert (auto)`"
+    )
     auto: bool = False
     config: dict[str, Any] = Field(default_factory=dict)
     seconds: float | None = None
@@ -160,8 +165,10 @@ class Reproducibility(_Open):
 
 class Report(_Open):
     job_id: str | None = None
+    attempt: int | None = Field(None, description="the attempt whose result this is")
     model_id: str
     spec: dict[str, Any]
+    plan: Plan | None = Field(None, description="the steps planned at submit, which the worker ran")
     evaluation: dict[str, Any] = Field(default_factory=dict)
     original: ModelFigures
     steps: list[Step] = Field(default_factory=list)

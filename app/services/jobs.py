@@ -18,7 +18,7 @@ from sqlalchemy.orm import Session
 
 from app.db.models import Artifact, Job, new_id, utcnow
 from app.db.transitions import mark_unpublished
-from app.errors import Conflict, NotFound, TooManyJobs, UnresolvedInputShape, ValidationFailed
+from app.errors import Conflict, ImpossiblePipeline, NotFound, TooManyJobs, UnresolvedInputShape, ValidationFailed
 from app.schemas.datasets import shapes_from_dataset
 from app.schemas.jobs import JobSpec
 from app.schemas.shapes import ShapeError, resolve_input_shapes
@@ -26,6 +26,7 @@ from app.services.datasets import resolve_references
 from app.services.models import get_model
 from app.services.webhooks import check_url
 from app.settings import Settings
+from passes.planner import Plan, PlanError, plan
 
 log = logging.getLogger(__name__)
 
@@ -36,8 +37,17 @@ TERMINAL = ("succeeded", "failed", "cancelled")
 
 
 def validation_errors(exc: ValidationError, prefix: str = "") -> list[dict[str, str]]:
-    """Pydantic errors as [{field, message}], the field as a dotted path a client can find in its JSON."""
-    return [{"field": prefix + ".".join(str(p) for p in err["loc"]), "message": err["msg"]} for err in exc.errors()]
+    """Pydantic errors as [{field, message}], the field as a dotted path a client can find in its JSON (a
+    choice a union could not make points at the field that chooses: `type`, or a pass's `method`)."""
+    found = []
+    for err in exc.errors():
+        loc = [str(p) for p in err["loc"]]
+        if err["type"] in ("union_tag_invalid", "union_tag_not_found"):
+            loc.append(str(err.get("ctx", {}).get("discriminator", "")).strip("'"))
+        elif err["type"] == "unknown_pass":
+            loc.append("type")
+        found.append({"field": prefix + ".".join(loc), "message": err["msg"]})
+    return found
 
 
 def parse_spec(raw: Any) -> JobSpec:
@@ -91,11 +101,13 @@ def submit_job(
         resolve_input_shapes(model.inputs, shapes_from_dataset(model.inputs, spec.input_shapes, evaluation))
     except ShapeError as exc:
         raise UnresolvedInputShape(str(exc), errors=[{"field": exc.field, "message": str(exc)}]) from exc
+    steps = plan_job(spec, model.format)
     job = Job(
         id=new_id("job"),
         tenant=tenant,
         model_id=model.id,
         spec=canonical,
+        plan=steps.model_dump(mode="json"),
         queue=settings.queue_name(spec.device),
         status="queued",
         progress=0.0,
@@ -123,6 +135,15 @@ def submit_job(
         except SQLAlchemyError:  # still published later: the sweep also re-sends jobs queued for long
             log.warning("could not mark job %s unpublished", job.id)
     return job, True
+
+
+def plan_job(spec: JobSpec, model_format: str) -> Plan:
+    """The job's steps, or 422 impossible_pipeline naming the pass that cannot run where it is."""
+    try:
+        return plan(spec.passes, model_format)
+    except PlanError as exc:
+        field = f"passes.{exc.index}"
+        raise ImpossiblePipeline(str(exc), errors=[{"field": field, "message": exc.message}]) from exc
 
 
 def _replay(existing: Job, request_hash: str, key: str) -> Job:

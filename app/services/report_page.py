@@ -8,7 +8,7 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from html import escape
 
-from app.schemas.reports import Comparison, ModelFigures, Report
+from app.schemas.reports import Comparison, JobSummary, ModelFigures, Report
 from app.services.reports import headline, headline_speedup
 
 GREY, BLUE, ORANGE = "#94a3b8", "#2563eb", "#ea580c"
@@ -81,7 +81,7 @@ def _count(value: int | None) -> str:
 def _nice_max(value: float) -> float:
     if value <= 0:
         return 1.0
-    magnitude = 10 ** math.floor(math.log10(value))
+    magnitude = 10.0 ** math.floor(math.log10(value))
     for step in (1, 2, 2.5, 5, 10):
         if step * magnitude >= value:
             return step * magnitude
@@ -499,7 +499,7 @@ def render_comparison(comparison: Comparison, base: Report, other: Report) -> st
         Series(f"A {comparison.base.job_id}", BLUE, base.result, after, "A"),
         Series(f"B {comparison.other.job_id}", ORANGE, other.result, other_after, "B"),
     ]
-    fields = [
+    fields: list[tuple[str, Callable[[JobSummary], str]]] = [
         ("passes", lambda s: " → ".join(s.passes)),
         ("verdict", lambda s: s.verdict),
         ("device", lambda s: s.device),

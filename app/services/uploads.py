@@ -23,6 +23,8 @@ from app.errors import PayloadTooLarge, SqueezeError, ValidationFailed
 
 MAX_FIELD_BYTES = 1 << 20
 MAX_PART_HEADER_BYTES = 16 << 10
+MAX_LENGTH_DIGITS = 19
+"""More digits than any real body size; int() of thousands of digits raises (and costs quadratic time)."""
 
 
 @dataclass
@@ -230,9 +232,10 @@ def declared_length(value: str | None) -> int | None:
     """The Content-Length header as a number; a malformed one is a 400."""
     if value is None:
         return None
-    if not value.strip().isdigit():
-        raise SqueezeError(f"Content-Length {value[:40]!r} is not a number")
-    return int(value)
+    digits = value.strip()
+    if not (digits.isascii() and digits.isdigit()) or len(digits) > MAX_LENGTH_DIGITS:
+        raise SqueezeError(f"Content-Length {value[:40]!r} is not a number of at most {MAX_LENGTH_DIGITS} digits")
+    return int(digits)
 
 
 def remove_stale(tmp_dir: Path) -> None:

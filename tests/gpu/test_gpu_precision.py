@@ -9,11 +9,10 @@ import numpy as np
 import pytest
 import torch
 
-from app.schemas.passes import QuantizeConfig
+from tests.pass_runs import apply, parse
+from workers.context import PassContext
 from workers.evaluation.fidelity import fidelity
 from workers.evaluation.latency import measure
-from workers.passes.base import PassContext
-from workers.passes.quantize import QuantizePass
 from workers.runtime import ModelHandle, run
 
 pytestmark = pytest.mark.gpu
@@ -30,9 +29,9 @@ def test_half_precision_on_cuda(tmp_path: Path) -> None:
     reference = [run(fp32, batch)]
     timings = {"fp32": measure(fp32, {256: batch}, runs=100, warmup=10, threads=1, device="cuda")[0]}
     for method in ("fp16", "bf16"):
-        config = QuantizeConfig.model_validate({"type": "quantize", "method": method, "representation": "torch"})
+        config = parse(type="quantize", method=method, representation="torch")
         ctx = PassContext(workdir=tmp_path, step=0, device="cuda", example=batch)
-        half = QuantizePass(config).run(fp32, ctx)
+        half = apply(config, fp32, ctx)
         close = fidelity(["y"], reference, [run(half, batch)])
         assert close["cosine_min"] > 0.99, f"{method} drifted from fp32: {close}"
         timings[method] = measure(half, {256: batch}, runs=100, warmup=10, threads=1, device="cuda")[0]

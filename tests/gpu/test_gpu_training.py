@@ -8,12 +8,10 @@ from pathlib import Path
 import pytest
 import torch
 
-from app.schemas.passes import DistillConfig, PruneConfig
+from tests.pass_runs import apply, params, parse
+from workers.context import PassContext
 from workers.examples import Digits
-from workers.passes.base import PassContext
-from workers.passes.distill import DistillPass
-from workers.passes.prune import PrunePass
-from workers.runtime import ModelHandle, run, torch_params
+from workers.runtime import ModelHandle, run
 
 pytestmark = pytest.mark.gpu
 
@@ -36,14 +34,16 @@ def test_finetune_and_distill_on_cuda(digits_cnn: torch.nn.Module, digits: Digit
     baseline = _accuracy(original, digits)
 
     t0 = time.perf_counter()
-    pruned = PrunePass(
-        PruneConfig(
+    pruned = apply(
+        parse(
             type="prune",
             method="structured",
             ratio=0.3,
             finetune={"dataset_id": "ds_train", "epochs": 3, "batch_size": 64},
-        )
-    ).run(original, ctx)
+        ),
+        original,
+        ctx,
+    )
     prune_s = time.perf_counter() - t0
     assert ctx.metrics["finetune"]["device"] == "cuda"
     assert next(pruned.module.parameters()).device.type == "cpu", "the pass hands back a CPU model"
@@ -52,16 +52,14 @@ def test_finetune_and_distill_on_cuda(digits_cnn: torch.nn.Module, digits: Digit
 
     ctx.metrics = {}
     t0 = time.perf_counter()
-    student = DistillPass(DistillConfig(type="distill", dataset_id="ds_train", epochs=3, lr=1e-3, batch_size=64)).run(
-        pruned, ctx
-    )
+    student = apply(parse(type="distill", dataset_id="ds_train", epochs=3, lr=1e-3, batch_size=64), pruned, ctx)
     distill_s = time.perf_counter() - t0
     assert ctx.metrics["device"] == "cuda" and ctx.metrics["loss"] == "kl+alpha*ce"
     distilled_accuracy = _accuracy(student, digits)
     assert baseline - distilled_accuracy <= 0.02, f"accuracy {baseline:.4f} -> {distilled_accuracy:.4f}"
     print(
         f"\n{torch.cuda.get_device_name()}: structured 30% + 3 epochs fine-tuning {prune_s:.1f}s, params "
-        f"{torch_params(digits_cnn)} -> {torch_params(pruned.module)}, accuracy {baseline:.4f} -> "
+        f"{params(digits_cnn)} -> {params(pruned.module)}, accuracy {baseline:.4f} -> "
         f"{pruned_accuracy:.4f}; distilled 3 epochs {distill_s:.1f}s -> {distilled_accuracy:.4f}, "
         f"losses {ctx.metrics['epoch_losses']}"
     )

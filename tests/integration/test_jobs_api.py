@@ -72,12 +72,15 @@ def test_job_runs_to_success_with_report_and_artifacts(
     assert response.status_code == 202, response.text
     job = response.json()
     assert response.headers["location"] == f"/v1/jobs/{job['id']}" and job["status"] == "queued"
+    assert [s["label"] for s in job["plan"]["steps"]] == ["optimize", "quantize dynamic"], "planned at submit"
+    assert job["plan"]["artifact_format"] == "onnx"
     done = stack.wait_for(client, job["id"])
     assert done["status"] == "succeeded", done["error"]
     assert done["progress"] == 1.0 and done["attempts"] == 1 and done["duration_s"] > 0
 
     report = client.get(f"/v1/jobs/{job['id']}/report").json()
     assert [s["type"] for s in report["steps"]] == ["optimize", "quantize"]
+    assert report["plan"] == done["plan"] == job["plan"], "the worker ran the plan stored at submit"
     assert report["result"]["fidelity"]["cosine_mean"] > 0.99, "int8 MLP stays close to the original"
     assert report["result"]["fidelity"]["top1_agreement"] is not None, "a [batch, classes] output gets top-1"
     latency = report["result"]["latency"][0]

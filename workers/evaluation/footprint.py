@@ -220,11 +220,21 @@ def torch_weights(module: Any) -> dict[str, Any]:
     }
 
 
+def weights(handle: Any) -> dict[str, Any]:
+    """Size on disk, parameter count and sparsity of a pipeline handle: the one place each is computed. A
+    torch module loaded back from its exported file (pt2, TorchScript) has that file's size."""
+    if handle.kind == "onnx":
+        return onnx_weights(handle.path)
+    figures = torch_weights(handle.module)
+    figures["size_bytes"] = handle.path.stat().st_size if handle.path is not None else None
+    return figures
+
+
 def footprint(handle: Any, shapes: dict[str, list[int]], example: Feeds) -> dict[str, Any]:
     """Weights and compute of a pipeline handle (ONNX file or torch module). Compute is counted at the
     example batch's own shapes for both forms (a text batch's sequence length is its own, not the one in
     `shapes`), so an original and its result are counted at the same shapes."""
     if handle.kind == "onnx":
         at = {**shapes, **{name: list(array.shape) for name, array in example.items() if name in shapes}}
-        return {**onnx_weights(handle.path), **onnx_compute(handle.path, at)}
-    return {**torch_weights(handle.module), **torch_compute(handle.module, example, handle.input_names)}
+        return {**weights(handle), **onnx_compute(handle.path, at)}
+    return {**weights(handle), **torch_compute(handle.module, example, handle.input_names)}

@@ -257,8 +257,8 @@ class LatencyComparison:
 def onnx_baseline(original: ModelHandle, example: Feeds, workdir: Path) -> ModelHandle | None:
     """The original exported to fp32 ONNX with the same exporter the convert pass uses; None (logged)
     when it does not export: the comparison is then only against the original's own runtime."""
-    from workers.passes.base import PassContext
-    from workers.passes.convert import DEFAULT_OPSET, export_to_onnx
+    from passes.convert.run import DEFAULT_OPSET, export_to_onnx
+    from workers.context import PassContext
 
     folder = workdir / "latency-baseline"
     folder.mkdir(parents=True, exist_ok=True)

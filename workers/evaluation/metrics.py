@@ -24,6 +24,20 @@ def topk_accuracy(logits: np.ndarray, labels: np.ndarray, k: int = 1) -> float:
     return float(topk_correct(logits, labels, k).mean())
 
 
+def top1(outputs: list[list[np.ndarray]], index: int, labels: np.ndarray) -> float | None:
+    """Top-1 of a pipeline step: `outputs[b][index]` is the scored output on batch b, one row of class scores
+    per label; None when the output does not have one score row per label."""
+    if len({batch[index].shape[1:] for batch in outputs}) != 1:
+        return None
+    scores = np.concatenate([batch[index] for batch in outputs])
+    if scores.ndim < 2 or scores.shape[0] != labels.shape[0]:
+        return None
+    rows = scores.reshape(scores.shape[0], -1, scores.shape[-1])
+    if rows.shape[1] != 1:
+        return None
+    return topk_accuracy(rows[:, 0], labels, 1)
+
+
 def paired_bootstrap_drop(
     reference_correct: np.ndarray,
     result_correct: np.ndarray,

@@ -2,11 +2,9 @@
 verdict, and what it takes to reproduce it (versions, machine, seeds, sha256 of input and output)."""
 
 import contextlib
-import hashlib
 import os
 import platform
 from importlib import metadata
-from pathlib import Path
 from typing import Any
 
 from app.schemas.jobs import JobSpec
@@ -61,14 +59,6 @@ def machine() -> dict[str, Any]:
         "cuda": torch.version.cuda if gpu else None,
         "platform": platform.platform(),
     }
-
-
-def sha256_file(path: Path) -> str:
-    digest = hashlib.sha256()
-    with path.open("rb") as fh:
-        while chunk := fh.read(1 << 20):
-            digest.update(chunk)
-    return digest.hexdigest()
 
 
 FIDELITY_FLOOR = 0.9

@@ -11,8 +11,9 @@ import onnx
 import torch
 from onnx import version_converter
 
-from app.schemas.passes import ConvertConfig
-from workers.passes.base import Pass, PassContext
+from app.schemas.errors import JobErrorCode
+from passes.convert.config import Config
+from workers.context import PassContext
 from workers.runtime import ModelHandle, PassFailed
 
 log = logging.getLogger(__name__)
@@ -71,7 +72,7 @@ def export_to_onnx(handle: ModelHandle, ctx: PassContext, opset: int) -> ModelHa
         while root.__cause__ is not None:
             root = root.__cause__
         raise PassFailed(
-            "conversion_failed", f"torch.onnx.export failed: {type(root).__name__}: {str(root)[:800]}"
+            JobErrorCode.conversion_failed, f"torch.onnx.export failed: {type(root).__name__}: {str(root)[:800]}"
         ) from exc
     model = onnx.load(str(path), load_external_data=False)
     return handle.with_onnx(path, [o.name for o in model.graph.output])
@@ -97,7 +98,7 @@ def onnx_to_torch_handle(handle: ModelHandle, ctx: PassContext) -> ModelHandle:
         module = onnx_to_torch(onnx.load(str(handle.path)), ctx.example)
     except ConversionUnsupported as exc:
         raise PassFailed(
-            "conversion_unsupported",
+            JobErrorCode.conversion_unsupported,
             f"ONNX -> torch does not cover operator(s) "
             f"{', '.join(exc.ops)}; run the ONNX passes (quantize, optimize) on this model "
             "instead",
@@ -127,30 +128,35 @@ def export_torch_artifact(handle: ModelHandle, ctx: PassContext, to: str) -> Mod
         torch.jit.save(traced, str(path))
         return handle.with_torch(torch.jit.load(str(path), map_location="cpu").eval(), path)
     except Exception as exc:  # export and tracing raise many types; all mean "this model did not export"
-        raise PassFailed("conversion_failed", f"export to {to} failed: {type(exc).__name__}: {str(exc)[:800]}") from exc
+        raise PassFailed(
+            JobErrorCode.conversion_failed, f"export to {to} failed: {type(exc).__name__}: {str(exc)[:800]}"
+        ) from exc
 
 
-class ConvertPass(Pass):
-    type = "convert"
-    takes = "any"
-    converts = True
-    config: ConvertConfig
+def run(config: Config, handle: ModelHandle, ctx: PassContext) -> ModelHandle:
+    if config.to != "onnx":
+        if handle.kind == "onnx":
+            handle = onnx_to_torch_handle(handle, ctx)
+        return handle if config.to == "torch" else export_torch_artifact(handle, ctx, config.to)
+    if handle.kind == "torch":
+        return export_to_onnx(handle, ctx, config.opset or DEFAULT_OPSET)
+    return change_opset(handle, ctx, config.opset)
 
-    def run(self, handle: ModelHandle, ctx: PassContext) -> ModelHandle:
-        if self.config.to != "onnx":
-            if handle.kind == "onnx":
-                handle = onnx_to_torch_handle(handle, ctx)
-            return handle if self.config.to == "torch" else export_torch_artifact(handle, ctx, self.config.to)
-        if handle.kind == "torch":
-            return export_to_onnx(handle, ctx, self.config.opset or DEFAULT_OPSET)
-        model = onnx.load(str(handle.path))
-        current = next((o.version for o in model.opset_import if o.domain in ("", "ai.onnx")), None)
-        if self.config.opset is None or current == self.config.opset:
-            return handle
-        try:
-            converted = version_converter.convert_version(model, self.config.opset)
-        except Exception as exc:  # onnx raises a bare RuntimeError subclass per unsupported adapter
-            raise PassFailed("conversion_failed", f"opset {current} -> {self.config.opset} failed: {exc}") from exc
-        path = ctx.path("model.onnx")
-        onnx.save(converted, str(path))
-        return handle.with_onnx(path)
+
+def change_opset(handle: ModelHandle, ctx: PassContext, opset: int | None) -> ModelHandle:
+    """The ONNX model at `opset` (onnx's version converter), or as it is when it has that opset already."""
+    model = onnx.load(str(handle.path))
+    current = next((o.version for o in model.opset_import if o.domain in ("", "ai.onnx")), None)
+    if opset is None or current == opset:
+        return handle
+    try:
+        converted = version_converter.convert_version(model, opset)
+    except Exception as exc:  # onnx raises a bare RuntimeError subclass per unsupported adapter
+        raise PassFailed(
+            JobErrorCode.conversion_failed,
+            f"onnx's version converter cannot move this model from opset {current} to {opset} "
+            f"({type(exc).__name__}); keep its opset or export it again at {opset}",
+        ) from exc
+    path = ctx.path("model.onnx")
+    onnx.save(converted, str(path))
+    return handle.with_onnx(path)

@@ -10,16 +10,11 @@ import pytest
 import torch
 from onnx import TensorProto, helper
 
-from app.schemas.jobs import JobSpec
-from app.schemas.passes import ConvertConfig, DistillConfig, LowRankConfig, PruneConfig
+from tests.pass_runs import apply, params, parse
+from workers.context import PassContext
 from workers.conversion.onnx_to_torch import ConversionUnsupported, onnx_to_torch
 from workers.examples import Digits
-from workers.passes.base import PassContext
-from workers.passes.convert import ConvertPass
-from workers.passes.distill import DistillPass
-from workers.passes.lowrank import LowRankPass
-from workers.passes.prune import PrunePass
-from workers.runtime import ModelHandle, PassFailed, run, torch_params
+from workers.runtime import ModelHandle, PassFailed, run
 
 TRAIN = "ds_train"
 
@@ -55,7 +50,7 @@ def torch_handle(onnx_handle: ModelHandle, tmp_path_factory: pytest.TempPathFact
     ctx = PassContext(
         workdir=tmp_path_factory.mktemp("convert"), step=0, device="cpu", example={"x": digits.x_test[:4]}
     )
-    return ConvertPass(ConvertConfig(type="convert", to="torch")).run(onnx_handle, ctx)
+    return apply(parse(type="convert", to="torch"), onnx_handle, ctx)
 
 
 def test_onnx_to_torch_holds_real_layers_and_matches(
@@ -85,15 +80,15 @@ def test_unsupported_operator_is_named(tmp_path: Path) -> None:
     handle = ModelHandle("onnx", ["x"], ["values"], {}, path=path)
     ctx = PassContext(workdir=tmp_path, step=0, device="cpu", example={"x": np.zeros((1, 4), np.float32)})
     with pytest.raises(PassFailed) as failed:
-        ConvertPass(ConvertConfig(type="convert", to="torch")).run(handle, ctx)
+        apply(parse(type="convert", to="torch"), handle, ctx)
     assert failed.value.code == "conversion_unsupported" and "TopK" in failed.value.message
 
 
 def test_magnitude_pruning_reaches_sparsity_and_compresses(
     torch_handle: ModelHandle, ctx: PassContext, digits: Digits
 ) -> None:
-    config = PruneConfig(type="prune", method="magnitude", sparsity=0.7)
-    pruned = PrunePass(config).run(torch_handle, ctx)
+    config = parse(type="prune", method="magnitude", sparsity=0.7)
+    pruned = apply(config, torch_handle, ctx)
     weights = [p for n, p in pruned.module.named_parameters() if p.dim() >= 2]
     zero = sum(int((p == 0).sum()) for p in weights) / sum(p.numel() for p in weights)
     assert zero == pytest.approx(0.7, abs=0.01), f"weight sparsity {zero}"
@@ -102,13 +97,13 @@ def test_magnitude_pruning_reaches_sparsity_and_compresses(
 
 
 def test_threshold_pruning_keeps_sparsity_through_finetuning(torch_handle: ModelHandle, ctx: PassContext) -> None:
-    config = PruneConfig(
+    config = parse(
         type="prune",
         method="threshold",
         threshold=0.02,
         finetune={"dataset_id": "ds_unlabelled", "epochs": 1, "batch_size": 64},
     )
-    pruned = PrunePass(config).run(torch_handle, ctx)
+    pruned = apply(config, torch_handle, ctx)
     for name, p in pruned.module.named_parameters():
         if p.dim() >= 2:
             before = dict(torch_handle.module.named_parameters())[name]
@@ -117,66 +112,64 @@ def test_threshold_pruning_keeps_sparsity_through_finetuning(torch_handle: Model
 
 
 def test_structured_pruning_shrinks_and_finetunes(torch_handle: ModelHandle, ctx: PassContext, digits: Digits) -> None:
-    config = PruneConfig(
+    config = parse(
         type="prune",
         method="structured",
         ratio=0.3,
         finetune={"dataset_id": TRAIN, "epochs": 2, "batch_size": 64},
     )
-    pruned = PrunePass(config).run(torch_handle, ctx)
-    before, after = torch_params(torch_handle.module), torch_params(pruned.module)
+    pruned = apply(config, torch_handle, ctx)
+    before, after = params(torch_handle.module), params(pruned.module)
     assert after <= 0.75 * before, f"parameters {before} -> {after}"
     assert pruned.module(torch.zeros(3, 1, 8, 8)).shape == (3, 10), "the classifier keeps its 10 outputs"
     drop = _accuracy(ctx.original, digits) - _accuracy(pruned, digits)
     assert drop <= 0.02, f"accuracy dropped {drop:.3f}"
-    exported = ConvertPass(ConvertConfig(type="convert")).run(pruned, ctx)
+    exported = apply(parse(type="convert"), pruned, ctx)
     assert _accuracy(exported, digits) == pytest.approx(_accuracy(pruned, digits), abs=0.003)
     assert ort.InferenceSession(str(exported.path)).get_inputs()[0].shape[0] != 3, "the batch stays dynamic"
 
 
 def test_taylor_importance_uses_the_finetune_data(torch_handle: ModelHandle, ctx: PassContext) -> None:
     with pytest.raises(ValueError, match="taylor"):
-        PruneConfig(type="prune", method="structured", ratio=0.3, importance="taylor")
-    config = PruneConfig(
+        parse(type="prune", method="structured", ratio=0.3, importance="taylor")
+    config = parse(
         type="prune",
         method="structured",
         ratio=0.3,
         importance="taylor",
         finetune={"dataset_id": TRAIN, "epochs": 1, "batch_size": 128},
     )
-    pruned = PrunePass(config).run(torch_handle, ctx)
-    assert torch_params(pruned.module) <= 0.75 * torch_params(torch_handle.module)
+    pruned = apply(config, torch_handle, ctx)
+    assert params(pruned.module) <= 0.75 * params(torch_handle.module)
     assert all(p.grad is None for p in pruned.module.parameters()), "no gradients left on the result"
 
 
 def test_tucker_with_finetuning(torch_handle: ModelHandle, ctx: PassContext, digits: Digits) -> None:
-    config = LowRankConfig(
+    config = parse(
         type="lowrank",
         method="tucker",
         rank_ratio=0.5,
         finetune={"dataset_id": TRAIN, "epochs": 1, "batch_size": 64},
     )
-    factorized = LowRankPass(config).run(torch_handle, ctx)
+    factorized = apply(config, torch_handle, ctx)
     assert sorted(ctx.metrics["factorized"]) == ["layers.l_3", "layers.l_7"], ctx.metrics
     assert ctx.metrics["skipped_no_gain"] == ["layers.l_0"], "a 1-channel conv is not worth factorizing"
-    assert torch_params(factorized.module) < torch_params(torch_handle.module)
+    assert params(factorized.module) < params(torch_handle.module)
     assert _accuracy(ctx.original, digits) - _accuracy(factorized, digits) <= 0.03
 
 
 def test_svd_energy_and_ratio(torch_handle: ModelHandle, ctx: PassContext, digits: Digits) -> None:
-    LowRankPass(LowRankConfig(type="lowrank", method="svd", energy=0.9)).run(torch_handle, ctx)
+    apply(parse(type="lowrank", method="svd", energy=0.9), torch_handle, ctx)
     ranks = {name: f["rank"] for name, f in ctx.metrics["factorized"].items()}
     assert "layers.l_12" in ranks and ranks["layers.l_12"] < 128, ctx.metrics
     with pytest.raises(ValueError, match="exactly one"):
-        LowRankConfig(type="lowrank", method="svd")
+        parse(type="lowrank", method="svd")
 
 
 def test_distill_cnn_with_labels(torch_handle: ModelHandle, ctx: PassContext, digits: Digits) -> None:
-    pruned = PrunePass(PruneConfig(type="prune", method="structured", ratio=0.5)).run(torch_handle, ctx)
+    pruned = apply(parse(type="prune", method="structured", ratio=0.5), torch_handle, ctx)
     ctx.metrics = {}
-    student = DistillPass(DistillConfig(type="distill", dataset_id=TRAIN, epochs=2, lr=2e-3, batch_size=64)).run(
-        pruned, ctx
-    )
+    student = apply(parse(type="distill", dataset_id=TRAIN, epochs=2, lr=2e-3, batch_size=64), pruned, ctx)
     assert ctx.metrics["loss"] == "kl+alpha*ce"
     assert ctx.metrics["epoch_losses"][-1] < ctx.metrics["epoch_losses"][0]
     assert _accuracy(student, digits) >= _accuracy(ctx.original, digits) - 0.02
@@ -184,25 +177,7 @@ def test_distill_cnn_with_labels(torch_handle: ModelHandle, ctx: PassContext, di
 
 @pytest.mark.parametrize("to", ["pt2", "torchscript"])
 def test_torch_artifacts_roundtrip(torch_handle: ModelHandle, ctx: PassContext, digits: Digits, to: str) -> None:
-    exported = ConvertPass(ConvertConfig(type="convert", to=to)).run(torch_handle, ctx)  # type: ignore[arg-type]
+    exported = apply(parse(type="convert", to=to), torch_handle, ctx)
     assert exported.path is not None and exported.path.exists()
     expected = run(torch_handle, {"x": digits.x_test[:7]})[0]
     assert np.abs(run(exported, {"x": digits.x_test[:7]})[0] - expected).max() < 1e-4, "batch 7 (not traced)"
-
-
-@pytest.mark.parametrize(
-    "config",
-    [
-        {"type": "prune", "method": "structured", "ratio": 0.3, "finetune": {"dataset_id": "ds_a"}},
-        {"type": "prune", "method": "magnitude", "sparsity": 0.7, "scope": "layer"},
-        {"type": "prune", "method": "threshold", "threshold": 0.01},
-        {"type": "lowrank", "method": "tucker", "rank_ratio": 0.5},
-        {"type": "lowrank", "method": "svd", "energy": 0.9},
-        {"type": "distill", "student": "drop_layers", "dataset_id": "ds_a"},
-        {"type": "convert", "to": "pt2"},
-    ],
-)
-def test_stored_spec_validates_again_in_the_worker(config: dict) -> None:
-    """The API stores the spec with every default spelled out; the worker must accept it as it is."""
-    spec = JobSpec.model_validate({"model_id": "mdl_x", "passes": [config]})
-    assert JobSpec.model_validate(spec.model_dump(mode="json")) == spec

@@ -12,8 +12,9 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from app.schemas.passes import DistillConfig
-from workers.passes.base import Pass, PassContext
+from app.schemas.errors import JobErrorCode
+from passes.distill.config import Config
+from workers.context import PassContext
 from workers.runtime import ModelHandle, PassFailed
 from workers.training import Loss, dataset, fit, is_logits, predict
 
@@ -32,7 +33,7 @@ def drop_layers(module: nn.Module) -> tuple[nn.Module, list[int], int]:
     ]
     if not stacks:
         raise PassFailed(
-            "distill_unsupported",
+            JobErrorCode.distill_unsupported,
             "student 'drop_layers' needs a transformer with a stack of "
             "layers (e.g. a Hugging Face BERT-like model); use student 'current' instead",
         )
@@ -56,7 +57,7 @@ def drop_layers(module: nn.Module) -> tuple[nn.Module, list[int], int]:
     return student, kept, depth
 
 
-def distill_loss(teacher: torch.Tensor, labels: torch.Tensor | None, config: DistillConfig, device: str) -> Loss:
+def distill_loss(teacher: torch.Tensor, labels: torch.Tensor | None, config: Config, device: str) -> Loss:
     temperature = config.temperature
     if is_logits(teacher):
         soft = F.softmax(teacher / temperature, dim=1)
@@ -85,41 +86,36 @@ def distill_loss(teacher: torch.Tensor, labels: torch.Tensor | None, config: Dis
     return mse
 
 
-class DistillPass(Pass):
-    type = "distill"
-    takes = "torch"
-    config: DistillConfig
-
-    def run(self, handle: ModelHandle, ctx: PassContext) -> ModelHandle:
-        teacher: ModelHandle = ctx.original
-        data = dataset(ctx.datasets, self.config.dataset_id, handle.input_names)
-        metrics: dict[str, Any] = {
-            "teacher": teacher.origin,
-            "student": self.config.student,
-            "device": ctx.device,
-            "dataset_id": self.config.dataset_id,
-        }
-        if self.config.student == "drop_layers":
-            student, kept, depth = drop_layers(handle.module)
-            metrics.update({"layers_kept": kept, "layers_before": depth})
-        else:
-            student = copy.deepcopy(handle.module)
-        targets = predict(teacher, data, self.config.batch_size, ctx.device)
-        labels = torch.from_numpy(data["labels"]).long() if "labels" in data else None
-        loss = distill_loss(targets, labels, self.config, ctx.device)
-        metrics["loss"] = (
-            "kl" + ("+alpha*ce" if labels is not None else "") if is_logits(targets) else self.config.embedding_loss
-        )
-        metrics["epoch_losses"] = fit(
-            student,
-            data,
-            handle.input_names,
-            loss,
-            self.config.epochs,
-            self.config.lr,
-            self.config.batch_size,
-            ctx.device,
-        )
-        metrics["student_params"] = sum(p.numel() for p in student.parameters())
-        ctx.metrics.update(metrics)
-        return handle.with_torch(student)
+def run(config: Config, handle: ModelHandle, ctx: PassContext) -> ModelHandle:
+    teacher: ModelHandle = ctx.original
+    data = dataset(ctx.datasets, config.dataset_id, handle.input_names)
+    metrics: dict[str, Any] = {
+        "teacher": teacher.origin,
+        "student": config.student,
+        "device": ctx.device,
+        "dataset_id": config.dataset_id,
+    }
+    if config.student == "drop_layers":
+        student, kept, depth = drop_layers(handle.module)
+        metrics.update({"layers_kept": kept, "layers_before": depth})
+    else:
+        student = copy.deepcopy(handle.module)
+    targets = predict(teacher, data, config.batch_size, ctx.device)
+    labels = torch.from_numpy(data["labels"]).long() if "labels" in data else None
+    loss = distill_loss(targets, labels, config, ctx.device)
+    metrics["loss"] = (
+        "kl" + ("+alpha*ce" if labels is not None else "") if is_logits(targets) else config.embedding_loss
+    )
+    metrics["epoch_losses"] = fit(
+        student,
+        data,
+        handle.input_names,
+        loss,
+        config.epochs,
+        config.lr,
+        config.batch_size,
+        ctx.device,
+    )
+    metrics["student_params"] = sum(p.numel() for p in student.parameters())
+    ctx.metrics.update(metrics)
+    return handle.with_torch(student)

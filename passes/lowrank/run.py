@@ -13,8 +13,9 @@ import numpy as np
 import torch
 from torch import nn
 
-from app.schemas.passes import LowRankConfig
-from workers.passes.base import Pass, PassContext
+from app.schemas.errors import JobErrorCode
+from passes.lowrank.config import Config, Svd, Tucker
+from workers.context import PassContext
 from workers.runtime import ModelHandle, PassFailed
 from workers.training import Finetuner
 
@@ -24,14 +25,15 @@ def _replace(root: nn.Module, name: str, new: nn.Module) -> None:
     setattr(root.get_submodule(parent_name) if parent_name else root, attr, new)
 
 
-def _svd_rank(s: torch.Tensor, config: LowRankConfig) -> int:
+def _svd_rank(s: torch.Tensor, config: Svd) -> int:
     if config.energy is not None:
         energy = torch.cumsum(s.double() ** 2, 0) / (s.double() ** 2).sum()
         return int(torch.searchsorted(energy, torch.tensor(config.energy, dtype=torch.float64)).item()) + 1
-    return max(1, round(float(config.rank_ratio) * s.numel()))  # type: ignore[arg-type]
+    assert config.rank_ratio is not None  # the config holds exactly one of energy and rank_ratio
+    return max(1, round(config.rank_ratio * s.numel()))
 
 
-def factorize_linear(layer: nn.Linear, config: LowRankConfig) -> tuple[nn.Module, int] | None:
+def factorize_linear(layer: nn.Linear, config: Svd) -> tuple[nn.Module, int] | None:
     """Two Linear layers from the truncated SVD of `layer`, or None when they would not be smaller."""
     weight = layer.weight.detach().double()
     u, s, vh = torch.linalg.svd(weight, full_matrices=False)
@@ -49,7 +51,7 @@ def factorize_linear(layer: nn.Linear, config: LowRankConfig) -> tuple[nn.Module
     return nn.Sequential(first, second), rank
 
 
-def factorize_conv(layer: nn.Conv2d, config: LowRankConfig) -> tuple[nn.Module, list[int]] | None:
+def factorize_conv(layer: nn.Conv2d, config: Tucker) -> tuple[nn.Module, list[int]] | None:
     """1x1 -> k x k core -> 1x1 convs from a Tucker-2 decomposition, or None when they would not be
     smaller."""
     from tensorly.decomposition import partial_tucker
@@ -57,7 +59,7 @@ def factorize_conv(layer: nn.Conv2d, config: LowRankConfig) -> tuple[nn.Module, 
     if layer.groups != 1 or isinstance(layer.padding, str):
         return None
     out_c, in_c, kh, kw = layer.weight.shape
-    ratio = float(config.rank_ratio)  # type: ignore[arg-type]
+    ratio = config.rank_ratio
     r_out, r_in = max(1, round(ratio * out_c)), max(1, round(ratio * in_c))
     if in_c * r_in + r_in * r_out * kh * kw + r_out * out_c >= out_c * in_c * kh * kw:
         return None
@@ -66,14 +68,15 @@ def factorize_conv(layer: nn.Conv2d, config: LowRankConfig) -> tuple[nn.Module, 
         weight, rank=[r_out, r_in], modes=[0, 1], init="svd", n_iter_max=50, random_state=0
     )
     first = nn.Conv2d(in_c, r_in, 1, bias=False)
-    stride, padding, dilation = (tuple(layer.stride), tuple(layer.padding), tuple(layer.dilation))
+    padding = layer.padding
+    assert not isinstance(padding, str)  # refused above
     middle = nn.Conv2d(
         r_in,
         r_out,
         (kh, kw),
-        stride=stride,
-        padding=padding,
-        dilation=dilation,  # type: ignore[arg-type]
+        stride=(layer.stride[0], layer.stride[1]),
+        padding=(padding[0], padding[1]),
+        dilation=(layer.dilation[0], layer.dilation[1]),
         bias=False,
     )
     last = nn.Conv2d(r_out, out_c, 1, bias=layer.bias is not None)
@@ -86,40 +89,40 @@ def factorize_conv(layer: nn.Conv2d, config: LowRankConfig) -> tuple[nn.Module, 
     return nn.Sequential(first, middle, last), [r_out, r_in]
 
 
-class LowRankPass(Pass):
-    type = "lowrank"
-    takes = "torch"
-    config: LowRankConfig
+def factorize(layer: nn.Module, config: Config) -> tuple[nn.Module, Any] | None:
+    """The layer's factors and their rank(s), or None when they would not be smaller."""
+    if isinstance(config, Svd) and isinstance(layer, nn.Linear):
+        return factorize_linear(layer, config)
+    if isinstance(config, Tucker) and isinstance(layer, nn.Conv2d):
+        return factorize_conv(layer, config)
+    return None
 
-    def run(self, handle: ModelHandle, ctx: PassContext) -> ModelHandle:
-        finetuner = Finetuner(self.config.finetune, handle, ctx.datasets, ctx.device)
-        module = copy.deepcopy(handle.module).eval()
-        kind: type[nn.Module] = nn.Linear if self.config.method == "svd" else nn.Conv2d
-        layers = [(name, m) for name, m in module.named_modules() if type(m) is kind]
-        if not layers:
-            raise PassFailed(
-                "lowrank_unsupported",
-                f"method {self.config.method!r} factorizes {kind.__name__} layers and the model has none",
-            )
-        factorized: dict[str, Any] = {}
-        skipped = []
-        for name, layer in layers:
-            made = (
-                factorize_linear(layer, self.config)
-                if isinstance(layer, nn.Linear)
-                else factorize_conv(layer, self.config)  # type: ignore[arg-type]
-            )
-            if made is None:
-                skipped.append(name)
-                continue
-            _replace(module, name, made[0])
-            factorized[name] = {
-                "rank": made[1],
-                "params_before": sum(p.numel() for p in layer.parameters()),
-                "params_after": sum(p.numel() for p in made[0].parameters()),
-            }
-        ctx.metrics.update({"factorized": factorized, "skipped_no_gain": skipped})
-        finetuned = finetuner.run(module)
-        if finetuned:
-            ctx.metrics["finetune"] = finetuned
-        return handle.with_torch(module)
+
+def run(config: Config, handle: ModelHandle, ctx: PassContext) -> ModelHandle:
+    finetuner = Finetuner(config.finetune, handle, ctx.datasets, ctx.device)
+    module = copy.deepcopy(handle.module).eval()
+    kind: type[nn.Module] = nn.Linear if isinstance(config, Svd) else nn.Conv2d
+    layers = [(name, m) for name, m in module.named_modules() if type(m) is kind]
+    if not layers:
+        raise PassFailed(
+            JobErrorCode.lowrank_unsupported,
+            f"method {config.method!r} factorizes {kind.__name__} layers and the model has none",
+        )
+    factorized: dict[str, Any] = {}
+    skipped = []
+    for name, layer in layers:
+        made = factorize(layer, config)
+        if made is None:
+            skipped.append(name)
+            continue
+        _replace(module, name, made[0])
+        factorized[name] = {
+            "rank": made[1],
+            "params_before": sum(p.numel() for p in layer.parameters()),
+            "params_after": sum(p.numel() for p in made[0].parameters()),
+        }
+    ctx.metrics.update({"factorized": factorized, "skipped_no_gain": skipped})
+    finetuned = finetuner.run(module)
+    if finetuned:
+        ctx.metrics["finetune"] = finetuned
+    return handle.with_torch(module)

@@ -1,0 +1,60 @@
+"""What every pass config is: its parameters, the form of the model it works on, and its rules in a
+pipeline. Pydantic only: the API validates and plans with these and never imports torch."""
+
+from collections.abc import Sequence
+from typing import ClassVar, Literal
+
+from pydantic import BaseModel, ConfigDict
+
+Form = Literal["onnx", "torch"]
+"""The two representations a model takes in the pipeline: an ONNX file, or a torch module."""
+Takes = Literal["onnx", "torch", "any"]
+Format = Literal["onnx", "torch", "pt2", "torchscript"]
+"""What the model is between steps: ONNX, a torch module in memory, or a torch module loaded back from
+the .pt2 / TorchScript file it was saved as (so that file is exactly this model)."""
+ArtifactFormat = Literal["onnx", "pt2", "torchscript"]
+
+
+def form_of(fmt: Format) -> Form:
+    return "onnx" if fmt == "onnx" else "torch"
+
+
+class Part(BaseModel):
+    """A nested part of a pass config (calibration, fine-tuning): unknown fields are refused."""
+
+    model_config = ConfigDict(extra="forbid")
+
+
+class PassConfig(BaseModel):
+    """The base of every pass's config. A subclass sets `type` (a Literal equal to its folder's name) and,
+    for method variants, `method`; it overrides the hooks below only where its pass differs. Fields named
+    `dataset_id`, at any depth, name datasets: the API checks each at submit and the worker loads it."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    type: str
+    converts: ClassVar[bool] = False
+    """A conversion: its outputs must match those of the model it converted (fidelity checked)."""
+
+    def takes(self) -> Takes:
+        """The form this configured pass needs its model in; the planner converts to it automatically."""
+        return "torch"
+
+    def gives(self, given: Format) -> Format:
+        """What the model is after this pass, given what it was: a pass on a torch module gives a new
+        module in memory, a pass on ONNX a new ONNX file."""
+        form = form_of(given) if self.takes() == "any" else self.takes()
+        return "onnx" if form == "onnx" else "torch"
+
+    def artifact_format(self) -> ArtifactFormat | None:
+        """The artifact format this pass asks the job to end in, or None."""
+        return None
+
+    def label(self) -> str:
+        """How progress and the report name this step: the type, and the method where there is one."""
+        method = getattr(self, "method", None)
+        return f"{self.type} {method}" if isinstance(method, str) else self.type
+
+    def pipeline_problem(self, later: Sequence["PassConfig"]) -> str | None:
+        """Why this pass cannot be followed by `later` (the passes after it), or None when it can."""
+        return None
