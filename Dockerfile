@@ -13,12 +13,17 @@ COPY passes ./passes
 COPY migrations ./migrations
 
 FROM base AS api
+# bubblewrap only for /readyz, which says whether jobs run isolated; the API itself runs no job.
+RUN apt-get update && apt-get install -y --no-install-recommends bubblewrap && rm -rf /var/lib/apt/lists/*
 RUN pip install .
 USER squeeze
 EXPOSE 8000
 CMD ["sh", "-c", "squeeze migrate && uvicorn --factory app.main:create_app --host 0.0.0.0 --port 8000"]
 
 FROM base AS worker
+# bubblewrap isolates each job's child (JOB_ISOLATION); it needs the container's seccomp and AppArmor
+# profiles relaxed (docker-compose.yml: security_opt), or it cannot create namespaces.
+RUN apt-get update && apt-get install -y --no-install-recommends bubblewrap && rm -rf /var/lib/apt/lists/*
 # torch first and pinned, from the CPU index: the default PyPI wheel is the multi-GB CUDA build.
 RUN pip install torch==2.13.0 --index-url https://download.pytorch.org/whl/cpu && pip install '.[worker]'
 USER squeeze
@@ -26,6 +31,7 @@ ENV HF_HUB_OFFLINE=1
 CMD ["squeeze", "worker", "--queues", "cpu"]
 
 FROM base AS worker-gpu
+RUN apt-get update && apt-get install -y --no-install-recommends bubblewrap && rm -rf /var/lib/apt/lists/*
 RUN pip install torch==2.13.0 && pip install '.[worker]'
 USER squeeze
 ENV HF_HUB_OFFLINE=1

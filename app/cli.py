@@ -1,6 +1,7 @@
 """`squeeze` command line: `squeeze serve` runs migrations, then the API and one Celery worker;
 `squeeze worker` runs a worker alone; `squeeze migrate` only migrates; `squeeze keys` creates, lists
-and revokes API keys; `squeeze submit` is the client: upload, submit, follow with progress bars, download."""
+and revokes API keys; `squeeze submit` is the client: upload, submit, follow with progress bars, download;
+`squeeze examples DIR` writes the README walk-through's models and datasets."""
 
 import argparse
 import json
@@ -10,6 +11,7 @@ import subprocess
 import sys
 from pathlib import Path
 from types import FrameType
+from typing import Any
 
 from app.settings import get_settings
 
@@ -52,12 +54,23 @@ def keys(args: argparse.Namespace) -> int:
     from app.errors import SqueezeError
     from app.services import keys as service
 
+    settings = get_settings()
+    if settings.database_url is None and not (settings.home / "squeeze.db").is_file():
+        print(
+            f"squeeze keys: no Squeeze database in SQUEEZE_HOME={settings.home}: a key made here would not be "
+            "the server's. Run this with the server's SQUEEZE_HOME (or DATABASE_URL), or start the service "
+            "once (make run) to create it",
+            file=sys.stderr,
+        )
+        return 1
     migrate()
-    with session_scope(get_settings().effective_database_url) as session:
+    with session_scope(settings.effective_database_url) as session:
         try:
             if args.keys_command == "create":
                 new = service.create_key(session, args.tenant)
+                where = "DATABASE_URL" if settings.database_url else f"SQUEEZE_HOME={settings.home}"
                 print(
+                    f"(database of {where})\n"
                     f"API key for tenant {args.tenant!r} (shown once; keep it secret):\n{new.token}\n"
                     f"Webhook signing secret of tenant {args.tenant!r}:\n{new.webhook_secret}"
                 )
@@ -122,41 +135,80 @@ def serve(host: str, port: int, workers: int) -> int:
     return 0
 
 
-def main() -> int:
+def read_spec(parser: argparse.ArgumentParser, value: str) -> dict[str, Any]:
+    """`--spec`: inline JSON (starts with `{`) or a JSON file; a user error ends in one line, exit 2."""
+    inline = value.lstrip().startswith("{")
+    path = Path(value)
+    if not inline and not path.is_file():
+        parser.error(f"--spec {value!r}: no such file; give a JSON file or inline JSON starting with '{{'")
+    text = value if inline else path.read_text()
+    try:
+        spec = json.loads(text)
+    except json.JSONDecodeError as exc:
+        parser.error(f"--spec {'(inline)' if inline else value}: not valid JSON: {exc.msg} at line {exc.lineno}")
+    if not isinstance(spec, dict):
+        parser.error("--spec: the job spec must be a JSON object with passes")
+    return spec
+
+
+def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="squeeze", description=__doc__)
     sub = parser.add_subparsers(dest="command", required=True)
     p_serve = sub.add_parser("serve", help="migrate, then run the API and worker(s)")
-    p_serve.add_argument("--host", default=os.environ.get("HOST", "127.0.0.1"))
-    p_serve.add_argument("--port", type=int, default=get_settings().port)
-    p_serve.add_argument("--workers", type=int, default=1)
+    p_serve.add_argument("--host", default=os.environ.get("HOST", "127.0.0.1"), help="address to listen on")
+    p_serve.add_argument("--port", type=int, default=get_settings().port, help="port to listen on (default: $PORT)")
+    p_serve.add_argument("--workers", type=int, default=1, help="Celery worker processes to start beside the API")
     p_worker = sub.add_parser("worker", help="run one Celery worker")
     p_worker.add_argument("--queues", default="cpu", help="comma-separated: cpu, gpu")
-    p_worker.add_argument("--name", default="worker@%h")
+    p_worker.add_argument("--name", default="worker@%h", help="the Celery node name (%%h: the host name)")
     sub.add_parser("migrate", help="apply database migrations")
-    p_submit = sub.add_parser("submit", help="upload a model, run a job, follow it, download the result")
+    p_examples = sub.add_parser("examples", help="write the README walk-through's example models and datasets")
+    p_examples.add_argument("folder", type=Path, help="where to write them (made if missing)")
+    p_submit = sub.add_parser(
+        "submit",
+        help="upload a model, run a job, follow it, download the result",
+        description="Exit status: 0 met; 1 failed or missed a constraint; 2 refused (or a bad command line); "
+        "3 met with warnings (slower or larger than the original); 4 server unreachable.",
+    )
     p_submit.add_argument("model", help="a model file to upload, or the id of an uploaded model (mdl_...)")
     p_submit.add_argument(
         "--spec", required=True, help="the job spec: a JSON file, or inline JSON; model_id is filled in"
     )
-    p_submit.add_argument("--url", default=os.environ.get("SQUEEZE_URL", "http://127.0.0.1:8000"))
+    p_submit.add_argument(
+        "--url",
+        default=os.environ.get("SQUEEZE_URL", "http://127.0.0.1:8000"),
+        help="the Squeeze API (default: $SQUEEZE_URL, else http://127.0.0.1:8000)",
+    )
     p_submit.add_argument(
         "--api-key", default=os.environ.get("SQUEEZE_API_KEY"), help="bearer key (default: $SQUEEZE_API_KEY)"
     )
     p_submit.add_argument("--out", type=Path, help="folder to download the artifacts into")
-    p_keys = sub.add_parser("keys", help="create, list and revoke API keys")
+    p_keys = sub.add_parser("keys", help="create, list and revoke API keys (in the server's SQUEEZE_HOME)")
     keys_sub = p_keys.add_subparsers(dest="keys_command", required=True)
     keys_sub.add_parser("create", help="make a key for a tenant (printed once)").add_argument(
         "--tenant", required=True, help="the tenant the key acts for; made on first use"
     )
     keys_sub.add_parser("revoke", help="revoke a key at once").add_argument("key", help="its prefix or id")
     keys_sub.add_parser("list", help="every key: id, prefix, tenant, created, revoked")
+    return parser
+
+
+def main() -> int:
+    parser = build_parser()
     args = parser.parse_args()
     if args.command == "submit":
         from app.client import submit
 
-        spec_path = Path(args.spec)
-        spec = json.loads(spec_path.read_text() if spec_path.is_file() else args.spec)
+        spec = read_spec(parser, args.spec)
+        if not args.model.startswith("mdl_") and not Path(args.model).is_file():
+            parser.error(f"{args.model!r}: no such model file (or give an uploaded model's id, mdl_...)")
         return submit(args.url, args.api_key, args.model, spec, args.out)
+    if args.command == "examples":
+        from workers.examples import write_examples
+
+        for path in write_examples(args.folder):
+            print(path)
+        return 0
     if args.command == "serve":
         return serve(args.host, args.port, args.workers)
     if args.command == "keys":

@@ -2,25 +2,51 @@
 
 Uploads a model (or takes an existing model id), submits a spec, follows the job with progress bars
 (upload bytes, then job progress and current pass), downloads the artifacts and prints the report's
-headline numbers. Exits 0 when the job succeeded and met its constraints, 1 when it failed or missed
-them, 2 when the service refused the request (the problem's code and detail are printed).
+headline numbers (the verdict, its warnings, the speedup with its interval). Exit status, for a CI step:
+0 the job succeeded and its verdict is pass; 1 it failed, or missed a constraint or the fidelity floor;
+2 the service refused the request (the problem's code and detail are printed), or the command line was
+wrong; 3 it succeeded with warnings (slower or larger than the original); 4 the server could not be reached.
 """
 
 import io
-import json
 import time
 from pathlib import Path
 from typing import IO, Any, cast
 
 import httpx
 from rich.console import Console
-from rich.progress import BarColumn, DownloadColumn, Progress, TaskID, TextColumn, TimeElapsedColumn
+from rich.progress import (
+    BarColumn,
+    DownloadColumn,
+    Progress,
+    ProgressColumn,
+    Task,
+    TaskID,
+    TextColumn,
+    TimeElapsedColumn,
+)
+from rich.text import Text
 
 TERMINAL = ("succeeded", "failed", "cancelled")
+MET, FAILED, REFUSED, WARNED, UNREACHABLE = 0, 1, 2, 3, 4
+EXIT_BY_VERDICT = {"pass": MET, "warn": WARNED, "fail": FAILED}
 
 
 class RefusedError(Exception):
     """The service answered with a problem+json error."""
+
+
+class AmountColumn(ProgressColumn):
+    """Bytes for the upload bar, a percentage for the job bar (its progress is a share, not bytes)."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.bytes = DownloadColumn()
+
+    def render(self, task: Task) -> Text:
+        if task.fields.get("unit") == "bytes":
+            return self.bytes.render(task)
+        return Text(f"{task.percentage:>3.0f}%")
 
 
 class _ProgressReader(io.RawIOBase):
@@ -51,7 +77,7 @@ def _checked(response: httpx.Response) -> Any:
 
 
 def _upload(client: httpx.Client, path: Path, progress: Progress) -> dict[str, Any]:
-    task = progress.add_task(f"upload {path.name}", total=path.stat().st_size)
+    task = progress.add_task(f"upload {path.name}", total=path.stat().st_size, unit="bytes")
     with path.open("rb") as fh:
         reader = cast(IO[bytes], _ProgressReader(fh, progress, task))
         body = _checked(client.post("/v1/models", files={"file": (path.name, reader)}))
@@ -79,11 +105,19 @@ def _summary(console: Console, report: dict[str, Any]) -> None:
     fid = result.get("fidelity") or {}
     if fid.get("cosine_mean") is not None:
         console.print(f"fidelity: cosine mean {fid['cosine_mean']:.4f}, min {fid['cosine_min']:.4f}")
-    for batch, ratio in (result.get("speedup_p50") or {}).items():
-        console.print(f"latency p50 at batch {batch}: x{ratio:.2f} faster than the original")
+    for c in result.get("latency_comparison") or []:
+        if c["headline"]:
+            ci = c["speedup_ci95"]
+            console.print(
+                f"latency at batch {c['batch_size']}: x{c['speedup']:.2f} the original's speed "
+                f"(95% interval {ci['low']:.2f} to {ci['high']:.2f}): {c['reading']}"
+            )
     constraints = report.get("constraints") or {}
-    if constraints.get("checks"):
-        console.print(f"constraints {constraints.get('verdict')}: {json.dumps(constraints['checks'])}")
+    verdict = str(constraints.get("verdict"))
+    colour = {"pass": "green", "warn": "yellow"}.get(verdict, "red")
+    console.print(f"verdict [{colour}]{verdict.upper()}[/{colour}]: {constraints.get('reason')}")
+    for warning in constraints.get("warnings") or []:
+        console.print(f"[yellow]warning[/yellow] {warning}")
 
 
 def submit(
@@ -95,10 +129,22 @@ def submit(
     poll_s: float = 1.0,
     console: Console | None = None,
 ) -> int:
-    """Upload (when `model` is a file), submit, follow, download; the exit status described above."""
+    """Upload (when `model` is a file), submit, follow, download; the exit status described above. An
+    unreachable server is one line and UNREACHABLE, not a traceback."""
     console = console or Console(stderr=True)
+    try:
+        return _submit(url, api_key, model, spec, out, poll_s, console)
+    except httpx.TransportError as exc:  # the network boundary: any transport failure means "not reachable"
+        console.print(f"[red]cannot reach Squeeze at {url}[/red]: {type(exc).__name__}: {exc}; is it running?")
+        return UNREACHABLE
+
+
+def _submit(
+    url: str, api_key: str | None, model: str, spec: dict[str, Any], out: Path | None, poll_s: float, console: Console
+) -> int:
+    """Upload, submit, follow, download and summarise; raises httpx.TransportError when the server is gone."""
     headers = {"Authorization": f"Bearer {api_key}"} if api_key else {}
-    columns = (TextColumn("{task.description}"), BarColumn(), DownloadColumn(), TimeElapsedColumn())
+    columns = (TextColumn("{task.description}"), BarColumn(), AmountColumn(), TimeElapsedColumn())
     with (
         httpx.Client(base_url=url, headers=headers, timeout=300) as client,
         Progress(*columns, console=console, transient=False) as progress,
@@ -110,11 +156,11 @@ def submit(
             job = _follow(client, job["id"], progress, poll_s)
         except RefusedError as exc:
             console.print(f"[red]refused[/red] {exc}")
-            return 2
+            return REFUSED
     if job["status"] != "succeeded":
         error = job.get("error") or {}
         console.print(f"[red]job {job['id']} {job['status']}[/red] {error.get('code')}: {error.get('message')}")
-        return 1
+        return FAILED
     with httpx.Client(base_url=url, headers=headers, timeout=300) as client:
         report = _checked(client.get(f"/v1/jobs/{job['id']}/report"))
         _summary(console, report)
@@ -129,4 +175,4 @@ def submit(
                     for chunk in response.iter_bytes():
                         fh.write(chunk)
                 console.print(f"saved {target} ({artifact['size_bytes']} bytes, sha256 {artifact['sha256'][:12]}…)")
-    return 1 if (report.get("constraints") or {}).get("verdict") == "fail" else 0
+    return EXIT_BY_VERDICT[(report.get("constraints") or {}).get("verdict", "fail")]

@@ -25,6 +25,10 @@ class ValidationFailed(SqueezeError):
     status, code, title = 422, "validation_error", "The request is not valid"
 
 
+class MalformedRequest(SqueezeError):
+    status, code, title = 422, "malformed_request", "The request body cannot be parsed within this service's limits"
+
+
 class UnsafeModelFormat(SqueezeError):
     status, code, title = 422, "unsafe_model_format", "This model format can execute code when loaded"
 

@@ -1,5 +1,6 @@
 """create_app(): routers, exception handlers (every error is problem+json) and the shared state."""
 
+import asyncio
 import logging
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
@@ -14,9 +15,11 @@ from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from app import __version__
 from app.api import artifacts, datasets, health, jobs, models, reports, tenant
+from app.api.docs import offline_app
 from app.errors import SqueezeError
 from app.queue import make_celery, publish_job
 from app.schemas.common import Problem
+from app.services.isolation import isolation_state
 from app.services.metrics import Metrics
 from app.services.ratelimit import open_rate_limiter
 from app.services.uploads import remove_stale
@@ -115,9 +118,10 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     @asynccontextmanager
     async def lifespan(_: FastAPI) -> AsyncIterator[None]:
         remove_stale(settings.tmp_dir)
+        await asyncio.to_thread(isolation_state, settings.job_isolation)  # probed and logged once, at start
         yield
 
-    app = FastAPI(
+    app = offline_app(
         title="Squeeze",
         version=__version__,
         lifespan=lifespan,

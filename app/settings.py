@@ -4,6 +4,7 @@ filesystem broker, all under SQUEEZE_HOME; DATABASE_URL, BROKER_URL and STORAGE_
 
 from functools import lru_cache
 from pathlib import Path
+from typing import Literal
 
 from pydantic import Field
 from pydantic_settings import BaseSettings, SettingsConfigDict
@@ -35,6 +36,21 @@ class Settings(BaseSettings):
     job_threads: int = Field(1, description="Threads the child uses for inference and latency runs.")
     cancel_poll_s: float = Field(0.5, description="How often a worker checks whether its running job was cancelled.")
     queue_prefix: str = Field("", description="Prefix for the cpu/gpu queue names (isolates test runs).")
+    job_isolation: Literal["auto", "bwrap", "off"] = Field(
+        "auto",
+        description="How a job's child is isolated (docs/security.md): bwrap (bubblewrap namespaces, or the job "
+        "fails), auto (bwrap when this host allows it, else none, said in /readyz and the log), off (trusted "
+        "single-user deployments only).",
+    )
+    allow_torchscript_uploads: bool = Field(
+        False, description="Accept TorchScript uploads; honoured only while job isolation is active."
+    )
+    inspection_timeout_s: float = Field(
+        30.0, gt=0, description="Longest an upload's inspection may take before it is refused (422)."
+    )
+    metrics_token: str | None = Field(
+        None, description="When set, GET /metrics requires `Authorization: Bearer <METRICS_TOKEN>`."
+    )
 
     # Abuse limits (docs/security.md).
     rate_limit_per_s: float = Field(20.0, gt=0, description="Requests per second one API key may sustain.")

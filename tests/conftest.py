@@ -22,10 +22,10 @@ import httpx
 import pytest
 
 if TYPE_CHECKING:  # torch and numpy load lazily, inside the fixtures that need them
-    import numpy as np
     import torch
 
     from app.storage import Store
+    from workers.examples import Digits
 
 ROOT = Path(__file__).resolve().parents[1]
 BACKEND = os.environ.get("SQUEEZE_TEST_BACKEND", "embedded")
@@ -33,6 +33,10 @@ POSTGRES_URL = os.environ.get("SQUEEZE_TEST_POSTGRES_URL", "postgresql+psycopg:/
 REDIS_URL = os.environ.get("SQUEEZE_TEST_REDIS_URL", "redis://127.0.0.1:6379/0")
 # moto's server accepts any credentials; these only have to be present for boto3 to sign requests.
 S3_CREDENTIALS = {"AWS_ACCESS_KEY_ID": "squeeze-test", "AWS_SECRET_ACCESS_KEY": "squeeze-test-secret"}
+
+
+ISOLATED = {"JOB_ISOLATION": "bwrap"}
+"""Every test stack isolates its jobs and fails them if it cannot: isolation is proved, never skipped."""
 
 
 def _free_port() -> int:
@@ -162,7 +166,13 @@ BACKENDS = ("embedded", "postgres-redis", "postgres-redis-s3")
 
 
 def backend_env(home: Path, s3: S3Server | None) -> dict[str, str]:
-    env = {"SQUEEZE_HOME": str(home), "QUEUE_PREFIX": f"t{uuid.uuid4().hex[:8]}-", "JOB_TIMEOUT_S": "600"}
+    env = {
+        "SQUEEZE_HOME": str(home),
+        "QUEUE_PREFIX": f"t{uuid.uuid4().hex[:8]}-",
+        "JOB_TIMEOUT_S": "600",
+        **ISOLATED,
+        "ALLOW_TORCHSCRIPT_UPLOADS": "true",  # the hostile TorchScript tests prove it safe only when isolated
+    }
     if BACKEND not in BACKENDS:
         raise RuntimeError(f"unknown SQUEEZE_TEST_BACKEND {BACKEND!r}: use one of {', '.join(BACKENDS)}")
     if BACKEND.startswith("postgres-redis"):
@@ -363,68 +373,21 @@ def upload(client: httpx.Client, path: Path, name: str | None = None) -> dict:
     return response.json()
 
 
-@dataclass
-class Digits:
-    """scikit-learn's 8x8 digits as float32 images (N, 1, 8, 8) in [0, 1], split for training and test."""
+@pytest.fixture(scope="session")
+def digits() -> "Digits":
+    from workers.examples import digits_split
 
-    x_train: "np.ndarray"
-    y_train: "np.ndarray"
-    x_test: "np.ndarray"
-    y_test: "np.ndarray"
+    return digits_split()
 
 
 @pytest.fixture(scope="session")
-def digits() -> Digits:
-    import numpy as np
-    from sklearn.datasets import load_digits
-    from sklearn.model_selection import train_test_split
-
-    data = load_digits()
-    x = (data.images / 16.0).astype(np.float32)[:, None, :, :]
-    y = data.target.astype(np.int64)
-    x_train, x_test, y_train, y_test = train_test_split(x, y, test_size=0.25, random_state=0, stratify=y)
-    return Digits(x_train, y_train, x_test, y_test)
-
-
-def build_digits_cnn() -> "torch.nn.Module":
-    """The digits CNN's architecture, untrained: 3 conv blocks and 2 linear layers, about 150k weights."""
-    from torch import nn
-
-    return nn.Sequential(
-        nn.Conv2d(1, 32, 3, padding=1),
-        nn.BatchNorm2d(32),
-        nn.ReLU(),
-        nn.Conv2d(32, 64, 3, padding=1),
-        nn.BatchNorm2d(64),
-        nn.ReLU(),
-        nn.MaxPool2d(2),
-        nn.Conv2d(64, 64, 3, padding=1),
-        nn.BatchNorm2d(64),
-        nn.ReLU(),
-        nn.MaxPool2d(2),
-        nn.Flatten(),
-        nn.Linear(64 * 2 * 2, 128),
-        nn.ReLU(),
-        nn.Linear(128, 10),
-    )
-
-
-@pytest.fixture(scope="session")
-def digits_cnn(digits: Digits) -> "torch.nn.Module":
-    """A small CNN trained here on the digits training split (about 98% test accuracy, a few seconds)."""
+def digits_cnn(digits: "Digits") -> "torch.nn.Module":
+    """The digits CNN trained here, as `squeeze examples` trains it (about 98% test accuracy, a few seconds)."""
     import torch
 
-    torch.manual_seed(0)
-    model = build_digits_cnn()
-    optimizer = torch.optim.Adam(model.parameters(), lr=3e-3)
-    x, y = torch.from_numpy(digits.x_train), torch.from_numpy(digits.y_train)
-    for _ in range(8):
-        model.train()
-        for idx in torch.randperm(len(x)).split(64):
-            optimizer.zero_grad()
-            torch.nn.functional.cross_entropy(model(x[idx]), y[idx]).backward()
-            optimizer.step()
-    model.eval()
+    from workers.examples import train_digits_cnn
+
+    model = train_digits_cnn(digits)
     with torch.inference_mode():
         accuracy = (model(torch.from_numpy(digits.x_test)).argmax(1).numpy() == digits.y_test).mean()
     assert accuracy >= 0.95, f"the digits CNN only reached {accuracy:.3f} test accuracy"
@@ -447,17 +410,4 @@ def digits_cnn_onnx(digits_cnn: "torch.nn.Module", tmp_path_factory: pytest.Temp
         external_data=False,
         dynamic_shapes=({0: torch.export.Dim("batch")},),
     )
-    return path
-
-
-@pytest.fixture(scope="session")
-def digits_cnn_pt2(digits_cnn: "torch.nn.Module", tmp_path_factory: pytest.TempPathFactory) -> Path:
-    """The trained digits CNN as a torch.export ExportedProgram (.pt2) with a dynamic batch."""
-    import torch
-
-    path = tmp_path_factory.mktemp("digits-cnn-pt2") / "digits_cnn.pt2"
-    program = torch.export.export(
-        digits_cnn, (torch.zeros(2, 1, 8, 8),), dynamic_shapes=({0: torch.export.Dim("batch")},)
-    )
-    torch.export.save(program, str(path))
     return path

@@ -26,7 +26,7 @@ from workers.evaluation import report as reporting
 from workers.evaluation.fidelity import fidelity
 from workers.evaluation.footprint import footprint, weights
 from workers.evaluation.inputs import Feeds, make_batches, with_batch
-from workers.evaluation.latency import measure
+from workers.evaluation.latency import compare_latency
 from workers.evaluation.metrics import accuracy_report, top1
 from workers.runtime import ModelHandle, PassFailed, load_original, onnx_session, run
 
@@ -77,7 +77,7 @@ def run_pipeline(task: ChildTask, workdir: Path, emit: Emit) -> ChildSucceeded:
         steps.append(step)
     emit(Progress(progress=(total - 1) / total, current="evaluate result"))
     artifact = finish_artifact(current.handle, task.plan.artifact_format, workdir)
-    result = measure_result(task, current.handle, workdir / artifact.path, steps[-1], original_figures, inputs)
+    result = measure_result(task, original, current.handle, workdir, artifact, steps[-1], original_figures, inputs)
     report = build_report(task, inputs, original_figures, steps, result, reference, current.outputs, started)
     emit(Progress(progress=0.99, current="store"))
     return ChildSucceeded(artifacts=[artifact], report=report)
@@ -134,8 +134,8 @@ def accuracy_of(outputs: Outputs, inputs: Inputs) -> float | None:
 
 
 def measure_original(task: ChildTask, handle: ModelHandle, inputs: Inputs) -> dict[str, Any]:
-    """The original's figures: the upload's own size and sha256, weights, compute, accuracy, latency."""
-    lat = task.spec.evaluate.latency
+    """The original's figures: the upload's own size and sha256, weights, compute, accuracy (its latency is
+    timed beside the result's, in measure_result)."""
     return {
         **footprint(handle, inputs.shapes, inputs.batches[0]),
         "format": task.model.format,
@@ -143,7 +143,6 @@ def measure_original(task: ChildTask, handle: ModelHandle, inputs: Inputs) -> di
         "sha256": task.model.sha256,
         "param_count": task.model.param_count or weights(handle)["param_count"],
         "accuracy": accuracy_of(outputs_of(handle, inputs), inputs),
-        "latency": measure(handle, inputs.timing, lat.runs, lat.warmup, task.threads, task.spec.device),
     }
 
 
@@ -223,10 +222,19 @@ def finish_artifact(handle: ModelHandle, fmt: str, workdir: Path) -> ArtifactFil
 
 
 def measure_result(
-    task: ChildTask, handle: ModelHandle, artifact: Path, last: dict[str, Any], original: dict[str, Any], inputs: Inputs
+    task: ChildTask,
+    original_handle: ModelHandle,
+    handle: ModelHandle,
+    workdir: Path,
+    file: ArtifactFile,
+    last: dict[str, Any],
+    original: dict[str, Any],
+    inputs: Inputs,
 ) -> dict[str, Any]:
-    """The delivered artifact's figures, its latency beside the original's, and the ratios between them."""
+    """The delivered artifact's figures, its latency timed interleaved with the original's (which this fills
+    in on `original`), and the ratios between them."""
     lat = task.spec.evaluate.latency
+    artifact = workdir / file.path
     size = last["size_bytes"]
     result = {
         **footprint(handle, inputs.shapes, inputs.batches[0]),
@@ -242,8 +250,20 @@ def measure_result(
             if original["accuracy"] is None or last["accuracy"] is None
             else original["accuracy"] - last["accuracy"]
         ),
-        "latency": measure(handle, inputs.timing, lat.runs, lat.warmup, task.threads, task.spec.device),
     }
+    timing = compare_latency(
+        original_handle,
+        handle,
+        inputs.timing,
+        lat.runs,
+        lat.warmup,
+        task.threads,
+        task.spec.device,
+        task.spec.seed + 1,
+        workdir,
+    )
+    original["latency"], original["latency_as_onnx"] = timing.original, timing.original_as_onnx
+    result["latency"], result["latency_comparison"] = timing.result, timing.comparisons
     result["speedup_p50"] = reporting.speedups(original["latency"], result["latency"])
     return result
 

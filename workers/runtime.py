@@ -6,6 +6,7 @@ so evaluation compares any two handles.
 """
 
 import json
+import os
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any, Literal
@@ -19,6 +20,7 @@ from app.schemas.errors import JobErrorCode
 from app.schemas.tasks import ModelRecord
 
 Feeds = dict[str, np.ndarray]
+UNSAFE_UPLOAD = "this model format can run code of the upload's own when loaded"
 
 
 class PassFailed(Exception):
@@ -59,8 +61,9 @@ def _dynamic(inputs: list[dict[str, Any]]) -> dict[str, list[int]]:
 
 
 def load_original(upload: Path, model: ModelRecord, workdir: Path, max_unpacked: int) -> ModelHandle:
-    """Open an uploaded model in the child. Never unpickles: ONNX is protobuf, pt2 and TorchScript are
-    torch's own loaders, a Hugging Face folder loads safetensors only and never remote code."""
+    """Open an uploaded model in the child. Never unpickles: ONNX is protobuf, a Hugging Face folder loads
+    safetensors only and never remote code. TorchScript runs code of the upload's own (its `__setstate__`
+    runs inside torch.jit.load), so it loads only in an isolated child; an uploaded .pt2 never loads."""
     fmt, details = model.format, model.details
     inputs, _ = model.signature()
     names_in = [i.name for i in model.inputs]
@@ -81,10 +84,13 @@ def load_original(upload: Path, model: ModelRecord, workdir: Path, max_unpacked:
         return ModelHandle(
             "onnx", names_in, names_out, dynamic, path=path, vocab_size=onnx_vocab_size(path), origin=fmt
         )
-    if fmt == "pt2":
-        program = torch.export.load(str(upload))
-        return ModelHandle("torch", names_in, names_out, dynamic, module=program.module(), origin=fmt)
+    if fmt == "pt2":  # torch.export.load unpickles, execs guard code and evaluates sympy from the archive
+        raise PassFailed(JobErrorCode.unsafe_model_format, f"{UNSAFE_UPLOAD}; .pt2 uploads are no longer accepted")
     if fmt == "torchscript":
+        if os.environ.get("SQUEEZE_ISOLATED") != "1":  # set by workers.sandbox for a bubblewrapped child only
+            raise PassFailed(
+                JobErrorCode.unsafe_model_format, f"{UNSAFE_UPLOAD}; TorchScript loads only in an isolated job"
+            )
         module = torch.jit.load(str(upload), map_location="cpu").eval()
         return ModelHandle("torch", names_in, names_out, dynamic, module=module, origin=fmt)
     if fmt == "hf_folder":

@@ -2,13 +2,16 @@
 
 The child is a fresh interpreter (`python -m workers.child WORKDIR`) in its own process group, with an
 address-space limit, no core dumps, a scrubbed environment (no database or broker credentials) and a
-wall-clock limit after which the whole group is killed. It reports progress as JSON lines on stdout
-and its outcome in WORKDIR/result.json. The child dies with the worker (PR_SET_PDEATHSIG), so a
-SIGKILLed worker leaves no pipeline running for a job another worker is about to take over.
+wall-clock limit after which the whole group is killed. With isolation active (JOB_ISOLATION, see
+workers.isolation) it runs under bubblewrap and sees nothing but its working folder, as /job. It reports
+progress as JSON lines on stdout and its outcome in WORKDIR/result.json. The child dies with the worker
+(PR_SET_PDEATHSIG), so a SIGKILLed worker leaves no pipeline running for a job another worker is about to
+take over.
 """
 
 import contextlib
 import ctypes
+import logging
 import os
 import queue
 import resource
@@ -24,7 +27,10 @@ from pathlib import Path
 from pydantic import TypeAdapter, ValidationError
 
 from app.schemas.tasks import ChildResult, ChildSucceeded, Progress
+from app.services.isolation import isolation_state
+from workers.isolation import JOB_DIR, bwrap_command, make_undumpable
 
+log = logging.getLogger(__name__)
 ROOT = Path(__file__).resolve().parents[1]
 RESULT: TypeAdapter[ChildResult] = TypeAdapter(ChildResult)
 
@@ -41,7 +47,9 @@ class Outcome:
     """The process died (a signal): another attempt may succeed, unlike a pass that failed cleanly."""
 
 
-def _child_env(workdir: Path, threads: int) -> dict[str, str]:
+def _child_env(workdir: Path, threads: int, isolated: bool = False) -> dict[str, str]:
+    """The child's whole environment: nothing of the worker's but PATH and the GPU's; `workdir` is the
+    folder as the child sees it."""
     env = {
         "PATH": os.environ.get("PATH", "/usr/bin:/bin"),
         "HOME": str(workdir),
@@ -57,6 +65,8 @@ def _child_env(workdir: Path, threads: int) -> dict[str, str]:
     for name in ("CUDA_VISIBLE_DEVICES", "LD_LIBRARY_PATH"):
         if name in os.environ:
             env[name] = os.environ[name]
+    if isolated:
+        env["SQUEEZE_ISOLATED"] = "1"  # lets the child load formats that are only safe in isolation
     return env
 
 
@@ -76,11 +86,29 @@ def _limits(memory_bytes: int) -> Callable[[], None]:
     return apply
 
 
-def _tail(path: Path, lines: int = 8) -> str:
+def _log_tail(workdir: Path, lines: int = 8) -> None:
+    """The end of the child's stderr, to the worker log only: it may hold paths and raw library text."""
     try:
-        return "\n".join(path.read_text(errors="replace").strip().splitlines()[-lines:])
+        tail = "\n".join((workdir / "child.log").read_text(errors="replace").strip().splitlines()[-lines:])
     except OSError:
-        return ""
+        return
+    log.warning("pipeline process in %s ended abnormally; its stderr ends with:\n%s", workdir, tail)
+
+
+def _command(workdir: Path, isolated: bool, squeeze_home: Path) -> list[str]:
+    if not isolated:
+        return [sys.executable, "-m", "workers.child", str(workdir)]
+    make_undumpable()
+    return bwrap_command([sys.executable, "-m", "workers.child", str(JOB_DIR)], workdir, squeeze_home)
+
+
+def _signal_of(returncode: int, isolated: bool) -> int | None:
+    """The signal that ended the child: bwrap reports its child's death by signal N as exit status 128 + N."""
+    if returncode < 0:
+        return -returncode
+    if isolated and 128 < returncode < 128 + signal.NSIG:
+        return returncode - 128
+    return None
 
 
 def run_child(
@@ -91,22 +119,28 @@ def run_child(
     threads: int,
     on_event: Callable[[Progress], None],
     should_stop: Callable[[], str | None],
+    isolation: str,
+    squeeze_home: Path,
     on_start: Callable[[int], None] = lambda pid: None,
     poll_s: float = 0.5,
 ) -> Outcome:
     """Run the pipeline for WORKDIR/task.json; returns how it ended. Never raises for the child's faults.
 
     `should_stop` is polled every `poll_s`: `cancelled` ends the job as cancelled; any other reason kills
-    the pipeline and returns status `stopped` with that reason as the code."""
+    the pipeline and returns status `stopped` with that reason as the code. `isolation` is JOB_ISOLATION;
+    `squeeze_home` is kept out of the child's view."""
+    state = isolation_state(isolation)
+    if state.unavailable:
+        return Outcome("failed", code="isolation_unavailable", message=f"JOB_ISOLATION=bwrap: {state.detail}")
     log_path = workdir / "child.log"
     (workdir / "tmp").mkdir(exist_ok=True)
-    with log_path.open("wb") as log:
+    with log_path.open("wb") as stderr:
         proc = subprocess.Popen(
-            [sys.executable, "-m", "workers.child", str(workdir)],
+            _command(workdir, state.active, squeeze_home),
             cwd=str(workdir),
-            env=_child_env(workdir, threads),
+            env=_child_env(JOB_DIR if state.active else workdir, threads, state.active),
             stdout=subprocess.PIPE,
-            stderr=log,
+            stderr=stderr,
             stdin=subprocess.DEVNULL,
             start_new_session=True,
             preexec_fn=_limits(memory_bytes),
@@ -154,29 +188,22 @@ def run_child(
         if isinstance(result, ChildSucceeded):
             return Outcome("ok", result=result)
         return Outcome("failed", code=result.error.code, message=result.error.message)
-    if proc.returncode < 0:
-        name = signal.Signals(-proc.returncode).name
-        if proc.returncode == -signal.SIGKILL:
-            return Outcome(
-                "failed",
-                code="out_of_memory",
-                retryable=True,
-                message=(
-                    "the pipeline process was killed (SIGKILL), most likely by the kernel's out-of-memory "
-                    f"killer: give the worker more memory or the job a smaller model. {_tail(log_path)}"
-                ),
-            )
+    _log_tail(workdir)
+    signum = _signal_of(proc.returncode, state.active)
+    if signum == signal.SIGKILL:
         return Outcome(
             "failed",
-            code="crashed",
+            code="out_of_memory",
             retryable=True,
-            message=f"the pipeline process died with {name}. {_tail(log_path)}",
+            message=(
+                "the pipeline process was killed (SIGKILL), most likely by the kernel's out-of-memory "
+                "killer: give the worker more memory or the job a smaller model"
+            ),
         )
-    return Outcome(
-        "failed",
-        code="crashed",
-        message=f"the pipeline process exited with status {proc.returncode}. {_tail(log_path)}",
-    )
+    if signum is not None:
+        name = signal.Signals(signum).name if signum in signal.valid_signals() else f"signal {signum}"
+        return Outcome("failed", code="crashed", retryable=True, message=f"the pipeline process died with {name}")
+    return Outcome("failed", code="crashed", message=f"the pipeline process exited with status {proc.returncode}")
 
 
 def _drain(events: "queue.Queue[Progress]", on_event: Callable[[Progress], None]) -> None:

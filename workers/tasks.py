@@ -28,6 +28,7 @@ from app.queue import RUN_JOB_TASK, publish_job
 from app.schemas.datasets import dataset_refs
 from app.schemas.jobs import JobSpec
 from app.schemas.tasks import ChildSucceeded, ChildTask, DatasetRecord, ModelRecord, Progress, RunJob
+from app.services.isolation import isolation_state
 from app.settings import Settings, get_settings
 from app.storage import Store, open_store
 from passes.planner import Plan, plan
@@ -68,6 +69,7 @@ def pending(queue: str) -> int:
 @worker_ready.connect
 def _start_maintenance(**_: Any) -> None:
     settings = get_settings()
+    isolation_state(settings.job_isolation)  # probed and logged at start, not at the first job
     threading.Thread(
         target=maintenance_loop, args=(settings, publish, pending, _maintenance_stop), name="maintenance", daemon=True
     ).start()
@@ -153,6 +155,8 @@ def _run(claim: transitions.Claim, settings: Settings, store: Store, workdir: Pa
         should_stop=should_stop,
         on_start=on_start,
         poll_s=settings.cancel_poll_s,
+        isolation=settings.job_isolation,
+        squeeze_home=settings.home,
     )
 
 

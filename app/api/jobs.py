@@ -9,7 +9,7 @@ from fastapi import APIRouter, Header, Query, Request, Response
 
 from app.api.deps import PublisherDep, SessionDep, SettingsDep, StoreDep, TenantDep
 from app.db.models import Job
-from app.errors import ValidationFailed
+from app.errors import MalformedRequest, ValidationFailed
 from app.schemas.common import Page
 from app.schemas.jobs import JobError, JobOut, JobSpec, JobStatus
 from app.services import jobs as service
@@ -99,6 +99,10 @@ def _parse_json(text: str, where: str) -> dict[str, Any]:
     except json.JSONDecodeError as exc:
         raise ValidationFailed(
             f"the {where} is not valid JSON ({exc.msg} at position {exc.pos}); send the job spec as a JSON object"
+        ) from exc
+    except (RecursionError, ValueError) as exc:  # nesting past the parser's depth; an integer of 4,300+ digits
+        raise MalformedRequest(
+            f"the {where} nests too deeply or holds an integer too long to read; send a plain job spec"
         ) from exc
     if not isinstance(value, dict):
         raise ValidationFailed(f"the {where} must be a JSON object with model_id and passes")

@@ -7,6 +7,8 @@ from enum import StrEnum
 class JobErrorCode(StrEnum):
     # The model or its data cannot go through the pipeline: the user can change something.
     unsupported_model_format = "unsupported_model_format"
+    unsafe_model_format = "unsafe_model_format"
+    """a model stored before its format was refused at upload (.pt2, TorchScript without isolation)"""
     unsafe_external_data = "unsafe_external_data"
     conversion_failed = "conversion_failed"
     conversion_unsupported = "conversion_unsupported"
@@ -27,5 +29,7 @@ class JobErrorCode(StrEnum):
     cancelled = "cancelled"
     crashed = "crashed"
     worker_lost = "worker_lost"
+    isolation_unavailable = "isolation_unavailable"
+    """JOB_ISOLATION=bwrap and this worker cannot isolate the job"""
     # Ours: a bug in the service, with the traceback in the worker's log.
     internal_error = "internal_error"

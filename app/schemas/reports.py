@@ -26,7 +26,8 @@ class LatencyRow(_Open):
     mean_ms: float
     std_ms: float | None = None
     min_ms: float | None = None
-    throughput_per_s: float | None = Field(None, description="samples per second at the mean latency")
+    cv: float | None = Field(None, description="coefficient of variation (std / mean): above 0.25, noisy")
+    throughput_per_s: float | None = Field(None, description="samples per second at the median (p50) latency")
     peak_memory_bytes: int | None = Field(None, description="peak memory during the measurement")
     baseline_memory_bytes: int | None = Field(None, description="memory in use when the measurement began")
     memory_kind: str | None = Field(None, description="rss_high_water (process RSS) or cuda_max_allocated")
@@ -61,7 +62,33 @@ class ModelFigures(_Open):
     flops_per_sample: int | None = None
     compute_method: str | None = None
     latency: list[LatencyRow] = Field(default_factory=list)
+    latency_as_onnx: list[LatencyRow] = Field(
+        default_factory=list,
+        description="the original exported to fp32 ONNX and timed on onnxruntime beside an ONNX result",
+    )
     accuracy: float | None = Field(None, description="top-1 on the labelled evaluation set, when given")
+
+
+class Interval(BaseModel):
+    low: float
+    high: float
+
+
+class LatencyComparison(_Open):
+    batch_size: int
+    device: str
+    baseline: Literal["original", "original_as_onnx"] = Field(
+        description="what the result was timed against: the original on its own runtime, or exported to ONNX"
+    )
+    baseline_runtime: str
+    result_runtime: str
+    like_for_like: bool = Field(description="baseline and result ran on the same runtime")
+    headline: bool = Field(description="the comparison the verdict, the page and the CLI use for this batch size")
+    speedup: float = Field(description="baseline median / result median: above 1, the result is faster")
+    speedup_ci95: Interval
+    reading: Literal["faster", "slower", "no measurable difference"]
+    rounds: int = Field(description="interleaved rounds the interval resamples")
+    method: str
 
 
 class ResultFigures(ModelFigures):
@@ -70,6 +97,9 @@ class ResultFigures(ModelFigures):
     speedup_p50: dict[str, float] = Field(
         default_factory=dict,
         description="original p50 / result p50 per batch size, where both ran on the same device",
+    )
+    latency_comparison: list[LatencyComparison] = Field(
+        default_factory=list, description="the result against the original, timed interleaved, with an interval"
     )
     artifact_id: str | None = None
     accuracy_drop: float | None = None
@@ -88,11 +118,6 @@ class Step(_Open):
     size_bytes: int | None = None
     param_count: int | None = None
     fidelity: Fidelity | None = None
-
-
-class Interval(BaseModel):
-    low: float
-    high: float
 
 
 class Accuracy(_Open):
@@ -115,8 +140,11 @@ class ConstraintCheck(_Open):
 
 
 class Verdict(_Open):
-    verdict: Literal["pass", "fail"]
+    verdict: Literal["pass", "warn", "fail"] = Field(
+        description="fail: a constraint or the fidelity floor missed; warn: met, but slower or larger than the original"
+    )
     reason: str
+    warnings: list[str] = Field(default_factory=list, description="what makes a met result a warning")
     checks: dict[str, ConstraintCheck] = Field(default_factory=dict)
 
 
@@ -159,6 +187,9 @@ class JobSummary(BaseModel):
     passes: list[str]
     device: str
     verdict: str
+    warnings: list[str] = Field(default_factory=list)
+    speedup: float | None = Field(None, description="the headline speedup over the original at the first batch size")
+    speedup_reading: str | None = Field(None, description="faster, slower or no measurable difference")
     size_bytes: int | None
     size_ratio: float | None
     p50_ms: float | None = Field(description="result p50 at the first batch size")
@@ -168,10 +199,23 @@ class JobSummary(BaseModel):
     accuracy_drop: float | None
 
 
+class PairedLatency(BaseModel):
+    batch_size: int
+    device: str
+    base_p50_ms: float
+    other_p50_ms: float
+    ratio: float = Field(description="base p50 / other p50: above 1, `other` is faster")
+
+
 class Comparison(BaseModel):
     base: JobSummary
     other: JobSummary
     same_model: bool
     same_machine: bool = Field(description="latencies compare fairly only on the same machine")
-    latency_ratio: float | None = Field(description="base p50 / other p50: above 1, `other` is faster")
+    latency: list[PairedLatency] = Field(description="the results' p50 paired by batch size and device")
+    latency_ratio: float | None = Field(
+        description="base p50 / other p50 at the first batch size and device both measured: above 1, `other` is "
+        "faster; null when they share none"
+    )
+    notes: list[str] = Field(description="where the two jobs measured different things")
     size_ratio: float | None = Field(description="base size / other size: above 1, `other` is smaller")

@@ -3,6 +3,7 @@ without unpickling anything: .npz members are read by their .npy headers, safete
 header, text as UTF-8 lines. Arrays are loaded only in the worker."""
 
 import json
+import math
 import struct
 import zipfile
 from dataclasses import dataclass
@@ -35,6 +36,8 @@ _SAFETENSORS_DTYPES = {
     "BOOL": "bool",
 }
 _MAX_HEADER = 100 * 1024 * 1024
+MAX_ELEMENTS = 2**50
+"""Past any upload's size: a shape declaring more elements is crafted, whatever its dtype."""
 
 
 @dataclass
@@ -93,6 +96,26 @@ def _summary(arrays: list[dict[str, Any]], filename: str) -> tuple[list[dict[str
     return arrays, int(samples)
 
 
+def elements(shape: Any, name: str, filename: str) -> int:
+    """The element count of `shape`, in Python integers (numpy's int64 would wrap 2^32 x 2^32 to 0): every
+    dimension a non-negative integer, the product within what one upload could hold."""
+    dims = list(shape)
+    if not all(isinstance(d, int) and 0 <= d < MAX_ELEMENTS for d in dims):
+        raise InvalidDataset(f"array {name!r} in {filename!r} has shape {dims[:8]}; dimensions must be 0 or more")
+    count = math.prod(dims)
+    if count > MAX_ELEMENTS:
+        raise InvalidDataset(f"array {name!r} in {filename!r} declares {count} elements, more than any upload holds")
+    return int(count)
+
+
+def _refuse_overlaps(arrays: list[dict[str, Any]], filename: str) -> None:
+    """safetensors tensors must not share bytes: overlapping offsets are a crafted file."""
+    spans = sorted((a["offsets"], a["name"]) for a in arrays)
+    for ((_, end), first), ((start, _), second) in zip(spans, spans[1:], strict=False):
+        if start < end:
+            raise InvalidDataset(f"tensors {first!r} and {second!r} in {filename!r} overlap in the file")
+
+
 def _npz(path: Path, filename: str, max_unpacked_bytes: int) -> tuple[list[dict[str, Any]], int]:
     arrays = []
     try:
@@ -124,7 +147,7 @@ def _npz(path: Path, filename: str, max_unpacked_bytes: int) -> tuple[list[dict[
                         f"array {name!r} in {filename!r} has dtype {dtype}; save plain "
                         "numeric or bool arrays (float32, int64, ...)"
                     )
-                need = int(np.prod(shape)) * dtype.itemsize
+                need = elements(shape, name, filename) * dtype.itemsize
                 if info.file_size < need:
                     raise InvalidDataset(
                         f"array {name!r} in {filename!r} is truncated: {info.file_size} "
@@ -133,7 +156,7 @@ def _npz(path: Path, filename: str, max_unpacked_bytes: int) -> tuple[list[dict[
                 arrays.append({"name": name, "dtype": dtype.name, "shape": [int(d) for d in shape]})
     except UnsafeArchive as exc:
         raise UnsafeDataset(f"{filename!r} is an unsafe archive: {exc}") from exc
-    except (zipfile.BadZipFile, ValueError, EOFError, OSError) as exc:
+    except (zipfile.BadZipFile, ValueError, EOFError, OSError, SyntaxError, RecursionError) as exc:
         raise InvalidDataset(f"{filename!r} is not a readable .npz ({exc}). Upload {ACCEPTED}.") from exc
     return _summary(arrays, filename)
 
@@ -161,13 +184,16 @@ def _safetensors(path: Path, filename: str) -> tuple[list[dict[str, Any]], int]:
                 )
             shape = [int(d) for d in entry["shape"]]
             start, end = (int(o) for o in entry["data_offsets"])
-            expected = int(np.prod(shape)) * np.dtype(dtype).itemsize
+            expected = elements(shape, name, filename) * np.dtype(dtype).itemsize
             if not 0 <= start <= end <= data_bytes or end - start != expected:
                 raise ValueError(f"tensor {name!r} has offsets {[start, end]} that do not match its shape and the file")
-            arrays.append({"name": name, "dtype": dtype, "shape": shape})
+            arrays.append({"name": name, "dtype": dtype, "shape": shape, "offsets": (start, end)})
+        _refuse_overlaps(arrays, filename)
+        for array in arrays:
+            del array["offsets"]
     except InvalidDataset:
         raise
-    except (ValueError, KeyError, TypeError, AttributeError, struct.error) as exc:
+    except (ValueError, KeyError, TypeError, AttributeError, struct.error, RecursionError, OverflowError) as exc:
         raise InvalidDataset(f"{filename!r} is not a readable safetensors file ({exc}). Upload {ACCEPTED}.") from exc
     return _summary(arrays, filename)
 

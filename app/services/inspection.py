@@ -1,8 +1,10 @@
 """Tell what an uploaded file is and read its signature, without torch and without unpickling anything.
 
-ONNX is parsed with the onnx package (weights left on disk); ExportedProgram (.pt2) from the JSON
-program in its archive; TorchScript from the code in its archive; a Hugging Face folder from
-config.json, tokenizer_config.json and the safetensors headers. Pickles are refused by their bytes.
+ONNX is parsed with the onnx package (weights left on disk); TorchScript from the code in its archive,
+by a linear scan of a bounded read; a Hugging Face folder from config.json, tokenizer_config.json and the
+safetensors headers. Pickles are refused by their bytes, ExportedProgram (.pt2) by its layout (loading one
+runs code from the archive), TorchScript unless the operator allowed it (docs/security.md). Every parse
+error of a hostile file is a 422 naming the file, never a 500.
 """
 
 import json
@@ -22,34 +24,49 @@ from app.archives import UnsafeArchive, check_zip
 from app.errors import FormatMismatch, ModelLimitsExceeded, UnsafeModelFormat, UnsupportedModelFormat
 
 SAFE_FORMATS = (
-    "ONNX (.onnx, or a .zip of the .onnx with its external data), torch.export ExportedProgram (.pt2, "
-    "from torch.export.save), TorchScript (torch.jit.save), or a Hugging Face model folder zipped with "
-    "*.safetensors weights"
+    "ONNX (.onnx from torch.onnx.export, or a .zip of the .onnx with its external data), or a Hugging Face "
+    "model folder zipped with *.safetensors weights"
 )
 PICKLE_HELP = (
     "Loading a pickle runs whatever code it carries, so Squeeze never unpickles an upload. Upload instead: "
     + SAFE_FORMATS
     + "."
 )
+PT2_HELP = (
+    "Loading a torch.export archive (.pt2) runs code it carries (pickled constants and inputs, guard code, "
+    "symbolic expressions), so Squeeze does not load uploaded .pt2 files. Export the model to ONNX instead "
+    "(torch.onnx.export(model, args, 'model.onnx', dynamo=True)) and upload that, or upload: " + SAFE_FORMATS + "."
+)
+TORCHSCRIPT_HELP = (
+    "TorchScript runs code of the file's own when loaded (__setstate__) and run, so this service does not "
+    "accept it (an operator may, with ALLOW_TORCHSCRIPT_UPLOADS=true, where jobs run isolated). Export the "
+    "model to ONNX (torch.onnx.export) and upload that, or upload: " + SAFE_FORMATS + "."
+)
+_PUNCTUATION = re.compile(r"[()\[\]{},]")
+"""One character class, no repetition: the regex engine cannot backtrack on it."""
+MAX_CODE_BYTES = 1 << 20
+"""The most of a TorchScript code file read for the forward signature."""
+PARSE_ERRORS = (
+    ValueError,  # json, pickletools, protobuf and int parsing
+    KeyError,
+    TypeError,
+    IndexError,
+    AttributeError,
+    OverflowError,
+    RecursionError,
+    struct.error,
+    zipfile.BadZipFile,
+    zipfile.LargeZipFile,
+    EOFError,
+    NotImplementedError,  # zipfile: an unsupported compression method
+)
+"""What parsing a hostile archive or header can raise: the upload is malformed, not our bug."""
 
-# torch.export's serialized ScalarType codes (torch/_export/serde/schema.py).
-_PT2_DTYPES = {
-    1: "uint8",
-    2: "int8",
-    3: "int16",
-    4: "int32",
-    5: "int64",
-    6: "float16",
-    7: "float32",
-    8: "float64",
-    12: "bool",
-    13: "bfloat16",
-}
 _SAFETENSORS_DTYPES = {"F64", "F32", "F16", "BF16", "I64", "I32", "I16", "I8", "U8", "BOOL", "F8_E4M3", "F8_E5M2"}
 
 
 # What a file name's extension claims; a file whose bytes are another format is refused (422).
-CLAIMED_FORMATS = {".onnx": {"onnx"}, ".pt2": {"pt2"}, ".zip": {"onnx_zip", "hf_folder", "pt2", "torchscript"}}
+CLAIMED_FORMATS = {".onnx": {"onnx"}, ".zip": {"onnx_zip", "hf_folder", "torchscript"}}
 
 
 @dataclass(frozen=True)
@@ -73,17 +90,32 @@ def _looks_like_pickle(head: bytes) -> bool:
     return len(head) >= 2 and head[0] == 0x80 and 2 <= head[1] <= 5
 
 
-def inspect_model(path: Path, filename: str, max_unpacked_bytes: int, limits: GraphLimits | None = None) -> ModelInfo:
+def inspect_model(
+    path: Path,
+    filename: str,
+    max_unpacked_bytes: int,
+    limits: GraphLimits | None = None,
+    allow_torchscript: bool = False,
+) -> ModelInfo:
     """Detect the format of the file at `path` and read its inputs, outputs and size; with `limits`,
     refuse ONNX graphs past them. The bytes decide the format; a name claiming another one is a 422."""
     with path.open("rb") as fh:
         head = fh.read(8)
     if _looks_like_pickle(head):
         raise UnsafeModelFormat(f"{filename!r} is a Python pickle. {PICKLE_HELP}")
-    if zipfile.is_zipfile(path):
-        info = _inspect_zip(path, filename, max_unpacked_bytes, limits)
-    else:
-        info = _inspect_onnx(path, filename, limits)
+    if PurePosixPath(filename.lower()).suffix == ".pt2":
+        raise UnsafeModelFormat(f"{filename!r} is named as a torch.export archive. {PT2_HELP}")
+    try:
+        if zipfile.is_zipfile(path):
+            info = _inspect_zip(path, filename, max_unpacked_bytes, limits)
+        else:
+            info = _inspect_onnx(path, filename, limits)
+    except PARSE_ERRORS as exc:
+        raise UnsupportedModelFormat(
+            f"{filename!r} is malformed ({type(exc).__name__} while reading it). Accepted: {SAFE_FORMATS}."
+        ) from exc
+    if info.format == "torchscript" and not allow_torchscript:
+        raise UnsafeModelFormat(f"{filename!r} is TorchScript. {TORCHSCRIPT_HELP}")
     claimed = CLAIMED_FORMATS.get(PurePosixPath(filename.lower()).suffix)
     if claimed is not None and info.format not in claimed:
         raise FormatMismatch(
@@ -99,16 +131,23 @@ def _tensor_bytes(tensor: onnx.TensorProto) -> int:
 
 
 def _graph_tensors(graph: onnx.GraphProto) -> tuple[int, list[onnx.TensorProto]]:
-    """(node count, every initializer and constant tensor), subgraphs of If/Loop/Scan included."""
+    """(node count, every initializer and constant tensor), subgraphs of If/Loop/Scan included; a sparse
+    tensor counts as its values and as a dense tensor of its shape, which is what a runtime may build."""
     nodes, tensors = len(graph.node), list(graph.initializer)
+    sparse = list(graph.sparse_initializer)
     for node in graph.node:
         for attr in node.attribute:
             tensors.extend([attr.t] if attr.HasField("t") else [])
             tensors.extend(attr.tensors)
+            sparse.extend([attr.sparse_tensor] if attr.HasField("sparse_tensor") else [])
+            sparse.extend(attr.sparse_tensors)
             for sub in ([attr.g] if attr.HasField("g") else []) + list(attr.graphs):
                 sub_nodes, sub_tensors = _graph_tensors(sub)
                 nodes += sub_nodes
                 tensors.extend(sub_tensors)
+    for tensor in sparse:
+        tensors.append(tensor.values)
+        tensors.append(onnx.TensorProto(name=tensor.values.name, data_type=tensor.values.data_type, dims=tensor.dims))
     return nodes, tensors
 
 
@@ -175,7 +214,8 @@ def _inspect_onnx(path: Path, filename: str, limits: GraphLimits | None) -> Mode
     if external:
         raise UnsupportedModelFormat(
             f"{filename!r} keeps {len(external)} tensors in external data files that were not uploaded. "
-            "Zip the .onnx file together with its data files and upload the zip."
+            "Upload the data files in the same request (curl -F file=@model.onnx -F data=@model.onnx.data), "
+            "or zip the .onnx file together with its data files and upload the zip."
         )
     inputs, outputs, params = onnx_signature(model)
     return ModelInfo("onnx", inputs, outputs, params, {"opset": _opset(model), "ir_version": model.ir_version})
@@ -195,7 +235,7 @@ def _inspect_zip(path: Path, filename: str, max_unpacked_bytes: int, limits: Gra
         leaves = {PurePosixPath(n).name for n in names}
         parts = {p for n in names for p in PurePosixPath(n).parts[:-1]}
         if any(n.endswith("models/model.json") or n.endswith("serialized_exported_program.json") for n in names):
-            return _inspect_pt2(zf, names)
+            raise UnsafeModelFormat(f"{filename!r} is a torch.export archive (.pt2). {PT2_HELP}")
         if "data.pkl" in leaves and "constants.pkl" in leaves and "code" in parts:
             return _inspect_torchscript(zf, names)
         if "config.json" in leaves:
@@ -237,48 +277,6 @@ def _inspect_onnx_zip(zf: zipfile.ZipFile, member: str, filename: str, limits: G
     )
 
 
-def _pt2_tensor(values: dict[str, Any], name: str, label: str) -> dict[str, Any]:
-    meta = values.get(name, {})
-    shape: list[int | str | None] = []
-    for size in meta.get("sizes", []):
-        if "as_int" in size:
-            shape.append(size["as_int"])
-        else:
-            match = re.search(r"Symbol\('([^']+)'", size.get("as_expr", {}).get("expr_str", ""))
-            shape.append(match.group(1) if match else None)
-    return {"name": label, "dtype": _PT2_DTYPES.get(meta.get("dtype", 0), "unknown"), "shape": shape}
-
-
-def _inspect_pt2(zf: zipfile.ZipFile, names: list[str]) -> ModelInfo:
-    member = next(n for n in names if n.endswith("models/model.json") or n.endswith("serialized_exported_program.json"))
-    program = json.loads(zf.read(member))
-    graph = program.get("graph_module", program.get("program", {}).get("graph_module", {}))
-    values = graph.get("graph", {}).get("tensor_values", {})
-    signature = graph.get("signature", {})
-    arg_names: list[str] = []
-    for call in graph.get("module_call_graph", []):
-        if call.get("fqn") == "" and call.get("signature"):
-            arg_names = call["signature"].get("forward_arg_names", []) or []
-    inputs, params = [], 0
-    user_index = 0
-    for spec in signature.get("input_specs", []):
-        if "user_input" in spec:
-            tensor = spec["user_input"]["arg"].get("as_tensor")
-            if tensor:
-                label = arg_names[user_index] if user_index < len(arg_names) else tensor["name"]
-                inputs.append(_pt2_tensor(values, tensor["name"], label))
-            user_index += 1
-        elif "parameter" in spec:
-            sizes = values.get(spec["parameter"]["arg"]["name"], {}).get("sizes", [])
-            params += math.prod(s.get("as_int", 0) for s in sizes)
-    outputs = []
-    for i, spec in enumerate(signature.get("output_specs", [])):
-        tensor = spec.get("user_output", {}).get("arg", {}).get("as_tensor")
-        if tensor:
-            outputs.append(_pt2_tensor(values, tensor["name"], f"output_{i}"))
-    return ModelInfo("pt2", inputs, outputs, params, {"torch_version": program.get("torch_version")})
-
-
 def _torchscript_root_class(zf: zipfile.ZipFile, names: list[str]) -> tuple[str, str] | None:
     """(code member, class name) of the scripted top module, read from data.pkl's first GLOBAL opcode.
     pickletools only parses opcodes; nothing is unpickled."""
@@ -291,20 +289,43 @@ def _torchscript_root_class(zf: zipfile.ZipFile, names: list[str]) -> tuple[str,
     return None
 
 
+def forward_arguments(code: str) -> list[str]:
+    """The argument names after `self` of the first `def forward(` in `code`, by one left-to-right pass
+    over its brackets and commas that tracks depth (annotations such as Tuple[Tensor, Tensor] hold commas):
+    linear in the code's length whatever it holds, unlike a backtracking regex."""
+    start = code.find("def forward(")
+    if start < 0:
+        return []
+    start += len("def forward(")
+    args: list[str] = []
+    depth, arg_start = 0, start
+    for mark in _PUNCTUATION.finditer(code, start):
+        char = mark.group()
+        if char in "([{":
+            depth += 1
+        elif char == "," and depth == 0:
+            args.append(code[arg_start : mark.start()])
+            arg_start = mark.end()
+        elif char in ")]}":
+            if depth == 0:
+                args.append(code[arg_start : mark.start()])
+                break
+            depth -= 1
+    names = [arg.split(":")[0].strip() for arg in args]
+    return [name for name in names[1:] if name.isidentifier()]
+
+
 def _inspect_torchscript(zf: zipfile.ZipFile, names: list[str]) -> ModelInfo:
-    inputs: list[dict[str, Any]] = []
     root = _torchscript_root_class(zf, names)
+    arguments: list[str] = []
     if root and root[0] in names:
-        code = zf.read(root[0]).decode("utf-8", "replace")
-        body = code[code.find(f"class {root[1]}(") :]
-        match = re.search(r"def forward\(self[^,)]*,?(.*?)\)\s*->", body, re.S)
-        for arg in match.group(1).split(",") if match else []:
-            arg_name = arg.split(":")[0].strip()
-            if arg_name:
-                inputs.append({"name": arg_name, "dtype": "float32", "shape": None})
+        with zf.open(root[0]) as fh:
+            code = fh.read(MAX_CODE_BYTES).decode("utf-8", "replace")
+        found = code.find(f"class {root[1]}(")
+        arguments = forward_arguments(code[found:]) if found >= 0 else []
     return ModelInfo(
         "torchscript",
-        inputs,
+        [{"name": name, "dtype": "float32", "shape": None} for name in arguments],
         [{"name": "output_0", "dtype": "float32", "shape": None}],
         None,
         {"note": "TorchScript keeps no input shapes: give input_shapes for every input in a job"},

@@ -6,8 +6,9 @@ from sqlalchemy import delete, select
 from sqlalchemy.orm import Session
 
 from app.db.models import Artifact, Job, Model, new_id
-from app.errors import Conflict, NotFound
-from app.services.inspection import GraphLimits, inspect_model
+from app.errors import Conflict, NotFound, UnsupportedModelFormat
+from app.services.inspection import GraphLimits, ModelInfo, inspect_model
+from app.services.isolation import isolation_state
 from app.services.uploads import ReceivedUpload
 from app.settings import Settings
 from app.storage import Store
@@ -18,10 +19,7 @@ async def create_model(
 ) -> Model:
     """Inspect the received file (refusing unsafe or unknown formats), move it to the store, record it."""
     try:
-        limits = GraphLimits(settings.max_graph_nodes, settings.max_tensor_bytes)
-        info = await asyncio.to_thread(
-            inspect_model, upload.path, upload.filename, settings.max_upload_bytes * 4, limits
-        )
+        info = await inspect_upload(settings, upload)
         model_id = new_id("mdl")
         key = f"models/{model_id}/upload"
         await asyncio.to_thread(store.put_file, key, upload.path)
@@ -43,6 +41,23 @@ async def create_model(
     session.add(model)
     session.commit()
     return model
+
+
+async def inspect_upload(settings: Settings, upload: ReceivedUpload) -> ModelInfo:
+    """inspect_model off the event loop, refused (422) past INSPECTION_TIMEOUT_S: a slow or hostile file
+    delays only its own request. TorchScript is read only where the operator allowed it and jobs run isolated."""
+    limits = GraphLimits(settings.max_graph_nodes, settings.max_tensor_bytes)
+    allow_torchscript = settings.allow_torchscript_uploads and isolation_state(settings.job_isolation).active
+    inspection = asyncio.to_thread(
+        inspect_model, upload.path, upload.filename, settings.max_upload_bytes * 4, limits, allow_torchscript
+    )
+    try:
+        return await asyncio.wait_for(inspection, timeout=settings.inspection_timeout_s)
+    except TimeoutError as exc:
+        raise UnsupportedModelFormat(
+            f"{upload.filename!r} took longer than {settings.inspection_timeout_s:g} s to inspect "
+            "(INSPECTION_TIMEOUT_S); upload a plain ONNX file"
+        ) from exc
 
 
 def get_model(session: Session, tenant: str, model_id: str) -> Model:

@@ -9,7 +9,7 @@ from dataclasses import dataclass
 from html import escape
 
 from app.schemas.reports import Comparison, JobSummary, ModelFigures, Report
-from app.services.reports import headline
+from app.services.reports import headline, headline_speedup
 
 GREY, BLUE, ORANGE = "#94a3b8", "#2563eb", "#ea580c"
 Whisker = tuple[float, float]
@@ -21,7 +21,7 @@ main{max-width:1120px;margin:0 auto;padding:24px 28px 48px}
 h1{font-size:22px;margin:0 0 4px}h2{font-size:16px;margin:28px 0 10px;color:#1e293b}
 .sub{color:#475569;margin:0 0 16px}.mono{font-family:ui-monospace,Menlo,Consolas,monospace;font-size:12px}
 .verdict{display:inline-block;padding:3px 10px;border-radius:999px;font-weight:600;margin-right:8px}
-.pass{background:#dcfce7;color:#166534}.fail{background:#fee2e2;color:#991b1b}
+.pass{background:#dcfce7;color:#166534}.warn{background:#fef3c7;color:#92400e}.fail{background:#fee2e2;color:#991b1b}
 table{border-collapse:collapse;width:100%;background:#fff;border:1px solid #e2e8f0;border-radius:8px}
 th,td{padding:6px 10px;border-bottom:1px solid #e2e8f0;text-align:right;white-space:nowrap}
 th:first-child,td:first-child{text-align:left}th{background:#f1f5f9;font-weight:600;color:#334155}
@@ -327,6 +327,16 @@ def _summary_table(report: Report) -> str:
             _change(o.flops_per_sample, r.flops_per_sample, True),
         ),
     ]
+    speedup = headline_speedup(report)
+    if speedup:
+        interval = speedup.speedup_ci95
+        rows.append(
+            _row(
+                f"speedup, batch {speedup.batch_size}, 95% CI ({speedup.baseline_runtime} vs {speedup.result_runtime})",
+                "",
+                escape(f"x{speedup.speedup:.2f} [{interval.low:.2f}, {interval.high:.2f}]: {speedup.reading}"),
+            )
+        )
     if first:
         rows += [
             _row(
@@ -373,6 +383,8 @@ def _summary_table(report: Report) -> str:
 def _constraints(report: Report) -> str:
     v = report.constraints
     head = f'<p><span class="verdict {v.verdict}">{v.verdict.upper()}</span>{escape(v.reason)}</p>'
+    if v.warnings:
+        head += '<ul class="warnings">' + "".join(f"<li>{escape(w)}</li>" for w in v.warnings) + "</ul>"
     if not v.checks:
         return head
     rows = "".join(
@@ -503,10 +515,15 @@ def render_comparison(comparison: Comparison, base: Report, other: Report) -> st
         f"<td>{escape(get(comparison.other))}</td></tr>"
         for name, get in fields
     )
+    paired = "".join(
+        f"<tr><td>batch {p.batch_size} on {escape(p.device)}</td><td>{_num(p.base_p50_ms)}</td>"
+        f"<td>{_num(p.other_p50_ms)}</td></tr>"
+        for p in comparison.latency
+    )
     warn = (
-        ""
-        if comparison.same_machine
-        else '<p class="note">measured on different machines: latencies differ for that reason too</p>'
+        f"<h2>p50 latency (ms), paired by batch size and device</h2><table><thead><tr><th>timed at</th><th>A</th>"
+        f"<th>B</th></tr></thead><tbody>{paired}</tbody></table>"
+        + "".join(f'<p class="note">{escape(n)}</p>' for n in comparison.notes)
     )
     body = (
         f'<h1>Squeeze comparison</h1><p class="sub">A {escape(comparison.base.job_id)} · B '

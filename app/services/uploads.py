@@ -2,13 +2,16 @@
 cut off with 413 as soon as it passes the size limit.
 
 Accepts multipart/form-data (the file in field `file`, small text fields beside it, e.g. `spec`) or a
-raw body (`Content-Type: application/octet-stream`, name from `?filename=`).
+raw body (`Content-Type: application/octet-stream`, name from `?filename=`). An ONNX model with external
+data comes as the .onnx in `file` and each data file in a `data` field (`-F file=@m.onnx -F data=@m.onnx.data`):
+they are stored together as one zip, exactly as if the client had zipped them.
 """
 
 import hashlib
 import os
 import re
 import uuid
+import zipfile
 from collections.abc import AsyncIterator
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -20,6 +23,8 @@ from app.errors import PayloadTooLarge, SqueezeError, ValidationFailed
 
 MAX_FIELD_BYTES = 1 << 20
 MAX_PART_HEADER_BYTES = 16 << 10
+MAX_LENGTH_DIGITS = 19
+"""More digits than any real body size; int() of thousands of digits raises (and costs quadratic time)."""
 
 
 @dataclass
@@ -75,8 +80,9 @@ async def receive_upload(
     sink = _FileSink(tmp_dir / f"upload-{uuid.uuid4().hex}", max_bytes)
     try:
         mime, params = parse_options_header(content_type or "")
+        data: list[tuple[str, _FileSink]] = []
         if mime == b"multipart/form-data":
-            filename, fields = await _receive_multipart(stream, params.get(b"boundary", b""), sink)
+            filename, fields = await _receive_multipart(stream, params.get(b"boundary", b""), sink, data)
         elif mime in (b"application/octet-stream", b""):
             async for chunk in stream:
                 sink.write(chunk)
@@ -89,16 +95,47 @@ async def receive_upload(
         sink.fh.close()
         if sink.size == 0:
             raise ValidationFailed("the upload is empty: send the model in multipart field 'file'")
+        if data:
+            return _bundle(sink, clean_filename(filename), data, tmp_dir, fields)
         return ReceivedUpload(sink.path, clean_filename(filename), sink.hash.hexdigest(), sink.size, fields)
     except BaseException:
         sink.fh.close()
         sink.path.unlink(missing_ok=True)
         raise
+    finally:
+        for _, part in data:
+            part.fh.close()
+            part.path.unlink(missing_ok=True)
+
+
+def _bundle(
+    model: _FileSink, filename: str, data: list[tuple[str, _FileSink]], tmp_dir: Path, fields: dict[str, str]
+) -> ReceivedUpload:
+    """The .onnx and its data files as one stored zip (the model's own folder), hashed as stored."""
+    if not filename.lower().endswith(".onnx"):
+        raise ValidationFailed(f"'data' fields go with an ONNX model in 'file'; {filename!r} is not a .onnx file")
+    names = [clean_filename(name) for name, _ in data]
+    if len(set(names) | {filename}) != len(names) + 1:
+        raise ValidationFailed("the 'file' and 'data' parts need distinct file names (the model's locations)")
+    path = tmp_dir / f"upload-{uuid.uuid4().hex}.zip"
+    with zipfile.ZipFile(path, "w", zipfile.ZIP_STORED) as zf:
+        zf.write(model.path, filename)
+        for name, (_, part) in zip(names, data, strict=True):
+            part.fh.close()
+            zf.write(part.path, name)
+    model.path.unlink(missing_ok=True)
+    digest = hashlib.sha256()
+    with path.open("rb") as fh:
+        while chunk := fh.read(1 << 20):
+            digest.update(chunk)
+    return ReceivedUpload(path, f"{filename[: -len('.onnx')]}.zip", digest.hexdigest(), path.stat().st_size, fields)
 
 
 async def _receive_multipart(
-    stream: AsyncIterator[bytes], boundary: bytes, sink: _FileSink
+    stream: AsyncIterator[bytes], boundary: bytes, sink: _FileSink, extras: list[tuple[str, _FileSink]]
 ) -> tuple[str, dict[str, str]]:
+    """The `file` part into `sink`, each `data` part into a sink of its own appended to `extras` (all of them
+    within the one size limit), and the small text fields."""
     if not boundary:
         raise ValidationFailed("multipart body without a boundary in Content-Type")
     fields: dict[str, bytearray] = {}
@@ -125,12 +162,20 @@ async def _receive_multipart(
             if "file" in found:
                 raise ValidationFailed("more than one 'file' field: upload one model per request")
             found["file"] = disp.get(b"filename", b"upload").decode("utf-8", "replace")
+        elif name == "data":
+            used = sink.size + sum(part.size for _, part in extras)
+            target = sink.path.with_name(f"{sink.path.name}-data{len(extras)}")
+            extras.append(
+                (disp.get(b"filename", b"data").decode("utf-8", "replace"), _FileSink(target, sink.max_bytes - used))
+            )
         else:
             fields[name] = bytearray()
 
     def on_part_data(data: bytes, start: int, end: int) -> None:
         if part["name"] == "file":
             sink.write(data[start:end])
+        elif part["name"] == "data":
+            extras[-1][1].write(data[start:end])
         else:
             buf = fields[str(part["name"])]
             buf.extend(data[start:end])
@@ -187,9 +232,10 @@ def declared_length(value: str | None) -> int | None:
     """The Content-Length header as a number; a malformed one is a 400."""
     if value is None:
         return None
-    if not value.strip().isdigit():
-        raise SqueezeError(f"Content-Length {value[:40]!r} is not a number")
-    return int(value)
+    digits = value.strip()
+    if not (digits.isascii() and digits.isdigit()) or len(digits) > MAX_LENGTH_DIGITS:
+        raise SqueezeError(f"Content-Length {value[:40]!r} is not a number of at most {MAX_LENGTH_DIGITS} digits")
+    return int(digits)
 
 
 def remove_stale(tmp_dir: Path) -> None:

@@ -3,9 +3,9 @@ onnxruntime.quantization on ONNX (dynamic, static, int4, fp16), half precision o
 with `representation: torch`, bf16)."""
 
 from collections.abc import Sequence
-from typing import Annotated, Literal
+from typing import Annotated, Any, Literal
 
-from pydantic import Field, field_validator
+from pydantic import Field, field_validator, model_validator
 
 from passes.base import Part, PassConfig, Takes
 
@@ -52,6 +52,16 @@ class Static(_Int8):
     calibration: Calibration = Field(
         description='the calibration data, e.g. {"dataset_id": "ds_...", "samples": 128, "method": "minmax"}'
     )
+
+    @model_validator(mode="before")
+    @classmethod
+    def _calibration_given(cls, data: Any) -> Any:
+        if isinstance(data, dict) and "calibration" not in data:
+            raise ValueError(
+                'method \'static\' needs calibration data: add "calibration": {"dataset_id": "ds_...", "samples": '
+                '128, "method": "minmax"}'
+            )
+        return data
 
 
 class Int4(_Quantize):

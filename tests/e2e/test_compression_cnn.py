@@ -12,7 +12,8 @@ import onnxruntime as ort
 import pytest
 import torch
 
-from tests.conftest import Digits, Stack, upload
+from tests.conftest import Stack, upload
+from workers.examples import Digits
 
 pytestmark = pytest.mark.e2e
 LATENCY = {"batch_sizes": [32], "runs": 20, "warmup": 3}
@@ -46,15 +47,12 @@ def onnx_accuracy(artifact: bytes, digits: Digits) -> float:
 
 
 @pytest.fixture(scope="module")
-def ids(stack: Stack, digits: Digits, digits_cnn_onnx: Path, digits_cnn_pt2: Path) -> dict[str, str]:
+def ids(stack: Stack, digits: Digits, digits_cnn_onnx: Path) -> dict[str, str]:
     with stack.client() as client:
         return {
             "onnx": upload(client, digits_cnn_onnx)["id"],
-            "pt2": upload(client, digits_cnn_pt2)["id"],
             "train": upload_dataset(client, {"x": digits.x_train, "labels": digits.y_train}, "train.npz"),
             "test": upload_dataset(client, {"x": digits.x_test, "labels": digits.y_test}, "test.npz"),
-            # torch.export names the Sequential's argument `input`
-            "test_pt2": upload_dataset(client, {"input": digits.x_test, "labels": digits.y_test}, "test_pt2.npz"),
         }
 
 
@@ -130,19 +128,21 @@ def test_onnx_to_torch_prune_back_to_onnx_then_static_int8(
     )
 
 
-def test_magnitude_pruning_pt2_upload(
+def test_magnitude_pruning(
     client: httpx.Client, stack: Stack, ids: dict[str, str], digits: Digits, baseline: float
 ) -> None:
     spec = {
-        "model_id": ids["pt2"],
-        "evaluate": {"dataset_id": ids["test_pt2"], "latency": LATENCY},
+        "model_id": ids["onnx"],
+        "evaluate": {"dataset_id": ids["test"], "latency": LATENCY},
         "passes": [{"type": "prune", "method": "magnitude", "sparsity": 0.7}],
     }
     report, listing, artifact = run_job(client, stack, spec)
-    assert [(s["type"], s["auto"]) for s in report["steps"]] == [("prune", False), ("convert", True)], (
-        "a pipeline ending on torch is exported to ONNX by itself"
-    )
-    prune = report["steps"][0]
+    assert [(s["type"], s["auto"]) for s in report["steps"]] == [
+        ("convert", True),
+        ("prune", False),
+        ("convert", True),
+    ], "ONNX goes to torch for the pass and a pipeline ending on torch is exported to ONNX by itself"
+    prune = report["steps"][1]
     assert prune["sparsity"] >= 0.69, prune
     result = report["result"]
     assert result["size_zstd_bytes"] < 0.6 * result["size_bytes"], "a 70% sparse file compresses"
@@ -255,14 +255,15 @@ def test_bf16_pytorch_artifact_for_gpus(
     client: httpx.Client, stack: Stack, ids: dict[str, str], digits: Digits, baseline: float
 ) -> None:
     fp32 = {
-        "model_id": ids["pt2"],
-        "evaluate": {"dataset_id": ids["test_pt2"], "latency": LATENCY},
+        "model_id": ids["onnx"],
+        "evaluate": {"dataset_id": ids["test"], "latency": LATENCY},
         "passes": [{"type": "convert", "to": "pt2"}],
     }
     _, fp32_listing, _ = run_job(client, stack, fp32)
     spec = {**fp32, "passes": [{"type": "quantize", "method": "bf16"}, {"type": "convert", "to": "pt2"}]}
     report, listing, artifact = run_job(client, stack, spec)
-    assert report["steps"][0]["metrics"]["dtype"] == "bfloat16", report["steps"][0]
+    quantize = next(step for step in report["steps"] if step["type"] == "quantize")
+    assert quantize["metrics"]["dtype"] == "bfloat16", quantize
     ratio = fp32_listing["size_bytes"] / listing["size_bytes"]
     assert ratio > 1.6, f"bf16 weights should halve the .pt2: {fp32_listing['size_bytes']} -> {listing['size_bytes']}"
     path = Path(stack.home) / "bf16.pt2"

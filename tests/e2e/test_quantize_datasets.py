@@ -16,7 +16,8 @@ import onnx
 import onnxruntime as ort
 import pytest
 
-from tests.conftest import Digits, Stack, upload
+from tests.conftest import Stack, upload
+from workers.examples import Digits
 
 pytestmark = pytest.mark.e2e
 

@@ -19,7 +19,7 @@ from typing import Any
 import httpx
 import pytest
 
-from tests.conftest import Stack, _free_port, start_api_process, start_worker, upload
+from tests.conftest import ISOLATED, Stack, _free_port, start_api_process, start_worker, upload
 
 FAST_LEASES = {
     "LEASE_S": "5",
@@ -36,6 +36,7 @@ FAST_LEASES = {
     "MAX_ACTIVE_JOBS_PER_TENANT": "10000",
     "RATE_LIMIT_PER_S": "10000",
     "RATE_LIMIT_BURST": "10000",
+    **ISOLATED,  # kills, timeouts and OOM are classified through bubblewrap too
 }
 ENDED = ("succeeded", "failed", "cancelled")
 

@@ -8,9 +8,9 @@ from pathlib import Path
 import pytest
 import torch
 
-from tests.conftest import Digits
 from tests.pass_runs import apply, params, parse
 from workers.context import PassContext
+from workers.examples import Digits
 from workers.runtime import ModelHandle, run
 
 pytestmark = pytest.mark.gpu

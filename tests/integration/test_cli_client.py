@@ -32,7 +32,11 @@ def test_submit_uploads_follows_and_downloads(stack: Stack, mlp_onnx: Path, tmp_
         "constraints": {"min_cosine": 0.9},
     }
     done = _submit(stack, str(mlp_onnx), "--spec", json.dumps(spec), "--out", str(tmp_path / "out"))
-    assert done.returncode == 0, f"the client failed: {done.stderr}"
+    # Dynamic int8 makes this tiny MLP smaller but usually slower: met with a warning (3), or a clean pass (0).
+    assert done.returncode in (0, 3), f"the client failed: {done.stderr}"
+    verdict = "verdict WARN" if done.returncode == 3 else "verdict PASS"
+    assert verdict in done.stderr, f"the exit status {done.returncode} matches the printed verdict: {done.stderr}"
+    assert "95% interval" in done.stderr, "the speedup is printed with its interval"
     assert "upload mlp.onnx" in done.stderr and "succeeded" in done.stderr, "the user sees upload and job progress"
     artifact = tmp_path / "out" / "model.onnx"
     session = ort.InferenceSession(str(artifact))

@@ -14,7 +14,7 @@ import onnxruntime as ort
 import pytest
 
 import passes
-from tests.conftest import backend_env, create_api_key, start_api_process, start_worker, upload
+from tests.conftest import S3Server, backend_env, create_api_key, start_api_process, start_worker, upload
 
 FOLDER = Path(passes.__file__).parent / "scale_outputs"
 CONFIG = '''"""scale_outputs: a toy pass for the test that adding a pass means adding its folder."""
@@ -61,7 +61,7 @@ def run(config: Config, handle, ctx):
 
 
 @pytest.fixture(scope="module")
-def toy_stack(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[str, str]]:
+def toy_stack(tmp_path_factory: pytest.TempPathFactory, s3_server: S3Server | None) -> Iterator[tuple[str, str]]:
     """A stack started after the folder was added; the folder is removed when the test ends."""
     from app.db.migrate import upgrade_to_head
 
@@ -73,7 +73,7 @@ def toy_stack(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[str, s
         (FOLDER / "config.py").write_text(CONFIG)
         (FOLDER / "run.py").write_text(RUN)
         home = tmp_path_factory.mktemp("toy-home")
-        env = backend_env(home)
+        env = backend_env(home, s3_server)
         # On PostgreSQL it shares the suite's database (its own tenant and queues); on SQLite its own file.
         database_url = env.get("DATABASE_URL", f"sqlite:///{home / 'squeeze.db'}")
         upgrade_to_head(database_url)

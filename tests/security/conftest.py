@@ -15,6 +15,8 @@ LIMITED_ENV = {
     "RATE_LIMIT_PER_S": "0.2",
     "RATE_LIMIT_BURST": "6",
     "MAX_ACTIVE_JOBS_PER_TENANT": "1",
+    "ALLOW_TORCHSCRIPT_UPLOADS": "false",  # the default, which the main test stack overrides
+    "METRICS_TOKEN": "metrics-secret",
 }
 
 

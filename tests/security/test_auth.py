@@ -79,3 +79,13 @@ def test_clients_cannot_set_tenant_or_owner_fields(client: httpx.Client) -> None
             "/v1/jobs", json={"model_id": "mdl_x", "passes": [{"type": "optimize"}], field: "someone-else"}
         )
         assert response.status_code == 422 and field in response.text, f"{field} must be refused, not ignored"
+
+
+def test_metrics_need_the_metrics_token_where_one_is_set(limited: Stack) -> None:
+    """The limited API runs with METRICS_TOKEN=metrics-secret (tests/security/conftest.py)."""
+    token = limited.env["METRICS_TOKEN"]
+    for headers in ({}, {"Authorization": "Bearer wrong"}, {"Authorization": token}):
+        response = httpx.get(f"{limited.url}/metrics", headers=headers, timeout=10)
+        assert response.status_code == 401 and response.json()["code"] == "unauthorized", headers
+    response = httpx.get(f"{limited.url}/metrics", headers={"Authorization": f"Bearer {token}"}, timeout=10)
+    assert response.status_code == 200 and "squeeze_http_requests_total" in response.text, response.text[:200]

@@ -42,5 +42,56 @@ def test_accuracy_limit_without_labels_fails_as_unchecked() -> None:
     assert "labels" in result["reason"], "the reason says what to give"
 
 
-def test_no_constraints_pass() -> None:
-    assert verdict(None)["verdict"] == "pass"
+def test_no_constraints_pass_above_the_fidelity_floor() -> None:
+    result = verdict(None)
+    assert result["verdict"] == "pass" and result["checks"]["fidelity_floor"]["met"] is True
+
+
+def _verdict_of(result: dict[str, Any], constraints: dict[str, Any] | None = None) -> dict[str, Any]:
+    spec = JobSpec.model_validate({"model_id": "mdl_x", "passes": [{"type": "optimize"}], "constraints": constraints})
+    return constraints_verdict(spec, result, None)
+
+
+def test_a_broken_model_fails_without_constraints() -> None:
+    result = _verdict_of({**RESULT, "fidelity": {"cosine_mean": 0.48}})
+    assert result["verdict"] == "fail", "cosine 0.48 to the original is not a pass, with or without constraints"
+    assert "fidelity_floor" in result["reason"]
+
+
+def test_min_cosine_replaces_the_floor() -> None:
+    result = _verdict_of({**RESULT, "fidelity": {"cosine_mean": 0.85}}, {"min_cosine": 0.8})
+    assert result["verdict"] == "pass" and "fidelity_floor" not in result["checks"]
+
+
+def _comparison(speedup: float, low: float, high: float, reading: str) -> dict[str, Any]:
+    return {
+        "batch_size": 32,
+        "headline": True,
+        "speedup": speedup,
+        "speedup_ci95": {"low": low, "high": high},
+        "reading": reading,
+        "baseline_runtime": "onnxruntime",
+        "result_runtime": "onnxruntime",
+    }
+
+
+def test_a_significantly_slower_result_is_a_warning() -> None:
+    slower = {**RESULT, "latency_comparison": [_comparison(0.09, 0.08, 0.1, "slower")]}
+    result = _verdict_of(slower)
+    assert result["verdict"] == "warn", "x0.09 the speed is not a clean pass"
+    assert "slower than the original at batch 32" in result["warnings"][0]
+
+
+def test_no_measurable_difference_is_no_warning() -> None:
+    same = {**RESULT, "latency_comparison": [_comparison(0.97, 0.9, 1.04, "no measurable difference")]}
+    assert _verdict_of(same)["verdict"] == "pass"
+
+
+def test_a_larger_result_is_a_warning() -> None:
+    result = _verdict_of({**RESULT, "size_ratio": 0.8})
+    assert result["verdict"] == "warn" and "larger than the original" in result["warnings"][0]
+
+
+def test_a_missed_constraint_fails_even_with_warnings() -> None:
+    result = _verdict_of({**RESULT, "size_ratio": 0.8}, {"min_size_ratio": 2})
+    assert result["verdict"] == "fail" and result["warnings"], "the warnings are kept beside the failure"

@@ -9,8 +9,8 @@ import pytest
 import torch
 
 from app.archives import UnsafeArchive, check_zip, safe_extract
-from app.errors import UnsafeModelFormat, UnsupportedModelFormat
-from app.services.inspection import inspect_model
+from app.errors import ModelLimitsExceeded, UnsafeModelFormat, UnsupportedModelFormat
+from app.services.inspection import GraphLimits, forward_arguments, inspect_model
 
 
 class Tiny(torch.nn.Module):
@@ -34,16 +34,32 @@ def files(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
     return out
 
 
-def test_exported_program_signature_from_its_json(files: dict[str, Path]) -> None:
-    info = inspect_model(files["pt2"], "m.pt2", 10**9)
-    assert info.format == "pt2" and info.param_count == 15
-    assert info.inputs == [{"name": "x", "dtype": "float32", "shape": [info.inputs[0]["shape"][0], 4]}]
-    assert isinstance(info.inputs[0]["shape"][0], str), "the dynamic batch stays symbolic"
+@pytest.mark.parametrize("name", ["m.pt2", "m.zip"])
+def test_exported_program_is_refused_by_name_and_by_layout(files: dict[str, Path], name: str) -> None:
+    with pytest.raises(UnsafeModelFormat, match=r"torch.export.*torch.onnx.export"):
+        inspect_model(files["pt2"], name, 10**9)
 
 
-def test_torchscript_is_detected_with_unknown_shapes(files: dict[str, Path]) -> None:
-    info = inspect_model(files["ts"], "m.ts", 10**9)
+def test_torchscript_is_refused_unless_allowed(files: dict[str, Path]) -> None:
+    with pytest.raises(UnsafeModelFormat, match="ALLOW_TORCHSCRIPT_UPLOADS"):
+        inspect_model(files["ts"], "m.ts", 10**9)
+
+
+def test_allowed_torchscript_is_detected_with_unknown_shapes(files: dict[str, Path]) -> None:
+    info = inspect_model(files["ts"], "m.ts", 10**9, allow_torchscript=True)
     assert info.format == "torchscript" and info.inputs[0]["name"] == "x" and info.inputs[0]["shape"] is None
+
+
+@pytest.mark.parametrize(
+    ("code", "expected"),
+    [
+        ("def forward(self,\n    x: Tensor,\n    y: Tuple[Tensor, Tensor]) -> Tensor:", ["x", "y"]),
+        ("def forward(self: __torch__.M) -> Tensor:", []),
+        ("no forward here", []),
+    ],
+)
+def test_forward_arguments(code: str, expected: list[str]) -> None:
+    assert forward_arguments(code) == expected
 
 
 def test_onnx_signature(files: dict[str, Path]) -> None:
@@ -111,3 +127,21 @@ def test_safe_extract_stays_inside(tmp_path: Path) -> None:
         zf.writestr("model/a.txt", "hello")
     safe_extract(archive, tmp_path / "out", 10**6)
     assert (tmp_path / "out" / "model" / "a.txt").read_text() == "hello"
+
+
+def test_a_sparse_tensor_counts_at_its_dense_size(tmp_path: Path) -> None:
+    from onnx import TensorProto, helper
+
+    values = helper.make_tensor("w", TensorProto.FLOAT, [1], [1.0])
+    indices = helper.make_tensor("w_indices", TensorProto.INT64, [1], [0])
+    sparse = helper.make_sparse_tensor(values, indices, [1 << 20, 1 << 20])  # 4 TiB dense, 4 bytes stored
+    graph = helper.make_graph(
+        [helper.make_node("Constant", [], ["y"], sparse_value=sparse)],
+        "sparse",
+        [],
+        [helper.make_tensor_value_info("y", TensorProto.FLOAT, [1 << 20, 1 << 20])],
+    )
+    path = tmp_path / "sparse.onnx"
+    path.write_bytes(helper.make_model(graph).SerializeToString())
+    with pytest.raises(ModelLimitsExceeded, match="MAX_TENSOR_BYTES"):
+        inspect_model(path, "sparse.onnx", 10**9, GraphLimits(max_nodes=100, max_tensor_bytes=1 << 30))

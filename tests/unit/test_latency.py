@@ -46,11 +46,11 @@ def feeds(batch: int) -> dict[str, np.ndarray]:
     return {"x": np.random.default_rng(1).standard_normal((batch, WIDTH)).astype(np.float32)}
 
 
-def test_stats_are_ordered_and_throughput_follows_the_mean() -> None:
+def test_stats_are_ordered_and_throughput_follows_the_median() -> None:
     samples = list(np.random.default_rng(0).lognormal(0, 0.5, 500))
     stats = latency_stats(samples, batch_size=8)
     assert stats["min_ms"] <= stats["p50_ms"] <= stats["p90_ms"] <= stats["p99_ms"]
-    assert stats["throughput_per_s"] == pytest.approx(8 * 1000 / np.mean(samples))
+    assert stats["throughput_per_s"] == pytest.approx(8 * 1000 / np.median(samples)), "not the mean: one slow run"
     assert stats["std_ms"] == pytest.approx(np.std(samples, ddof=1))
 
 

@@ -9,9 +9,9 @@ import pytest
 import torch
 from sklearn.metrics import accuracy_score, mean_absolute_error, mean_squared_error, top_k_accuracy_score
 
-from tests.conftest import Digits
 from workers.evaluation.fidelity import fidelity
 from workers.evaluation.metrics import accuracy_report, paired_bootstrap_drop, sqnr_db, topk_correct
+from workers.examples import Digits
 
 
 def _logits(model: torch.nn.Module, x: np.ndarray) -> np.ndarray:

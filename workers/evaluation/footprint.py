@@ -231,7 +231,10 @@ def weights(handle: Any) -> dict[str, Any]:
 
 
 def footprint(handle: Any, shapes: dict[str, list[int]], example: Feeds) -> dict[str, Any]:
-    """Weights and compute of a pipeline handle (ONNX file or torch module)."""
+    """Weights and compute of a pipeline handle (ONNX file or torch module). Compute is counted at the
+    example batch's own shapes for both forms (a text batch's sequence length is its own, not the one in
+    `shapes`), so an original and its result are counted at the same shapes."""
     if handle.kind == "onnx":
-        return {**weights(handle), **onnx_compute(handle.path, shapes)}
+        at = {**shapes, **{name: list(array.shape) for name, array in example.items() if name in shapes}}
+        return {**weights(handle), **onnx_compute(handle.path, at)}
     return {**weights(handle), **torch_compute(handle.module, example, handle.input_names)}

@@ -1,5 +1,12 @@
-"""The latency protocol: warm-up runs, then N timed runs at a fixed thread count, for every batch size
+"""The latency protocol: warm-up runs, then timed runs at a fixed thread count, for every batch size
 asked, with the peak memory of the measurement.
+
+`compare_latency` is what a report uses: the original and the result are timed in the same process,
+interleaved (rounds of a few runs each, in a seeded order that changes every round), so a machine that
+slows down mid-measurement slows both alike. The speedup is the ratio of the medians with a bootstrap
+95% interval over the rounds; an interval spanning 1 (or a change under MIN_EFFECT) reads "no measurable
+difference". When the result runs on onnxruntime and the original on torch, the original is also exported
+to fp32 ONNX and timed on onnxruntime beside them, and that like-for-like ratio is the headline.
 
 ONNX models run on onnxruntime's CPU provider; torch modules run on torch, on the CPU or, for a
 `cuda` measurement, on the GPU timed with CUDA events after synchronisation. Every row says what ran it
@@ -7,26 +14,39 @@ ONNX models run on onnxruntime's CPU provider; torch modules run on torch, on th
 """
 
 import copy
+import logging
 import time
 from collections.abc import Callable
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 import torch
 
-from workers.runtime import Feeds, ModelHandle, onnx_session
+from workers.runtime import Feeds, ModelHandle, PassFailed, onnx_session
 
+log = logging.getLogger(__name__)
 _CLEAR_REFS = Path("/proc/self/clear_refs")
 _STATUS = Path("/proc/self/status")
+ROUNDS = 20
+"""interleaved rounds per batch size (fewer when fewer runs are asked): the bootstrap resamples these"""
+BOOTSTRAP = 2000
+MIN_EFFECT = 0.05
+"""a speedup within 5% of 1 reads "no measurable difference" even when its interval excludes 1"""
+HIGH_CV = 0.25
+"""a coefficient of variation above this gets a note: the machine was busy and the figures are noisy"""
+
+Call = Callable[[], Any]
 
 
 def latency_stats(samples_ms: list[float] | np.ndarray, batch_size: int) -> dict[str, Any]:
     """Percentiles, mean and spread of per-run times in milliseconds; throughput is samples per second
-    at the mean latency (batch_size runs back to back)."""
+    at the median latency (one outlier run does not move it), and `cv` is std / mean."""
     ms = np.asarray(samples_ms, dtype=np.float64)
     p50, p90, p99 = np.percentile(ms, [50, 90, 99])
     mean = float(ms.mean())
+    std = float(ms.std(ddof=1)) if ms.size > 1 else 0.0
     return {
         "batch_size": batch_size,
         "runs": int(ms.size),
@@ -34,9 +54,10 @@ def latency_stats(samples_ms: list[float] | np.ndarray, batch_size: int) -> dict
         "p90_ms": float(p90),
         "p99_ms": float(p99),
         "mean_ms": mean,
-        "std_ms": float(ms.std(ddof=1)) if ms.size > 1 else 0.0,
+        "std_ms": std,
         "min_ms": float(ms.min()),
-        "throughput_per_s": float(batch_size * 1000.0 / mean) if mean > 0 else None,
+        "cv": std / mean if mean > 0 else None,
+        "throughput_per_s": float(batch_size * 1000.0 / p50) if p50 > 0 else None,
     }
 
 
@@ -60,102 +81,257 @@ def _reset_rss_peak() -> bool:
         return False
 
 
-def time_cpu(call: Callable[[], Any], runs: int, warmup: int) -> tuple[list[float], dict[str, Any]]:
-    """Per-run wall times (ms, perf_counter) after `warmup` untimed runs, and the RSS of the measurement."""
-    baseline = _status_kib("VmRSS")
-    reset = _reset_rss_peak()
-    for _ in range(warmup):
-        call()
+def _timed_cpu(call: Call, runs: int) -> list[float]:
     samples = []
     for _ in range(runs):
         start = time.perf_counter()
         call()
         samples.append((time.perf_counter() - start) * 1000.0)
-    peak = _status_kib("VmHWM")
-    memory = {
-        "peak_memory_bytes": peak,
-        "baseline_memory_bytes": baseline,
-        "memory_kind": "rss_high_water" if reset else "rss_high_water_since_process_start",
-    }
-    return samples, memory
+    return samples
 
 
-def time_cuda(call: Callable[[], Any], runs: int, warmup: int) -> tuple[list[float], dict[str, Any]]:
-    """Per-run GPU times (ms) from a pair of CUDA events around each run, read after one synchronisation,
-    and the peak CUDA memory allocated by the measurement."""
-    for _ in range(warmup):
-        call()
-    torch.cuda.synchronize()
-    torch.cuda.reset_peak_memory_stats()
-    baseline = torch.cuda.memory_allocated()
+def _timed_cuda(call: Call, runs: int) -> list[float]:
     events = [(torch.cuda.Event(enable_timing=True), torch.cuda.Event(enable_timing=True)) for _ in range(runs)]
     for start, end in events:
         start.record()
         call()
         end.record()
     torch.cuda.synchronize()
-    samples = [start.elapsed_time(end) for start, end in events]
-    memory = {
+    return [start.elapsed_time(end) for start, end in events]
+
+
+def _warm_cpu(call: Call, warmup: int) -> dict[str, Any]:
+    """`warmup` untimed runs (at least one), and the RSS high-water mark they reached."""
+    baseline = _status_kib("VmRSS")
+    reset = _reset_rss_peak()
+    for _ in range(max(1, warmup)):
+        call()
+    return {
+        "peak_memory_bytes": _status_kib("VmHWM"),
+        "baseline_memory_bytes": baseline,
+        "memory_kind": "rss_high_water" if reset else "rss_high_water_since_process_start",
+    }
+
+
+def _warm_cuda(call: Call, warmup: int) -> dict[str, Any]:
+    """`warmup` untimed runs (at least one), and the peak CUDA memory they allocated."""
+    torch.cuda.synchronize()
+    torch.cuda.reset_peak_memory_stats()
+    baseline = torch.cuda.memory_allocated()
+    for _ in range(max(1, warmup)):
+        call()
+    torch.cuda.synchronize()
+    return {
         "peak_memory_bytes": int(torch.cuda.max_memory_allocated()),
         "baseline_memory_bytes": int(baseline),
         "memory_kind": "cuda_max_allocated",
     }
-    return samples, memory
 
 
-def _torch_call(module: Any, feeds: Feeds, names: list[str], device: str) -> Callable[[], Any]:
-    tensors = [torch.from_numpy(feeds[n]).to(device) for n in names]
+@dataclass
+class Runner:
+    """One model ready to time: a call per batch size, and what runs it."""
 
-    def call() -> Any:
-        with torch.inference_mode():
-            return module(*tensors)
+    handle: ModelHandle
+    on_cuda: bool
+    describe: dict[str, Any]
+    session: Any = None
+    module: Any = None
 
-    return call
+    def call(self, feeds: Feeds) -> Call:
+        if self.session is not None:
+            inputs = {n: feeds[n] for n in self.handle.input_names}
+            session = self.session
+            return lambda: session.run(None, inputs)
+        where = "cuda" if self.on_cuda else "cpu"
+        tensors = [torch.from_numpy(feeds[n]).to(where) for n in self.handle.input_names]
+        module = self.module
+
+        def run() -> Any:
+            with torch.inference_mode():
+                return module(*tensors)
+
+        return run
+
+    def warm(self, call: Call, warmup: int) -> dict[str, Any]:
+        return (_warm_cuda if self.on_cuda else _warm_cpu)(call, warmup)
+
+    def timed(self, call: Call, runs: int) -> list[float]:
+        return (_timed_cuda if self.on_cuda else _timed_cpu)(call, runs)
+
+    def close(self) -> None:
+        if self.on_cuda:
+            self.module = None
+            torch.cuda.empty_cache()
 
 
-def measure(
-    handle: ModelHandle, batches: dict[int, Feeds], runs: int, warmup: int, threads: int, device: str = "cpu"
-) -> list[dict[str, Any]]:
-    """Latency of `handle` for each {batch_size: feeds}. onnxruntime (CPU) for ONNX; torch for torch modules,
-    on CUDA with CUDA events when `device` is cuda and a GPU is present, else on the CPU."""
+def runner(handle: ModelHandle, threads: int, device: str, warmup: int) -> Runner:
+    """onnxruntime (CPU) for ONNX; torch for a torch module, on CUDA when `device` is cuda and a GPU is
+    present, else on the CPU."""
     torch.set_num_threads(threads)
     on_cuda = device == "cuda" and handle.kind == "torch" and torch.cuda.is_available()
-    module: Any = None
-    session: Any = None
-    if handle.kind == "onnx":
-        session = onnx_session(handle.path, threads)
-    elif on_cuda:
-        module = copy.deepcopy(handle.module).to("cuda")
-    else:
-        module = handle.module
-    where = "cuda" if on_cuda else "cpu"
-    base = {
+    session = onnx_session(handle.path, threads) if handle.kind == "onnx" else None
+    module = None if session is not None else (copy.deepcopy(handle.module).to("cuda") if on_cuda else handle.module)
+    describe = {
         "runtime": "onnxruntime" if session is not None else "torch",
-        "device": where,
+        "device": "cuda" if on_cuda else "cpu",
         "provider": "CPUExecutionProvider" if session is not None else None,
         "timer": "cuda_events" if on_cuda else "perf_counter",
         "threads": threads,
         "warmup": warmup,
         "gpu": torch.cuda.get_device_name() if on_cuda else None,
     }
-    results = []
+    return Runner(handle, on_cuda, describe, session, module)
+
+
+def measure(
+    handle: ModelHandle, batches: dict[int, Feeds], runs: int, warmup: int, threads: int, device: str = "cpu"
+) -> list[dict[str, Any]]:
+    """Latency of one model alone for each {batch_size: feeds}: warm-up, then `runs` timed runs."""
+    timer = runner(handle, threads, device, warmup)
+    rows = []
     try:
         for batch_size, feeds in batches.items():
-            call: Callable[[], Any]
-            if session is not None:
-                inputs = {n: feeds[n] for n in handle.input_names}
-
-                def call(inputs: Feeds = inputs) -> Any:
-                    return session.run(None, inputs)
-            else:
-                call = _torch_call(module, feeds, handle.input_names, where)
-            samples, memory = (time_cuda if on_cuda else time_cpu)(call, runs, warmup)
-            results.append({**base, **latency_stats(samples, batch_size), **memory})
+            call = timer.call(feeds)
+            memory = timer.warm(call, warmup)
+            rows.append({**timer.describe, **latency_stats(timer.timed(call, runs), batch_size), **memory})
     finally:
-        if on_cuda:
-            del module
-            torch.cuda.empty_cache()
-    return results
+        timer.close()
+    return rows
+
+
+def interleaved(timers: dict[str, Runner], feeds: Feeds, runs: int, warmup: int, seed: int) -> dict[str, Any]:
+    """Each model warmed up (its memory read then), then `runs` timed runs of each, in rounds: every
+    round runs every model a few times, in an order shuffled per round. Per model: its samples by round
+    and the memory figures."""
+    calls = {name: timer.call(feeds) for name, timer in timers.items()}
+    memory = {name: timers[name].warm(call, warmup) for name, call in calls.items()}
+    rounds = max(1, min(ROUNDS, runs))
+    sizes = [runs // rounds + (1 if r < runs % rounds else 0) for r in range(rounds)]
+    rng = np.random.default_rng(seed)
+    samples: dict[str, list[list[float]]] = {name: [] for name in timers}
+    names = list(timers)
+    for size in sizes:
+        for index in rng.permutation(len(names)):
+            name = names[index]
+            samples[name].append(timers[name].timed(calls[name], size))
+    return {"samples": samples, "memory": memory}
+
+
+def speedup_interval(
+    baseline: list[list[float]], candidate: list[list[float]], seed: int
+) -> tuple[float, float, float]:
+    """median(baseline) / median(candidate) (above 1: the candidate is faster) and its 95% bootstrap
+    interval, resampling whole rounds with the pair of models kept together (a paired block bootstrap)."""
+    a = [np.asarray(r) for r in baseline]
+    b = [np.asarray(r) for r in candidate]
+    ratio = float(np.median(np.concatenate(a)) / np.median(np.concatenate(b)))
+    rng = np.random.default_rng(seed)
+    picks = rng.integers(0, len(a), size=(BOOTSTRAP, len(a)))
+    replicates = np.array(
+        [np.median(np.concatenate([a[i] for i in p])) / np.median(np.concatenate([b[i] for i in p])) for p in picks]
+    )
+    low, high = np.percentile(replicates, [2.5, 97.5])
+    return ratio, float(low), float(high)
+
+
+def reading(ratio: float, low: float, high: float) -> str:
+    """faster, slower, or no measurable difference (an interval spanning 1, or a change under MIN_EFFECT)."""
+    if low <= 1.0 <= high or abs(ratio - 1.0) < MIN_EFFECT:
+        return "no measurable difference"
+    return "faster" if ratio > 1.0 else "slower"
+
+
+@dataclass
+class LatencyComparison:
+    """What compare_latency measured: rows per model and one comparison per batch size."""
+
+    original: list[dict[str, Any]] = field(default_factory=list)
+    original_as_onnx: list[dict[str, Any]] = field(default_factory=list)
+    """the original exported to fp32 ONNX and timed on onnxruntime, when the result is ONNX and the
+    original is not"""
+    result: list[dict[str, Any]] = field(default_factory=list)
+    comparisons: list[dict[str, Any]] = field(default_factory=list)
+
+
+def onnx_baseline(original: ModelHandle, example: Feeds, workdir: Path) -> ModelHandle | None:
+    """The original exported to fp32 ONNX with the same exporter the convert pass uses; None (logged)
+    when it does not export: the comparison is then only against the original's own runtime."""
+    from passes.convert.run import DEFAULT_OPSET, export_to_onnx
+    from workers.context import PassContext
+
+    folder = workdir / "latency-baseline"
+    folder.mkdir(parents=True, exist_ok=True)
+    try:
+        return export_to_onnx(
+            original, PassContext(workdir=folder, step=0, device="cpu", example=example), DEFAULT_OPSET
+        )
+    except PassFailed as exc:
+        log.warning("the original did not export to ONNX for a like-for-like timing: %s", exc.message)
+        return None
+
+
+def _comparison(
+    batch_size: int, baseline: str, timers: dict[str, Runner], samples: dict[str, list[list[float]]], seed: int
+) -> dict[str, Any]:
+    """One batch size's speedup of the result over `baseline`; the headline is the like-for-like one."""
+    ratio, low, high = speedup_interval(samples[baseline], samples["result"], seed)
+    return {
+        "batch_size": batch_size,
+        "device": timers["result"].describe["device"],
+        "baseline": baseline,
+        "baseline_runtime": timers[baseline].describe["runtime"],
+        "result_runtime": timers["result"].describe["runtime"],
+        "like_for_like": timers[baseline].describe["runtime"] == timers["result"].describe["runtime"],
+        "headline": baseline == ("original_as_onnx" if "original_as_onnx" in timers else "original"),
+        "speedup": ratio,
+        "speedup_ci95": {"low": low, "high": high},
+        "reading": reading(ratio, low, high),
+        "rounds": len(samples["result"]),
+        "method": f"ratio of medians, {BOOTSTRAP}-resample paired bootstrap over interleaved rounds",
+    }
+
+
+def compare_latency(
+    original: ModelHandle,
+    result: ModelHandle,
+    batches: dict[int, Feeds],
+    runs: int,
+    warmup: int,
+    threads: int,
+    device: str,
+    seed: int,
+    workdir: Path,
+) -> LatencyComparison:
+    """The original and the result timed interleaved at every batch size; with a torch original and an
+    ONNX result, the original exported to ONNX too, and its comparison first (the headline)."""
+    timers = {"original": runner(original, threads, device, warmup), "result": runner(result, threads, device, warmup)}
+    if result.kind == "onnx" and original.kind != "onnx":
+        exported = onnx_baseline(original, next(iter(batches.values())), workdir)
+        if exported is not None:
+            timers["original_as_onnx"] = runner(exported, threads, device, warmup)
+    found = LatencyComparison()
+    try:
+        for batch_size, feeds in batches.items():
+            measured = interleaved(timers, feeds, runs, warmup, seed + batch_size)
+            rows = {
+                name: {
+                    **timer.describe,
+                    **latency_stats(np.concatenate(measured["samples"][name]), batch_size),
+                    **measured["memory"][name],
+                }
+                for name, timer in timers.items()
+            }
+            found.original.append(rows["original"])
+            found.result.append(rows["result"])
+            if "original_as_onnx" in rows:
+                found.original_as_onnx.append(rows["original_as_onnx"])
+            for baseline in sorted(set(timers) - {"result"}, key=lambda n: n != "original_as_onnx"):
+                found.comparisons.append(_comparison(batch_size, baseline, timers, measured["samples"], seed))
+    finally:
+        for timer in timers.values():
+            timer.close()
+    return found
 
 
 def p50_at_first_batch(rows: list[dict[str, Any]]) -> float | None:

@@ -8,7 +8,7 @@ from importlib import metadata
 from typing import Any
 
 from app.schemas.jobs import JobSpec
-from workers.evaluation.latency import p50_at_first_batch
+from workers.evaluation.latency import HIGH_CV, p50_at_first_batch
 
 LIBRARIES = (
     "squeeze",
@@ -61,25 +61,31 @@ def machine() -> dict[str, Any]:
     }
 
 
+FIDELITY_FLOOR = 0.9
+"""a result whose mean cosine to the original is below this fails even when no constraint was given: it is
+a different model, whatever its size and speed (`constraints.min_cosine` replaces the floor)"""
+
+
 def _check(limit: float, value: float | None, met: bool | None, unchecked: str) -> dict[str, Any]:
     return {"limit": limit, "value": value, "met": met, "reason": unchecked if value is None else None}
 
 
-def constraints_verdict(spec: JobSpec, result: dict[str, Any], accuracy: dict[str, Any] | None) -> dict[str, Any]:
-    """Each constraint given: the limit, the result's value and whether it is met; then `pass` only when
-    every one is met, else `fail` naming the ones that are not (or could not be checked)."""
+def _constraint_checks(spec: JobSpec, result: dict[str, Any], accuracy: dict[str, Any] | None) -> dict[str, Any]:
+    """Each constraint given, plus the fidelity floor when `min_cosine` is not: limit, value, met."""
     given = spec.constraints
-    if given is None or all(v is None for v in given.model_dump().values()):
-        return {"verdict": "pass", "reason": "no constraints were given", "checks": {}}
     checks: dict[str, Any] = {}
-    if given.min_cosine is not None:
-        value = result["fidelity"].get("cosine_mean")
+    cosine = result["fidelity"].get("cosine_mean")
+    if given is not None and given.min_cosine is not None:
         checks["min_cosine"] = _check(
             given.min_cosine,
-            value,
-            value is not None and value >= given.min_cosine,
-            "the result has no float output to compare",
+            cosine,
+            cosine is not None and cosine >= given.min_cosine,
+            "the result has no float output",
         )
+    elif cosine is not None:
+        checks["fidelity_floor"] = _check(FIDELITY_FLOOR, cosine, cosine >= FIDELITY_FLOOR, "")
+    if given is None:
+        return checks
     if given.min_size_ratio is not None:
         value = result.get("size_ratio")
         checks["min_size_ratio"] = _check(
@@ -105,16 +111,51 @@ def constraints_verdict(spec: JobSpec, result: dict[str, Any], accuracy: dict[st
             None if value is None else value <= given.max_accuracy_drop,
             "no labelled evaluation set: give evaluate.dataset_id with labels",
         )
-    failed = [name for name, c in checks.items() if not c["met"]]
-    if not failed:
-        return {"verdict": "pass", "reason": f"all {len(checks)} constraints met", "checks": checks}
-    reasons = [
-        f"{name}: {checks[name]['reason']}"
-        if checks[name]["met"] is None
-        else f"{name}: {checks[name]['value']:.4g} against a limit of {checks[name]['limit']:.4g}"
-        for name in failed
+    return checks
+
+
+def regressions(result: dict[str, Any]) -> list[str]:
+    """What makes a result worse than its original without breaking a constraint: slower at a batch size
+    (the headline comparison's interval excludes 1) or larger on disk."""
+    found = [
+        f"slower than the original at batch {c['batch_size']}: x{c['speedup']:.2f} the speed "
+        f"(95% interval {c['speedup_ci95']['low']:.2f} to {c['speedup_ci95']['high']:.2f}, {c['baseline_runtime']} "
+        f"against {c['result_runtime']})"
+        for c in result.get("latency_comparison") or []
+        if c["headline"] and c["reading"] == "slower"
     ]
-    return {"verdict": "fail", "reason": "; ".join(reasons), "checks": checks}
+    ratio = result.get("size_ratio")
+    if ratio is not None and ratio < 1:
+        found.append(f"larger than the original: x{1 / ratio:.2f} its size on disk")
+    return found
+
+
+def constraints_verdict(spec: JobSpec, result: dict[str, Any], accuracy: dict[str, Any] | None) -> dict[str, Any]:
+    """`fail` when a constraint or the fidelity floor is missed (or a constraint could not be checked),
+    naming each; else `warn` when the result is slower or larger than its original; else `pass`."""
+    checks = _constraint_checks(spec, result, accuracy)
+    warnings = regressions(result)
+    failed = [name for name, c in checks.items() if not c["met"]]
+    if failed:
+        reasons = [
+            f"{name}: {checks[name]['reason']}"
+            if checks[name]["met"] is None
+            else f"{name}: {checks[name]['value']:.4g} against a limit of {checks[name]['limit']:.4g}"
+            for name in failed
+        ]
+        return {"verdict": "fail", "reason": "; ".join(reasons), "checks": checks, "warnings": warnings}
+    given = [name for name in checks if name != "fidelity_floor"]
+    met = f"all {len(given)} constraints met" if given else "no constraints were given"
+    if "fidelity_floor" in checks:
+        met += f"; cosine to the original {checks['fidelity_floor']['value']:.4f} is above the {FIDELITY_FLOOR} floor"
+    if warnings:
+        return {
+            "verdict": "warn",
+            "reason": f"{met}, but " + "; ".join(warnings),
+            "checks": checks,
+            "warnings": warnings,
+        }
+    return {"verdict": "pass", "reason": met, "checks": checks, "warnings": []}
 
 
 def speedups(original: list[dict[str, Any]], result: list[dict[str, Any]]) -> dict[str, float]:
@@ -141,4 +182,11 @@ def latency_notes(device: str, original: list[dict[str, Any]], result: list[dict
             notes.append(f"the {name} was timed on the CPU with {rows[0]['runtime']}: {why}")
         elif rows:
             notes.append(f"the {name} was timed with {rows[0]['runtime']} on {rows[0]['device']} ({rows[0]['timer']})")
+    for name, rows in (("original", original), ("result", result)):
+        notes += [
+            f"the {name}'s runs at batch {row['batch_size']} varied by {row['cv']:.0%} (coefficient of variation): "
+            "the machine was busy, so read the interval, not the point estimate"
+            for row in rows
+            if (row.get("cv") or 0) > HIGH_CV
+        ]
     return notes

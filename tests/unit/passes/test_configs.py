@@ -34,7 +34,7 @@ def test_a_stored_spec_validates_again_as_it_did_at_submit(config: dict) -> None
 @pytest.mark.parametrize(
     ("config", "where", "fragment"),
     [
-        ({"type": "quantize", "method": "static"}, "static.calibration", "Field required"),
+        ({"type": "quantize", "method": "static"}, "quantize.static", "needs calibration data"),
         ({"type": "quantize", "method": "int4", "per_channel": False}, "int4.per_channel", "Extra inputs"),
         ({"type": "quantize", "method": "dynamic", "block_size": 64}, "dynamic.block_size", "Extra inputs"),
         ({**STATIC, "symmetric": True}, "static.symmetric", "Extra inputs"),

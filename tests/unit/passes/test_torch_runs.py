@@ -10,10 +10,10 @@ import pytest
 import torch
 from onnx import TensorProto, helper
 
-from tests.conftest import Digits
 from tests.pass_runs import apply, params, parse
 from workers.context import PassContext
 from workers.conversion.onnx_to_torch import ConversionUnsupported, onnx_to_torch
+from workers.examples import Digits
 from workers.runtime import ModelHandle, PassFailed, run
 
 TRAIN = "ds_train"

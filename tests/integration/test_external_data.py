@@ -1,0 +1,58 @@
+"""An ONNX model with external data (torch 2.13's default export) uploads as two files in one multipart
+request, is stored as the model's folder, and runs a job; the .onnx alone is refused with what to do."""
+
+from pathlib import Path
+
+import pytest
+
+from tests.conftest import Stack
+
+
+@pytest.fixture(scope="module")
+def external_onnx(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, Path]:
+    import torch
+
+    torch.manual_seed(0)
+    model = torch.nn.Sequential(torch.nn.Linear(64, 256), torch.nn.ReLU(), torch.nn.Linear(256, 10)).eval()
+    path = tmp_path_factory.mktemp("external") / "mlp_ext.onnx"
+    torch.onnx.export(
+        model,
+        (torch.randn(2, 64),),
+        str(path),
+        input_names=["x"],
+        output_names=["logits"],
+        dynamo=True,
+        external_data=True,
+        dynamic_shapes=({0: torch.export.Dim("batch")},),
+    )
+    data = path.with_name(path.name + ".data")
+    assert data.is_file(), "the exporter wrote the weights beside the model"
+    return path, data
+
+
+def test_model_and_data_upload_in_one_request_and_run(stack: Stack, external_onnx: tuple[Path, Path]) -> None:
+    model, data = external_onnx
+    with stack.client() as client, model.open("rb") as m, data.open("rb") as d:
+        response = client.post("/v1/models", files=[("file", (model.name, m)), ("data", (data.name, d))])
+        assert response.status_code == 201, response.text
+        uploaded = response.json()
+        assert uploaded["param_count"] == 64 * 256 + 256 + 256 * 10 + 10, "the weights were found in the data file"
+        job = client.post(
+            "/v1/jobs",
+            json={
+                "model_id": uploaded["id"],
+                "passes": [{"type": "quantize", "method": "dynamic"}],
+                "input_shapes": {"x": [4, 64]},
+            },
+        )
+        assert job.status_code == 202, job.text
+        done = stack.wait_for(client, job.json()["id"])
+    assert done["status"] == "succeeded", done["error"]
+
+
+def test_the_model_alone_says_how_to_send_its_data(stack: Stack, external_onnx: tuple[Path, Path]) -> None:
+    model, _ = external_onnx
+    with stack.client() as client, model.open("rb") as m:
+        response = client.post("/v1/models", files={"file": (model.name, m)})
+    assert response.status_code == 422, response.text
+    assert "-F data=@" in response.json()["detail"], "the refusal names the two-file upload"
