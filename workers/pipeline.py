@@ -28,7 +28,7 @@ from workers.evaluation.footprint import footprint, weights
 from workers.evaluation.inputs import Feeds, make_batches, with_batch
 from workers.evaluation.latency import compare_latency
 from workers.evaluation.metrics import accuracy_report, top1
-from workers.runtime import ModelHandle, PassFailed, load_original, onnx_session, run
+from workers.runtime import ModelHandle, PassFailed, inline_weights, load_original, onnx_session, run
 
 Emit = Callable[[Progress], None]
 Outputs = list[list[np.ndarray]]
@@ -212,12 +212,15 @@ def handle_format(handle: ModelHandle) -> str:
 
 
 def finish_artifact(handle: ModelHandle, fmt: str, workdir: Path) -> ArtifactFile:
-    """Copy the last step's file to out/ under the artifact's name."""
+    """Copy the last step's file to out/ under the artifact's name (an ONNX model's weights inside it)."""
     if handle.path is None or handle_format(handle) != fmt:
         raise RuntimeError(f"the plan ends in {fmt} but its last step left {handle_format(handle)}")
     name = ARTIFACT_NAMES[fmt]
     (workdir / "out").mkdir(exist_ok=True)
-    shutil.copyfile(handle.path, workdir / "out" / name)
+    target = workdir / "out" / name
+    if fmt == "onnx" and inline_weights(handle.path, target) == target:
+        return ArtifactFile(path=f"out/{name}", name=name, kind="model", format=fmt)
+    shutil.copyfile(handle.path, target)
     return ArtifactFile(path=f"out/{name}", name=name, kind="model", format=fmt)  # type: ignore[arg-type]
 
 

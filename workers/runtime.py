@@ -104,6 +104,17 @@ def load_original(upload: Path, model: ModelRecord, workdir: Path, max_unpacked:
     raise PassFailed(JobErrorCode.unsupported_model_format, f"the worker cannot load format {fmt!r}")
 
 
+def inline_weights(path: Path, target: Path) -> Path:
+    """`path` when its weights are inside the file; else a copy at `target` with the external data read in:
+    what a step hands on and the artifact a user downloads are one self-contained file."""
+    model = onnx.load(str(path), load_external_data=False)
+    if not any(init.data_location == onnx.TensorProto.EXTERNAL for init in model.graph.initializer):
+        return path
+    onnx.load_external_data_for_model(model, str(path.parent))
+    onnx.save(model, str(target))
+    return target
+
+
 def check_external_data(path: Path) -> None:
     """Every external-data location must be a relative path without `..` naming a regular file inside the
     model's own folder: not a symlink (at any level) and not a hardlink (st_nlink > 1), which could

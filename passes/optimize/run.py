@@ -4,7 +4,7 @@ import onnxruntime as ort
 
 from passes.optimize.config import Config
 from workers.context import PassContext
-from workers.runtime import ModelHandle
+from workers.runtime import ModelHandle, inline_weights
 
 LEVELS = {
     "basic": ort.GraphOptimizationLevel.ORT_ENABLE_BASIC,
@@ -13,10 +13,11 @@ LEVELS = {
 
 
 def run(config: Config, handle: ModelHandle, ctx: PassContext) -> ModelHandle:
+    source = inline_weights(handle.path, ctx.path("inline.onnx"))  # type: ignore[arg-type]
     path = ctx.path("model.onnx")
     options = ort.SessionOptions()
     options.graph_optimization_level = LEVELS[config.level]
     options.optimized_model_filepath = str(path)
     options.log_severity_level = 3
-    ort.InferenceSession(str(handle.path), options, providers=["CPUExecutionProvider"])
+    ort.InferenceSession(str(source), options, providers=["CPUExecutionProvider"])
     return handle.with_onnx(path)

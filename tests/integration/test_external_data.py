@@ -3,6 +3,8 @@ request, is stored as the model's folder, and runs a job; the .onnx alone is ref
 
 from pathlib import Path
 
+import numpy as np
+import onnxruntime as ort
 import pytest
 
 from tests.conftest import Stack
@@ -30,7 +32,14 @@ def external_onnx(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, Path]
     return path, data
 
 
-def test_model_and_data_upload_in_one_request_and_run(stack: Stack, external_onnx: tuple[Path, Path]) -> None:
+@pytest.mark.parametrize(
+    "passes",
+    [[{"type": "quantize", "method": "dynamic"}], [{"type": "optimize"}], [{"type": "convert", "to": "onnx"}]],
+    ids=["quantize", "optimize", "no-op"],
+)
+def test_model_and_data_upload_in_one_request_and_run(
+    stack: Stack, external_onnx: tuple[Path, Path], passes: list[dict], tmp_path: Path
+) -> None:
     model, data = external_onnx
     with stack.client() as client, model.open("rb") as m, data.open("rb") as d:
         response = client.post("/v1/models", files=[("file", (model.name, m)), ("data", (data.name, d))])
@@ -38,16 +47,17 @@ def test_model_and_data_upload_in_one_request_and_run(stack: Stack, external_onn
         uploaded = response.json()
         assert uploaded["param_count"] == 64 * 256 + 256 + 256 * 10 + 10, "the weights were found in the data file"
         job = client.post(
-            "/v1/jobs",
-            json={
-                "model_id": uploaded["id"],
-                "passes": [{"type": "quantize", "method": "dynamic"}],
-                "input_shapes": {"x": [4, 64]},
-            },
+            "/v1/jobs", json={"model_id": uploaded["id"], "passes": passes, "input_shapes": {"x": [4, 64]}}
         )
         assert job.status_code == 202, job.text
         done = stack.wait_for(client, job.json()["id"])
-    assert done["status"] == "succeeded", done["error"]
+        assert done["status"] == "succeeded", done["error"]
+        artifact = next(a for a in client.get(f"/v1/jobs/{done['id']}/artifacts").json() if a["kind"] == "model")
+        downloaded = tmp_path / "model.onnx"
+        downloaded.write_bytes(client.get(artifact["download_url"]).content)
+    x = np.random.default_rng(0).standard_normal((3, 64)).astype(np.float32)
+    (out,) = ort.InferenceSession(str(downloaded)).run(None, {"x": x})  # alone: its weights are inside
+    assert out.shape == (3, 10), "the downloaded artifact runs without the upload's data file"
 
 
 def test_the_model_alone_says_how_to_send_its_data(stack: Stack, external_onnx: tuple[Path, Path]) -> None:
