@@ -9,7 +9,7 @@ from fastapi import APIRouter, Header, Query, Request, Response
 
 from app.api.deps import PublisherDep, SessionDep, SettingsDep, StoreDep, TenantDep
 from app.db.models import Job
-from app.errors import MalformedRequest, ValidationFailed
+from app.errors import MalformedRequest, SqueezeError, ValidationFailed
 from app.schemas.common import Page
 from app.schemas.jobs import JobError, JobOut, JobSpec, JobStatus
 from app.services import jobs as service
@@ -79,7 +79,11 @@ async def submit_job(
         upload = await receive_upload(
             request.stream(), content_type, settings.tmp_dir, settings.max_upload_bytes, declared_length=length
         )
-        raw = _parse_json(upload.fields.get("spec", ""), "spec form field")
+        try:
+            raw = _parse_json(upload.fields.get("spec", ""), "spec form field")
+        except SqueezeError:
+            upload.discard()  # refused before it became a model: nothing of it stays
+            raise
         model = await create_model(session, store, settings, tenant, upload)
         raw["model_id"] = model.id
     else:

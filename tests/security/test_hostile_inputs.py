@@ -292,8 +292,10 @@ def test_hostile_request_bodies_and_headers_get_4xx_never_500(hostile: httpx.Cli
         response = hostile.post("/v1/jobs", content=body, headers={"content-type": "application/json"})
         assert response.status_code == 422 and response.json()["code"] == code, f"{label}: {response.text[:300]}"
     spec = '{"model_id": "mdl_x", "passes": ' + "[" * 100_000 + "]" * 100_000 + "}"
+    spooled = set((stack.home / "tmp").glob("upload-*"))
     response = hostile.post("/v1/jobs", files={"file": ("m.onnx", tiny_onnx())}, data={"spec": spec})
     assert response.status_code == 422 and response.json()["code"] == "malformed_request", response.text[:300]
+    assert set((stack.home / "tmp").glob("upload-*")) == spooled, "a refused upload-and-submit leaves no file"
     for length in ("9" * 5000, "\u0661\u0662", "-1"):
         status = _raw_status(stack, hostile, f"POST /v1/jobs HTTP/1.1\r\nContent-Length: {length}\r\n\r\n{{}}")
         assert 400 <= status < 500, f"Content-Length {length[:10]!r}: {status}"
