@@ -71,13 +71,14 @@ def bwrap_command(child: list[str], workdir: Path, squeeze_home: Path) -> list[s
     binary = shutil.which("bwrap") or "bwrap"
     args = [binary, "--unshare-all", "--uid", NOBODY, "--gid", NOBODY, "--cap-drop", "ALL", "--die-with-parent"]
     args += _system_mounts()
+    # The private /tmp first: a checkout or venv that lives under /tmp is bound on top of it, not hidden by it.
+    args += ["--proc", "/proc", "--dev", "/dev", *_devices(), "--tmpfs", "/tmp"]
     mounted = _python_mounts()
     for folder in mounted:
         args += ["--ro-bind", str(folder), str(folder)]
     home = squeeze_home.resolve()
     if any(home.is_relative_to(folder) for folder in mounted):
         args += ["--tmpfs", str(home)]
-    args += ["--proc", "/proc", "--dev", "/dev", *_devices(), "--tmpfs", "/tmp"]
     args += ["--bind", str(workdir), str(JOB_DIR), "--chdir", str(JOB_DIR), "--"]
     return args + child
 
