@@ -14,7 +14,7 @@ from sqlalchemy.exc import TimeoutError as PoolTimeout
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from app import __version__
-from app.api import artifacts, datasets, health, jobs, models, reports, tenant
+from app.api import artifacts, datasets, health, jobs, models, reports, searches, tenant
 from app.api.docs import offline_app
 from app.errors import SqueezeError
 from app.queue import make_celery, publish_job
@@ -152,6 +152,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     app.middleware("http")(app.state.metrics.middleware)
     _install_error_handlers(app)
     app.include_router(health.router)
-    for router in (models.router, datasets.router, jobs.router, reports.router, artifacts.router, tenant.router):
+    routers = (models, datasets, jobs, reports, artifacts, searches, tenant)
+    for router in (module.router for module in routers):
         app.include_router(router, responses=PROBLEM_RESPONSES)
     return app

@@ -11,6 +11,7 @@ from sqlalchemy.exc import SQLAlchemyError
 
 from app.db import transitions
 from app.db.session import session_scope
+from app.services import searches
 from app.settings import Settings
 
 log = logging.getLogger(__name__)
@@ -117,12 +118,17 @@ def publish_or_leave(settings: Settings, publish: Publish, job_id: str, queue: s
 
 
 def maintenance_loop(settings: Settings, publish: Publish, pending: Pending, stop: threading.Event) -> None:
-    """reap_and_sweep at start-up and every `reaper_interval_s` until `stop`; survives outages."""
+    """reap_and_sweep (and cut the searches past their wall time) at start-up and every `reaper_interval_s`
+    until `stop`; survives outages."""
     while True:
         try:
             reaped, published = reap_and_sweep(settings, publish, pending)
             if reaped or published:
                 log.info("maintenance: %d expired lease(s) reaped, %d job(s) published", reaped, published)
+            with session_scope(settings.effective_database_url) as session:
+                overdue = searches.advance_overdue(session)
+            if overdue:
+                log.info("maintenance: %d search(es) past their budget's wall time cut", overdue)
         except SQLAlchemyError as exc:
             log.warning("maintenance pass skipped, database unavailable: %s", exc)
         except Exception:  # the broker down, or a bug: log it, and keep the loop (and the reaper) alive

@@ -16,7 +16,7 @@ from app.schemas.datasets import dataset_refs, eval_batch_size, shapes_from_data
 from app.schemas.errors import JobErrorCode
 from app.schemas.reports import Report
 from app.schemas.shapes import resolve_input_shapes
-from app.schemas.tasks import ArtifactFile, ChildSucceeded, ChildTask, DatasetRecord, Progress
+from app.schemas.tasks import ArtifactFile, ChildSucceeded, ChildTask, DatasetRecord, Interim, Progress
 from passes.planner import PlannedStep
 from passes.registry import run_of
 from workers.context import PassContext
@@ -75,6 +75,8 @@ def run_pipeline(task: ChildTask, workdir: Path, emit: Emit) -> ChildSucceeded:
         emit(Progress(progress=(1 + planned.index) / total, current=planned.label))
         current, step = apply_step(planned, current, original, reference, inputs, task, workdir)
         steps.append(step)
+        done = interim_of(step, original_figures)
+        emit(Progress(progress=(2 + planned.index) / total, current=planned.label, interim=done))
     emit(Progress(progress=(total - 1) / total, current="evaluate result"))
     artifact = finish_artifact(current.handle, task.plan.artifact_format, workdir)
     result = measure_result(task, original, current.handle, workdir, artifact, steps[-1], original_figures, inputs)
@@ -144,6 +146,16 @@ def measure_original(task: ChildTask, handle: ModelHandle, inputs: Inputs) -> di
         "param_count": task.model.param_count or weights(handle)["param_count"],
         "accuracy": accuracy_of(outputs_of(handle, inputs), inputs),
     }
+
+
+def interim_of(step: dict[str, Any], original_figures: dict[str, Any]) -> Interim:
+    return Interim(
+        step=step["index"],
+        label=step["label"],
+        cosine_mean=(step["fidelity"] or {}).get("cosine_mean"),
+        accuracy=step["accuracy"],
+        original_accuracy=original_figures["accuracy"],
+    )
 
 
 def apply_step(

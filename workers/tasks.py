@@ -28,6 +28,7 @@ from app.queue import RUN_JOB_TASK, publish_job
 from app.schemas.datasets import dataset_refs
 from app.schemas.jobs import JobSpec
 from app.schemas.tasks import ChildSucceeded, ChildTask, DatasetRecord, ModelRecord, Progress, RunJob
+from app.services import searches
 from app.services.isolation import isolation_state
 from app.settings import Settings, get_settings
 from app.storage import Store, open_store
@@ -119,6 +120,14 @@ def execute(job_id: str, settings: Settings) -> None:
         if not any(workdir.parent.iterdir()):
             workdir.parent.rmdir()
     notify_job_ended(job_id, settings)
+    advance_search(claim.search_id, url)
+
+
+def advance_search(search_id: str | None, url: str) -> None:
+    """Move the job's search on (stop hopeless candidates, end it when all ended); skipped while the
+    database is unreachable: reading the search, or the maintenance loop, advances it later."""
+    if search_id is not None:
+        _best_effort(url, lambda s: searches.advance(s, search_id))
 
 
 def _run(claim: transitions.Claim, settings: Settings, store: Store, workdir: Path, heartbeat: Heartbeat) -> Outcome:
@@ -134,9 +143,13 @@ def _run(claim: transitions.Claim, settings: Settings, store: Store, workdir: Pa
         _best_effort(url, lambda s: transitions.record_child(s, claim.job_id, claim.fence, pid))
 
     def on_event(event: Progress) -> None:
+        interim = event.interim.model_dump() if event.interim else None
         _best_effort(
-            url, lambda s: transitions.record_progress(s, claim.job_id, claim.fence, event.progress, event.current)
+            url,
+            lambda s: transitions.record_progress(s, claim.job_id, claim.fence, event.progress, event.current, interim),
         )
+        if interim is not None:
+            advance_search(claim.search_id, url)
 
     def should_stop() -> str | None:
         if heartbeat.lost.is_set():

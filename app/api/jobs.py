@@ -38,6 +38,9 @@ def job_out(job: Job) -> JobOut:
         started_at=job.started_at,
         finished_at=job.finished_at,
         duration_s=duration,
+        reused_from=job.reused_from,
+        search_id=job.search_id,
+        candidate=job.candidate,
     )
 
 

@@ -4,7 +4,19 @@ import uuid
 from datetime import UTC, datetime
 from typing import Any
 
-from sqlalchemy import JSON, BigInteger, Boolean, DateTime, Float, ForeignKey, Integer, String, Text, UniqueConstraint
+from sqlalchemy import (
+    JSON,
+    BigInteger,
+    Boolean,
+    DateTime,
+    Float,
+    ForeignKey,
+    Index,
+    Integer,
+    String,
+    Text,
+    UniqueConstraint,
+)
 from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column
 
 
@@ -35,7 +47,10 @@ class Model(Base):
 
 class Job(Base):
     __tablename__ = "jobs"
-    __table_args__ = (UniqueConstraint("tenant", "idempotency_key", name="uq_jobs_tenant_idempotency_key"),)
+    __table_args__ = (
+        UniqueConstraint("tenant", "idempotency_key", name="uq_jobs_tenant_idempotency_key"),
+        Index("ix_jobs_tenant_cache_key", "tenant", "cache_key"),
+    )
 
     id: Mapped[str] = mapped_column(String(40), primary_key=True)
     tenant: Mapped[str] = mapped_column(String(64), index=True)
@@ -67,6 +82,41 @@ class Job(Base):
     """When a message for this queued job was last handed to the broker (the sweep re-publishes old ones)."""
     child_pid: Mapped[int | None] = mapped_column(Integer, nullable=True)
     """The pipeline process of the running attempt, for operators (and fault tests) to find it."""
+    search_id: Mapped[str | None] = mapped_column(
+        ForeignKey("searches.id", ondelete="CASCADE"), nullable=True, index=True
+    )
+    """The search this job is a candidate of (app.services.searches)."""
+    candidate: Mapped[str | None] = mapped_column(String(128), nullable=True)
+    """The candidate's label in its search, e.g. `int8 static per-channel minmax`."""
+    cache_key: Mapped[str | None] = mapped_column(String(64), nullable=True)
+    """sha256 of the model's and datasets' sha256s and the canonical spec (app.services.result_cache)."""
+    reused_from: Mapped[str | None] = mapped_column(String(40), nullable=True)
+    """The earlier job whose result this job returned from the cache, without running."""
+    search_note: Mapped[str | None] = mapped_column(Text, nullable=True)
+    """Why the search stopped this candidate (pruned early, or cut at the budget)."""
+    interim: Mapped[dict[str, Any] | None] = mapped_column(JSON, nullable=True)
+    """Figures after the latest finished step (app.schemas.tasks.Interim), for a search's early stop."""
+
+
+class Search(Base):
+    """A search: the parent of candidate jobs; its front and chosen candidate are read from their reports."""
+
+    __tablename__ = "searches"
+    __table_args__ = (Index("ix_searches_tenant_created_at", "tenant", "created_at"),)
+
+    id: Mapped[str] = mapped_column(String(40), primary_key=True)
+    tenant: Mapped[str] = mapped_column(String(64))
+    model_id: Mapped[str] = mapped_column(ForeignKey("models.id", ondelete="RESTRICT"))
+    spec: Mapped[dict[str, Any]] = mapped_column(JSON)
+    candidates: Mapped[dict[str, Any]] = mapped_column(JSON)
+    """The space chosen at submit (app.schemas.searches.Space): candidates in queue order, notes on the rest."""
+    status: Mapped[str] = mapped_column(String(16), index=True, default="running")
+    cancel_requested: Mapped[bool] = mapped_column(Boolean, default=False, server_default="0")
+    chosen_job_id: Mapped[str | None] = mapped_column(String(40), nullable=True)
+    verdict: Mapped[str | None] = mapped_column(Text, nullable=True)
+    created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), default=utcnow)
+    deadline_at: Mapped[datetime] = mapped_column(DateTime(timezone=True))
+    finished_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True), nullable=True)
 
 
 class Artifact(Base):

@@ -27,6 +27,7 @@ class Claim:
     plan: dict[str, Any] | None
     tenant: str
     model: dict[str, Any]
+    search_id: str | None = None
 
 
 def _begin_write(session: Session) -> None:
@@ -93,6 +94,7 @@ def claim(session: Session, job_id: str, worker: str, lease_s: float) -> Claim |
             "sha256": model.sha256,
             "id": model.id,
         },
+        job.search_id,
     )
     session.commit()
     return result
@@ -116,8 +118,12 @@ def record_child(session: Session, job_id: str, fence: int, pid: int) -> None:
     session.commit()
 
 
-def record_progress(session: Session, job_id: str, fence: int, progress: float, current_pass: str) -> None:
-    session.execute(_mine(job_id, fence).values(progress=progress, current_pass=current_pass))
+def record_progress(
+    session: Session, job_id: str, fence: int, progress: float, current_pass: str, interim: dict[str, Any] | None = None
+) -> None:
+    """Progress, and the figures after a finished step when the event carries them."""
+    extra = {"interim": interim} if interim is not None else {}
+    session.execute(_mine(job_id, fence).values(progress=progress, current_pass=current_pass, **extra))
     session.commit()
 
 

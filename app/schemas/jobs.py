@@ -80,6 +80,11 @@ class JobSpec(BaseModel):
     device: Literal["cpu", "cuda"] = "cpu"
     seed: int = Field(0, ge=0, description="seeds the evaluation inputs, so a report can be reproduced")
     webhook: WebhookSpec | None = None
+    cache: bool = Field(
+        True,
+        description="return the result of an earlier succeeded job of this tenant with the same model, datasets "
+        "(by sha256) and spec at once, without running; false runs it again (a job with a webhook always runs)",
+    )
 
     @field_validator("input_shapes")
     @classmethod
@@ -114,6 +119,11 @@ class JobOut(BaseModel):
     started_at: datetime | None
     finished_at: datetime | None
     duration_s: float | None = Field(None, description="finished_at - started_at")
+    reused_from: str | None = Field(
+        None, description="the earlier job whose result (report and artifacts) this job returned from the cache"
+    )
+    search_id: str | None = Field(None, description="the search this job is a candidate of")
+    candidate: str | None = Field(None, description="its label in that search")
 
 
 class ArtifactOut(BaseModel):

@@ -66,11 +66,23 @@ class ChildTask(_Contract):
     max_unpacked_bytes: int = Field(ge=1)
 
 
+class Interim(_Contract):
+    """Figures after a finished step, against the original on the evaluation inputs: a search reads them to
+    stop a candidate that can no longer meet its constraints."""
+
+    step: int = Field(description="the plan index of the step just finished")
+    label: str
+    cosine_mean: float | None
+    accuracy: float | None = Field(description="top-1 after the step, when the evaluation set has labels")
+    original_accuracy: float | None
+
+
 class Progress(_Contract):
     """One line the child prints on stdout while it works."""
 
     progress: float = Field(ge=0, le=1)
     current: str = Field(description="the step running now, e.g. `quantize static`")
+    interim: Interim | None = Field(None, description="set on the line that ends a step")
 
 
 class ArtifactFile(_Contract):

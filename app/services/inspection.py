@@ -218,7 +218,13 @@ def _inspect_onnx(path: Path, filename: str, limits: GraphLimits | None) -> Mode
             "or zip the .onnx file together with its data files and upload the zip."
         )
     inputs, outputs, params = onnx_signature(model)
-    return ModelInfo("onnx", inputs, outputs, params, {"opset": _opset(model), "ir_version": model.ir_version})
+    details = {"opset": _opset(model), "ir_version": model.ir_version, "op_types": _op_types(model)}
+    return ModelInfo("onnx", inputs, outputs, params, details)
+
+
+def _op_types(model: onnx.ModelProto) -> list[str]:
+    """The operator types of the main graph (a search proposes int4 only where MatMul or Gather exist)."""
+    return sorted({node.op_type for node in model.graph.node})
 
 
 def _opset(model: onnx.ModelProto) -> int | None:

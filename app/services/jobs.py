@@ -16,12 +16,13 @@ from sqlalchemy import func, select, update
 from sqlalchemy.exc import IntegrityError, SQLAlchemyError
 from sqlalchemy.orm import Session
 
-from app.db.models import Artifact, Job, Tenant, new_id, utcnow
+from app.db.models import Artifact, Job, Model, Tenant, new_id, utcnow
 from app.db.transitions import mark_unpublished
 from app.errors import Conflict, ImpossiblePipeline, NotFound, TooManyJobs, UnresolvedInputShape, ValidationFailed
 from app.schemas.datasets import shapes_from_dataset
 from app.schemas.jobs import JobSpec
 from app.schemas.shapes import ShapeError, resolve_input_shapes
+from app.services import result_cache
 from app.services.datasets import resolve_references
 from app.services.models import get_model
 from app.services.webhooks import check_url
@@ -62,7 +63,8 @@ def parse_spec(raw: Any) -> JobSpec:
 def submit_job(
     session: Session, settings: Settings, publish: Publisher, tenant: str, raw_spec: Any, idempotency_key: str | None
 ) -> tuple[Job, bool]:
-    """Validate and record a job, then publish it. Returns (job, created); a retried key returns the first job."""
+    """Validate and record a job, then publish it (unless the result cache answered it). Returns (job,
+    created); a retried key returns the first job."""
     spec = parse_spec(raw_spec)
     canonical = spec.model_dump(mode="json")
     request_hash = hashlib.sha256(json.dumps(canonical, sort_keys=True).encode()).hexdigest()
@@ -72,6 +74,37 @@ def submit_job(
             return _replay(existing, request_hash, idempotency_key), False
     if spec.webhook is not None:
         check_url(str(spec.webhook.url))
+    job = build_job(session, settings, tenant, spec)
+    if job.status == "queued":
+        reserve_active_slot(session, settings, tenant)
+    job.idempotency_key = idempotency_key
+    job.request_hash = request_hash
+    session.add(job)
+    try:
+        session.commit()
+    except IntegrityError:  # a concurrent request with the same Idempotency-Key won the insert
+        session.rollback()
+        existing = session.scalar(select(Job).where(Job.tenant == tenant, Job.idempotency_key == idempotency_key))
+        if existing is None:
+            raise
+        return _replay(existing, request_hash, str(idempotency_key)), False
+    publish_queued(session, publish, [job])
+    return job, True
+
+
+def build_job(
+    session: Session,
+    settings: Settings,
+    tenant: str,
+    spec: JobSpec,
+    search_id: str | None = None,
+    candidate: str | None = None,
+    field_prefix: str = "",
+) -> Job:
+    """Check a parsed spec against its model and datasets and make its row, not yet added: queued, or already
+    succeeded with an earlier job's result when the result cache holds one. `field_prefix` places the
+    fields of a 422 inside a larger request (a search's candidate)."""
+    canonical = spec.model_dump(mode="json")
     try:
         model = get_model(session, tenant, spec.model_id)
     except NotFound as exc:
@@ -79,6 +112,34 @@ def submit_job(
             f"model_id: {exc.message}", errors=[{"field": "model_id", "message": exc.message}]
         ) from exc
     datasets = resolve_references(session, tenant, canonical, model)
+    check_evaluation(spec, model, datasets)
+    steps = plan_job(spec, model.format, field_prefix)
+    key = result_cache.cache_key(canonical, model.sha256, datasets)
+    job = Job(
+        id=new_id("job"),
+        tenant=tenant,
+        model_id=model.id,
+        spec=canonical,
+        plan=steps.model_dump(mode="json"),
+        queue=settings.queue_name(spec.device),
+        status="queued",
+        progress=0.0,
+        attempts=0,
+        cancel_requested=False,
+        published_at=utcnow(),
+        search_id=search_id,
+        candidate=candidate,
+        cache_key=key,
+    )
+    source = result_cache.find_source(session, tenant, key) if result_cache.cacheable(spec) else None
+    if source is not None:
+        result_cache.reuse(job, source)
+    return job
+
+
+def check_evaluation(spec: JobSpec, model: Model, datasets: dict[str, dict[str, Any]]) -> None:
+    """The evaluation the spec asks for fits the model: its output exists, accuracy has labels, every
+    input's shape can be fixed."""
     outputs = [str(o["name"]) for o in model.outputs]
     if spec.evaluate.output is not None and spec.evaluate.output not in outputs:
         message = f"the model has no output {spec.evaluate.output!r}; its outputs are {outputs}"
@@ -92,65 +153,47 @@ def submit_job(
         resolve_input_shapes(model.inputs, shapes_from_dataset(model.inputs, spec.input_shapes, evaluation))
     except ShapeError as exc:
         raise UnresolvedInputShape(str(exc), errors=[{"field": exc.field, "message": str(exc)}]) from exc
-    steps = plan_job(spec, model.format)
-    reserve_active_slot(session, settings, tenant)
-    job = Job(
-        id=new_id("job"),
-        tenant=tenant,
-        model_id=model.id,
-        spec=canonical,
-        plan=steps.model_dump(mode="json"),
-        queue=settings.queue_name(spec.device),
-        status="queued",
-        progress=0.0,
-        attempts=0,
-        cancel_requested=False,
-        idempotency_key=idempotency_key,
-        request_hash=request_hash,
-        published_at=utcnow(),
-    )
-    session.add(job)
-    try:
-        session.commit()
-    except IntegrityError:  # a concurrent request with the same Idempotency-Key won the insert
-        session.rollback()
-        existing = session.scalar(select(Job).where(Job.tenant == tenant, Job.idempotency_key == idempotency_key))
-        if existing is None:
-            raise
-        return _replay(existing, request_hash, str(idempotency_key)), False
-    try:
-        publish(job.id, job.queue)
-    except Exception as exc:  # the broker is down: the job is safe in the database and is published later
-        log.warning("could not publish job %s (%s); it stays queued for the workers' sweep", job.id, exc)
+
+
+def publish_queued(session: Session, publish: Publisher, jobs: list[Job]) -> None:
+    """Hand the committed queued jobs to the broker; a failed publish leaves the job for the workers' sweep."""
+    for job in jobs:
+        if job.status != "queued":
+            continue
         try:
-            mark_unpublished(session, job.id)
-        except SQLAlchemyError:  # still published later: the sweep also re-sends jobs queued for long
-            log.warning("could not mark job %s unpublished", job.id)
-    return job, True
+            publish(job.id, job.queue)
+        except Exception as exc:  # the broker is down: the job is safe in the database and is published later
+            log.warning("could not publish job %s (%s); it stays queued for the workers' sweep", job.id, exc)
+            try:
+                mark_unpublished(session, job.id)
+            except SQLAlchemyError:  # still published later: the sweep also re-sends jobs queued for long
+                log.warning("could not mark job %s unpublished", job.id)
 
 
-def plan_job(spec: JobSpec, model_format: str) -> Plan:
+def plan_job(spec: JobSpec, model_format: str, field_prefix: str = "") -> Plan:
     """The job's steps, or 422 impossible_pipeline naming the pass that cannot run where it is."""
     try:
         return plan(spec.passes, model_format)
     except PlanError as exc:
-        field = f"passes.{exc.index}"
+        field = f"{field_prefix}passes.{exc.index}"
         raise ImpossiblePipeline(str(exc), errors=[{"field": field, "message": exc.message}]) from exc
 
 
-def reserve_active_slot(session: Session, settings: Settings, tenant: str) -> None:
-    """Refuse (429) a tenant at its active-job cap. The tenant row is locked first and stays locked until
-    the caller commits the new job, so concurrent submits on any number of API processes are counted one
-    after the other: a no-op UPDATE takes PostgreSQL's row lock and SQLite's write lock alike."""
+def reserve_active_slot(session: Session, settings: Settings, tenant: str, count: int = 1) -> None:
+    """Refuse (429) a tenant whose `count` new jobs would pass its active-job cap. The tenant row is locked
+    first and stays locked until the caller commits the new jobs, so concurrent submits on any number of API
+    processes are counted one after the other: a no-op UPDATE takes PostgreSQL's row lock and SQLite's write
+    lock alike."""
     session.execute(update(Tenant).where(Tenant.name == tenant).values(name=Tenant.name))
     active = session.scalar(
         select(func.count()).select_from(Job).where(Job.tenant == tenant, Job.status.in_(("queued", "running")))
     )
-    if active is not None and active >= settings.max_active_jobs_per_tenant:
+    if active is not None and active + count > settings.max_active_jobs_per_tenant:
         session.rollback()  # let the next submit have the lock now
+        asked = "" if count == 1 else f" and this request adds {count}"
         raise TooManyJobs(
-            f"this tenant already has {active} queued or running jobs (the limit is "
-            f"{settings.max_active_jobs_per_tenant}); wait for one to end or cancel one",
+            f"this tenant already has {active} queued or running jobs{asked} (the limit is "
+            f"{settings.max_active_jobs_per_tenant}); wait for one to end, cancel one, or ask for fewer candidates",
             headers={"Retry-After": "10"},
         )
 
@@ -203,8 +246,10 @@ def cancel_job(session: Session, tenant: str, job_id: str) -> Job:
 
 
 def list_artifacts(session: Session, tenant: str, job_id: str) -> list[Artifact]:
-    get_job(session, tenant, job_id)
-    return list(session.scalars(select(Artifact).where(Artifact.job_id == job_id).order_by(Artifact.created_at)))
+    """The job's artifacts; a job answered by the result cache lists those of the job it reused."""
+    job = get_job(session, tenant, job_id)
+    owner = job.reused_from or job.id
+    return list(session.scalars(select(Artifact).where(Artifact.job_id == owner).order_by(Artifact.created_at)))
 
 
 def get_artifact(session: Session, tenant: str, artifact_id: str) -> Artifact:
