@@ -358,6 +358,7 @@ def quick_job(model_id: str) -> dict[str, Any]:
         "passes": [{"type": "quantize", "method": "dynamic"}],
         "input_shapes": {"x": [2, 64]},
         "evaluate": {"samples": 2, "latency": {"runs": 1, "warmup": 0}},
+        "cache": False,  # the fault tests need every submit to run, not to reuse an earlier result
     }
 
 
@@ -367,6 +368,7 @@ def slow_job(model_id: str, runs: int = 150) -> dict[str, Any]:
         "model_id": model_id,
         "passes": [{"type": "quantize", "method": "dynamic"}],
         "evaluate": {"samples": 64, "latency": {"runs": runs, "warmup": 0}},
+        "cache": False,
     }
 
 

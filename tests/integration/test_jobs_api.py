@@ -67,6 +67,7 @@ def test_job_runs_to_success_with_report_and_artifacts(
             "passes": [{"type": "optimize"}, *QUANTIZE],
             "input_shapes": {"x": [4, 64]},
             "evaluate": {"latency": {"runs": 20}},
+            "cache": False,  # a real run (attempts, duration), whatever ran before in the session
         },
     )
     assert response.status_code == 202, response.text

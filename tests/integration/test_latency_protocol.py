@@ -15,6 +15,7 @@ def test_three_no_op_jobs_read_no_measurable_difference(stack: Stack, mlp_onnx: 
             "passes": [{"type": "optimize"}],
             "input_shapes": {"x": [64, 64]},
             "evaluate": {"latency": {"batch_sizes": [64], "runs": 60, "warmup": 5}},
+            "cache": False,  # three real measurements, never a reused one
         }
         submitted = [client.post("/v1/jobs", json={**spec, "seed": seed}) for seed in range(3)]
         done = [stack.wait_for(client, r.json()["id"]) for r in submitted]
