@@ -116,8 +116,8 @@ def test_the_wall_time_budget_cuts_what_is_going_and_keeps_what_finished(
     client: httpx.Client, stack: Stack, models: dict[str, str]
 ) -> None:
     quick = [{"type": "quantize", "method": "dynamic"}]
-    earlier = {"model_id": models["mlp"], "passes": quick, "evaluate": QUICK, "input_shapes": {"x": [2, 64]}}
-    earlier = {**earlier, "seed": 2103}
+    earlier: dict[str, Any] = {"model_id": models["mlp"], "passes": quick, "evaluate": QUICK, "seed": 2103}
+    earlier["input_shapes"] = {"x": [2, 64]}
     job = client.post("/v1/jobs", json=earlier).json()
     assert stack.wait_for(client, job["id"])["status"] == "succeeded"
     body = {
