@@ -1,7 +1,8 @@
 """`squeeze` command line: `squeeze serve` runs migrations, then the API and one Celery worker;
 `squeeze worker` runs a worker alone; `squeeze migrate` only migrates; `squeeze keys` creates, lists
 and revokes API keys; `squeeze submit` is the client: upload, submit, follow with progress bars, download;
-`squeeze examples DIR` writes the README walk-through's models and datasets."""
+`squeeze search MODEL` runs a search with a live table of candidates and prints the front; `squeeze examples
+DIR` writes the README walk-through's models and datasets."""
 
 import argparse
 import json
@@ -151,6 +152,41 @@ def read_spec(parser: argparse.ArgumentParser, value: str) -> dict[str, Any]:
     return spec
 
 
+def add_search_parser(sub: Any) -> None:
+    p = sub.add_parser(
+        "search",
+        help="search compression pipelines for a model; live table of candidates, the Pareto front at the end",
+        description="Exit status: 0 a candidate was chosen; 1 none met the constraints; 2 refused (or a bad "
+        "command line); 4 server unreachable.",
+    )
+    p.add_argument("model", help="a model file to upload, or the id of an uploaded model (mdl_...)")
+    p.add_argument("--dataset", help="the evaluation dataset: a file to upload or ds_... (labels give accuracy)")
+    p.add_argument("--calibration-dataset", help="inputs for static int8 calibration: a file or ds_...")
+    p.add_argument("--train-dataset", help="training data for pruning, low-rank and distillation: a file or ds_...")
+    p.add_argument("--max-accuracy-drop", type=float, help="e.g. 0.01 for one point of top-1 (needs labels)")
+    p.add_argument("--min-cosine", type=float, help="the result's mean cosine to the original, e.g. 0.99")
+    p.add_argument("--objective", choices=("latency", "size", "accuracy"), default="latency")
+    p.add_argument("--max-candidates", type=int, default=8, help="candidates run at most (default 8)")
+    p.add_argument("--max-wall-s", type=float, default=3600, help="wall-time budget in seconds (default 3600)")
+    p.add_argument("--spec", help="more of the search spec (JSON file or inline), e.g. evaluate.latency or space")
+    p.add_argument("--url", default=os.environ.get("SQUEEZE_URL", "http://127.0.0.1:8000"), help="the Squeeze API")
+    p.add_argument("--api-key", default=os.environ.get("SQUEEZE_API_KEY"), help="bearer key ($SQUEEZE_API_KEY)")
+
+
+def search_spec(parser: argparse.ArgumentParser, args: argparse.Namespace) -> dict[str, Any]:
+    """The search spec from the command line's options, on top of --spec."""
+    spec = read_spec(parser, args.spec) if args.spec else {}
+    constraints = {**spec.get("constraints", {})}
+    if args.max_accuracy_drop is not None:
+        constraints["max_accuracy_drop"] = args.max_accuracy_drop
+    if args.min_cosine is not None:
+        constraints["min_cosine"] = args.min_cosine
+    budget = {**spec.get("budget", {}), "max_candidates": args.max_candidates, "max_wall_s": args.max_wall_s}
+    if constraints:
+        spec["constraints"] = constraints
+    return {**spec, "objective": args.objective, "budget": budget}
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="squeeze", description=__doc__)
     sub = parser.add_subparsers(dest="command", required=True)
@@ -183,6 +219,7 @@ def build_parser() -> argparse.ArgumentParser:
         "--api-key", default=os.environ.get("SQUEEZE_API_KEY"), help="bearer key (default: $SQUEEZE_API_KEY)"
     )
     p_submit.add_argument("--out", type=Path, help="folder to download the artifacts into")
+    add_search_parser(sub)
     p_keys = sub.add_parser("keys", help="create, list and revoke API keys (in the server's SQUEEZE_HOME)")
     keys_sub = p_keys.add_subparsers(dest="keys_command", required=True)
     keys_sub.add_parser("create", help="make a key for a tenant (printed once)").add_argument(
@@ -203,6 +240,18 @@ def main() -> int:
         if not args.model.startswith("mdl_") and not Path(args.model).is_file():
             parser.error(f"{args.model!r}: no such model file (or give an uploaded model's id, mdl_...)")
         return submit(args.url, args.api_key, args.model, spec, args.out)
+    if args.command == "search":
+        from app.client import search
+
+        for value in (args.model, args.dataset, args.calibration_dataset, args.train_dataset):
+            if value and not value.startswith(("mdl_", "ds_")) and not Path(value).is_file():
+                parser.error(f"{value!r}: no such file (or give an uploaded id, mdl_... or ds_...)")
+        datasets = {
+            "evaluate": args.dataset,
+            "calibration_dataset_id": args.calibration_dataset,
+            "train_dataset_id": args.train_dataset,
+        }
+        return search(args.url, args.api_key, args.model, search_spec(parser, args), datasets)
     if args.command == "examples":
         from workers.examples import write_examples
 

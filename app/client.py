@@ -1,4 +1,5 @@
-"""`squeeze submit`: the command-line client a person or a CI job uses against a running Squeeze.
+"""`squeeze submit` and `squeeze search`: the command-line client a person or a CI job uses against a running
+Squeeze (`search` is at the end of this module).
 
 Uploads a model (or takes an existing model id), submits a spec, follows the job with progress bars
 (upload bytes, then job progress and current pass), downloads the artifacts and prints the report's
@@ -15,6 +16,7 @@ from typing import IO, Any, cast
 
 import httpx
 from rich.console import Console
+from rich.live import Live
 from rich.progress import (
     BarColumn,
     DownloadColumn,
@@ -25,6 +27,7 @@ from rich.progress import (
     TextColumn,
     TimeElapsedColumn,
 )
+from rich.table import Table
 from rich.text import Text
 
 TERMINAL = ("succeeded", "failed", "cancelled")
@@ -176,3 +179,92 @@ def _submit(
                         fh.write(chunk)
                 console.print(f"saved {target} ({artifact['size_bytes']} bytes, sha256 {artifact['sha256'][:12]}…)")
     return EXIT_BY_VERDICT[(report.get("constraints") or {}).get("verdict", "fail")]
+
+
+def _dataset_id(client: httpx.Client, value: str | None, progress: Progress) -> str | None:
+    """A dataset id as given (ds_...), or the id of the file uploaded now."""
+    if value is None or value.startswith("ds_"):
+        return value
+    path = Path(value)
+    task = progress.add_task(f"upload {path.name}", total=path.stat().st_size, unit="bytes")
+    with path.open("rb") as fh:
+        body = _checked(client.post("/v1/datasets", files={"file": (path.name, fh)}))
+    progress.update(task, completed=path.stat().st_size)
+    return str(body["id"])
+
+
+def candidates_table(search: dict[str, Any], front_only: bool = False) -> Table:
+    """The search's candidates (or its front) as a rich table: state, latency, size, quality."""
+    title = "Pareto front" if front_only else f"search {search['id']}: {search['status']}"
+    table = Table(title=title)
+    for column in ("candidate", "state", "p50 ms", "size", "quality", "front"):
+        table.add_column(column, justify="left" if column in ("candidate", "state") else "right")
+    for c in search["candidates"]:
+        if front_only and not c["on_front"]:
+            continue
+        p = c.get("point") or {}
+        chosen = " (chosen)" if c["job_id"] == search.get("chosen_job_id") else ""
+        table.add_row(
+            c["label"] + chosen,
+            c["state"] + (" (cached)" if c.get("reused_from") else ""),
+            f"{p['p50_ms']:.3f}" if p else "–",
+            f"{p['size_bytes'] / 1e3:.1f} kB" if p else "–",
+            f"{p['quality_metric']} {p['quality']:.4f}" if p else "–",
+            "yes" if c["on_front"] else "",
+        )
+    return table
+
+
+def search(
+    url: str,
+    api_key: str | None,
+    model: str,
+    spec: dict[str, Any],
+    datasets: dict[str, str | None],
+    poll_s: float = 1.0,
+    console: Console | None = None,
+) -> int:
+    """Upload the model and datasets given as files, start a search, show its candidates live, print the
+    front and the verdict. Exit status: 0 a candidate was chosen; 1 none met the constraints (or the search
+    was cancelled); 2 refused; 4 the server could not be reached."""
+    console = console or Console(stderr=True)
+    try:
+        return _search(url, api_key, model, spec, datasets, poll_s, console)
+    except httpx.TransportError as exc:  # the network boundary, as in submit()
+        console.print(f"[red]cannot reach Squeeze at {url}[/red]: {type(exc).__name__}: {exc}; is it running?")
+        return UNREACHABLE
+
+
+def _search(
+    url: str,
+    api_key: str | None,
+    model: str,
+    spec: dict[str, Any],
+    datasets: dict[str, str | None],
+    poll_s: float,
+    console: Console,
+) -> int:
+    headers = {"Authorization": f"Bearer {api_key}"} if api_key else {}
+    columns = (TextColumn("{task.description}"), BarColumn(), AmountColumn(), TimeElapsedColumn())
+    with httpx.Client(base_url=url, headers=headers, timeout=300) as client:
+        try:
+            with Progress(*columns, console=console, transient=True) as progress:
+                path = Path(model)
+                model_id = _upload(client, path, progress)["id"] if path.is_file() else model
+                ids = {field: _dataset_id(client, value, progress) for field, value in datasets.items()}
+            body = {**spec, "model_id": model_id, **{k: v for k, v in ids.items() if v and k != "evaluate"}}
+            if ids.get("evaluate"):
+                body["evaluate"] = {**body.get("evaluate", {}), "dataset_id": ids["evaluate"]}
+            found: dict[str, Any] = _checked(client.post("/v1/searches", json=body))
+            with Live(candidates_table(found), console=console, refresh_per_second=4) as live:
+                while found["status"] == "running":
+                    time.sleep(poll_s)
+                    found = _checked(client.get(f"/v1/searches/{found['id']}"))
+                    live.update(candidates_table(found))
+        except RefusedError as exc:
+            console.print(f"[red]refused[/red] {exc}")
+            return REFUSED
+    console.print(candidates_table(found, front_only=True))
+    console.print(f"verdict: {found['verdict']}")
+    console.print(f"report: {url.rstrip('/')}{found['report_url']}")
+    return MET if found["chosen_job_id"] and found["status"] == "succeeded" else FAILED
