@@ -207,13 +207,17 @@ def run_child(
 
 
 def _drain(events: "queue.Queue[Progress]", on_event: Callable[[Progress], None]) -> None:
-    latest = None
+    latest = ended_step = None
     while True:
         try:
             latest = events.get_nowait()
         except queue.Empty:
             break
-    if latest is not None:  # only the newest progress matters
+        if latest.interim is not None:
+            ended_step = latest
+    if ended_step is not None and ended_step is not latest:  # a step's figures are kept: a search reads them
+        on_event(ended_step)
+    if latest is not None:  # otherwise only the newest progress matters
         on_event(latest)
 
 

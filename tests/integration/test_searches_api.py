@@ -146,6 +146,24 @@ def test_the_wall_time_budget_cuts_what_is_going_and_keeps_what_finished(
         assert final["status"] == "cancelled", final
 
 
+def test_a_candidate_that_misses_the_floor_after_its_last_step_is_stopped_early(
+    client: httpx.Client, stack: Stack, models: dict[str, str]
+) -> None:
+    body = {
+        "model_id": models["heavy"],
+        "space": [{"label": "per-tensor", "passes": [{"type": "quantize", "method": "dynamic", "per_channel": False}]}],
+        "evaluate": SLOW,
+        "constraints": {"min_cosine": 0.999999},
+        "cache": False,
+    }
+    done = wait_search(client, start(client, body)["id"], timeout=180)
+    candidate = done["candidates"][0]
+    assert candidate["state"] == "pruned" and "min_cosine" in candidate["note"], candidate
+    assert done["progress"]["pruned"] == 1 and done["chosen_job_id"] is None, done
+    job = stack.wait_for(client, candidate["job_id"])
+    assert job["status"] == "cancelled" and job["current_pass"] is None, "stopped before its slow evaluation ended"
+
+
 def test_cancelling_a_search_cancels_its_candidates(client: httpx.Client, stack: Stack, models: dict[str, str]) -> None:
     dynamic = {"type": "quantize", "method": "dynamic"}
     body = {
