@@ -5,7 +5,7 @@ BIN := $(VENV)/bin
 TORCH_VERSION ?= 2.13.0
 PORT ?= 8000
 
-.PHONY: install browser bwrap examples run test test-unit test-faults test-gpu lint bench soak upload-rss clean
+.PHONY: install browser bwrap examples run test test-unit test-faults test-gpu lint bench soak upload-rss search-fanout clean
 
 $(BIN)/.installed: pyproject.toml
 	test -x $(BIN)/python || $(PY) -m venv $(VENV)
@@ -68,6 +68,9 @@ soak: install
 
 upload-rss: install
 	$(BIN)/python -m bench.upload_rss
+
+search-fanout: install
+	$(BIN)/python -m bench.search_fanout
 
 # On a CUDA machine with the worker extra installed: distillation, fine-tuning and latency on the GPU.
 test-gpu: install

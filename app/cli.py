@@ -165,7 +165,9 @@ def add_search_parser(sub: Any) -> None:
     p.add_argument("--train-dataset", help="training data for pruning, low-rank and distillation: a file or ds_...")
     p.add_argument("--max-accuracy-drop", type=float, help="e.g. 0.01 for one point of top-1 (needs labels)")
     p.add_argument("--min-cosine", type=float, help="the result's mean cosine to the original, e.g. 0.99")
-    p.add_argument("--objective", choices=("latency", "size", "accuracy"), default="latency")
+    p.add_argument(
+        "--objective", choices=("latency", "size", "accuracy"), default="latency", help="what the chosen one is best at"
+    )
     p.add_argument("--max-candidates", type=int, default=8, help="candidates run at most (default 8)")
     p.add_argument("--max-wall-s", type=float, default=3600, help="wall-time budget in seconds (default 3600)")
     p.add_argument("--spec", help="more of the search spec (JSON file or inline), e.g. evaluate.latency or space")

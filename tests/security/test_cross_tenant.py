@@ -25,20 +25,29 @@ ROUTES = [
     ("GET", "/v1/artifacts/{artifact_id}/content"),
     ("GET", "/v1/datasets/{dataset_id}"),
     ("DELETE", "/v1/datasets/{dataset_id}"),
+    ("GET", "/v1/searches/{search_id}"),
+    ("POST", "/v1/searches/{search_id}/cancel"),
+    ("GET", "/v1/searches/{search_id}/report.html"),
 ]
 # List routes whose ?cursor= takes an id: another tenant's id is a 404 there too.
-CURSORS = [("/v1/models", "model_id"), ("/v1/jobs", "job_id"), ("/v1/datasets", "dataset_id")]
+CURSORS = [
+    ("/v1/models", "model_id"),
+    ("/v1/jobs", "job_id"),
+    ("/v1/datasets", "dataset_id"),
+    ("/v1/searches", "search_id"),
+]
 MISSING = {
     "model_id": "mdl_00000000000000000000",
     "job_id": "job_00000000000000000000",
     "artifact_id": "art_00000000000000000000",
     "dataset_id": "ds_00000000000000000000",
+    "search_id": "srch_00000000000000000000",
 }
 
 
 @pytest.fixture(scope="module")
 def owned(stack: Stack, mlp_onnx: Path, tmp_path_factory: pytest.TempPathFactory) -> dict[str, str]:
-    """Tenant A's model, a finished job on it (with its report), the job's artifact and a dataset."""
+    """Tenant A's model, a finished job on it (with its report), the job's artifact, a dataset and a search."""
     data = tmp_path_factory.mktemp("cross-tenant") / "x.npz"
     np.savez(data, x=np.zeros((4, 64), dtype=np.float32))
     with stack.client("tenant-a") as a:
@@ -57,7 +66,22 @@ def owned(stack: Stack, mlp_onnx: Path, tmp_path_factory: pytest.TempPathFactory
         done = stack.wait_for(a, job["id"])
         assert done["status"] == "succeeded", done
         artifact = a.get(f"/v1/jobs/{job['id']}/artifacts").json()[0]
-    return {"model_id": model["id"], "job_id": job["id"], "artifact_id": artifact["id"], "dataset_id": dataset["id"]}
+        search = a.post(
+            "/v1/searches",
+            json={
+                "model_id": model["id"],
+                "space": [{"passes": [{"type": "optimize"}]}],
+                "input_shapes": {"x": [2, 64]},
+                "evaluate": {"samples": 4, "latency": {"runs": 2, "warmup": 0}},
+            },
+        ).json()
+    return {
+        "model_id": model["id"],
+        "job_id": job["id"],
+        "artifact_id": artifact["id"],
+        "dataset_id": dataset["id"],
+        "search_id": search["id"],
+    }
 
 
 def _normalise(response: httpx.Response, ids: dict[str, str]) -> tuple[int, str, dict]:
