@@ -53,7 +53,7 @@ async def submit_search(
 def list_searches(
     session: SessionDep,
     tenant: TenantDep,
-    limit: Annotated[int, Query(ge=1, le=100)] = 20,
+    limit: Annotated[int, Query(ge=1, le=200)] = 50,
     cursor: str | None = None,
 ) -> Page[SearchOut]:
     rows, next_cursor = service.list_searches(session, tenant, limit, cursor)
