@@ -9,6 +9,7 @@ import os
 import subprocess
 import sys
 import time
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -18,7 +19,7 @@ import onnxruntime as ort
 import pytest
 
 from app.services import pareto
-from tests.conftest import ROOT, Stack, upload
+from tests.conftest import ROOT, Stack, start_worker, upload
 from tests.e2e.test_compression_cnn import upload_dataset
 from workers.examples import Digits
 
@@ -47,7 +48,17 @@ def body(stack: Stack, digits: Digits, digits_cnn_onnx: Path) -> dict[str, Any]:
 
 
 @pytest.fixture(scope="module")
-def search(stack: Stack, body: dict[str, Any]) -> dict[str, Any]:
+def search(stack: Stack, body: dict[str, Any]) -> Iterator[dict[str, Any]]:
+    """The search, fanned out over the stack's worker and a second one started for it."""
+    second = start_worker(stack.env, stack.home / "logs" / "worker-search.log", "search2")
+    try:
+        yield run_search(stack, body)
+    finally:
+        second.terminate()
+        second.wait(timeout=60)
+
+
+def run_search(stack: Stack, body: dict[str, Any]) -> dict[str, Any]:
     with stack.client() as client:
         response = client.post("/v1/searches", json=body)
         assert response.status_code == 202, response.text
