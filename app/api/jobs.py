@@ -100,19 +100,19 @@ async def submit_job(
     return job_out(job)
 
 
-def _parse_json(text: str, where: str) -> dict[str, Any]:
+def _parse_json(text: str, where: str, what: str = "job spec", needs: str = "model_id and passes") -> dict[str, Any]:
     try:
         value = json.loads(text)
     except json.JSONDecodeError as exc:
         raise ValidationFailed(
-            f"the {where} is not valid JSON ({exc.msg} at position {exc.pos}); send the job spec as a JSON object"
+            f"the {where} is not valid JSON ({exc.msg} at position {exc.pos}); send the {what} as a JSON object"
         ) from exc
     except (RecursionError, ValueError) as exc:  # nesting past the parser's depth; an integer of 4,300+ digits
         raise MalformedRequest(
-            f"the {where} nests too deeply or holds an integer too long to read; send a plain job spec"
+            f"the {where} nests too deeply or holds an integer too long to read; send a plain {what}"
         ) from exc
     if not isinstance(value, dict):
-        raise ValidationFailed(f"the {where} must be a JSON object with model_id and passes")
+        raise ValidationFailed(f"the {where} must be a JSON object with {needs}")
     return value
 
 

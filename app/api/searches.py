@@ -43,7 +43,7 @@ async def submit_search(
     """Queue a search: every candidate is a job on the queue. 202 with Location."""
     length = declared_length(request.headers.get("content-length"))
     body = await read_small_body(request.stream(), length, MAX_FIELD_BYTES)
-    raw = _parse_json(body.decode("utf-8", "replace"), "request body")
+    raw = _parse_json(body.decode("utf-8", "replace"), "request body", "search spec", "model_id")
     search = await asyncio.to_thread(service.submit_search, session, settings, publish, tenant, raw)
     response.headers["Location"] = f"/v1/searches/{search.id}"
     return service.search_out(session, search)

@@ -214,3 +214,19 @@ def test_two_workers_run_candidates_of_one_search_at_once(
     finally:
         second.terminate()
         second.wait(timeout=60)
+
+
+def test_bad_searches_are_refused_naming_the_field(client: httpx.Client, models: dict[str, str]) -> None:
+    not_object = client.post("/v1/searches", content=b"[]", headers={"content-type": "application/json"})
+    detail = not_object.json()["detail"]
+    assert not_object.status_code == 422 and "model_id" in detail and "passes" not in detail, detail
+    unknown = client.post("/v1/searches", json={"model_id": models["mlp"], "budget": {"max_candidates": 0}})
+    problem = unknown.json()
+    assert unknown.status_code == 422 and problem["code"] == "validation_error", problem
+    assert [e["field"] for e in problem["errors"]] == ["budget.max_candidates"], problem
+    bad_pass = client.post(
+        "/v1/searches", json={"model_id": models["mlp"], "space": [{"passes": [{"type": "shrink"}]}]}
+    ).json()
+    assert bad_pass["code"] == "validation_error" and bad_pass["errors"][0]["field"] == "space.0.passes.0.type"
+    missing = client.post("/v1/searches", json={"model_id": "mdl_00000000000000000000"}).json()
+    assert missing["code"] == "validation_error" and missing["errors"][0]["field"] == "model_id", missing
