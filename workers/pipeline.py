@@ -77,8 +77,21 @@ def run_pipeline(task: ChildTask, workdir: Path, emit: Emit) -> ChildSucceeded:
         steps.append(step)
     emit(Progress(progress=(total - 1) / total, current="evaluate result"))
     artifact = finish_artifact(current.handle, task.plan.artifact_format, workdir)
-    result = measure_result(task, original, current.handle, workdir, artifact, steps[-1], original_figures, inputs)
-    report = build_report(task, inputs, original_figures, steps, result, reference, current.outputs, started)
+    delivered = delivered_handle(current.handle, workdir / artifact.path)
+    final = delivered_outputs(delivered, inputs)
+    result = measure_result(
+        task,
+        original,
+        delivered,
+        workdir / artifact.path,
+        final,
+        reference,
+        steps[-1],
+        original_figures,
+        inputs,
+        workdir,
+    )
+    report = build_report(task, inputs, original_figures, steps, result, reference, final, started)
     emit(Progress(progress=0.99, current="store"))
     return ChildSucceeded(artifacts=[artifact], report=report)
 
@@ -165,6 +178,9 @@ def apply_step(
         example=inputs.batches[0],
         datasets=inputs.datasets,
         original=original,
+        evaluation=inputs.batches,
+        floors=task.floors,
+        min_cosine=task.spec.constraints.min_cosine if task.spec.constraints else None,
     )
     t0 = time.perf_counter()
     handle = run_of(config.type)(config, current.handle, ctx)
@@ -181,6 +197,7 @@ def apply_step(
         "format": handle_format(handle),
         **weights(handle),
         "metrics": ctx.metrics,
+        "sensitivity": ctx.sensitivity,
         "fidelity": fidelity(names, reference, outputs),
         "accuracy": accuracy_of(outputs, inputs),
     }
@@ -224,21 +241,41 @@ def finish_artifact(handle: ModelHandle, fmt: str, workdir: Path) -> ArtifactFil
     return ArtifactFile(path=f"out/{name}", name=name, kind="model", format=fmt)  # type: ignore[arg-type]
 
 
+def delivered_handle(handle: ModelHandle, artifact: Path) -> ModelHandle:
+    """The model as the user gets it: an ONNX result is the downloaded file itself (out/model.onnx); a torch
+    result is the module loaded back from the file it was saved as, which finish_artifact copied."""
+    return handle.with_onnx(artifact) if handle.kind == "onnx" else handle
+
+
+def delivered_outputs(handle: ModelHandle, inputs: Inputs) -> Outputs:
+    """The delivered model's outputs on the evaluation batches, an ONNX file loaded the way a user loads it:
+    an InferenceSession with default options (not the pipeline's fixed-thread session)."""
+    if handle.kind != "onnx":
+        return outputs_of(handle, inputs)
+    import onnxruntime as ort
+
+    session = ort.InferenceSession(str(handle.path), providers=["CPUExecutionProvider"])
+    return [run(handle, batch, session) for batch in inputs.batches]
+
+
 def measure_result(
     task: ChildTask,
     original_handle: ModelHandle,
     handle: ModelHandle,
-    workdir: Path,
-    file: ArtifactFile,
+    artifact: Path,
+    final: Outputs,
+    reference: Outputs,
     last: dict[str, Any],
     original: dict[str, Any],
     inputs: Inputs,
+    workdir: Path,
 ) -> dict[str, Any]:
-    """The delivered artifact's figures, its latency timed interleaved with the original's (which this fills
-    in on `original`), and the ratios between them."""
+    """The delivered artifact's figures: fidelity and accuracy from its own outputs (`final`), its latency
+    timed on the artifact file interleaved with the original's (which this fills in on `original`), and the
+    ratios between them."""
     lat = task.spec.evaluate.latency
-    artifact = workdir / file.path
     size = last["size_bytes"]
+    accuracy = accuracy_of(final, inputs)
     result = {
         **footprint(handle, inputs.shapes, inputs.batches[0]),
         "format": task.plan.artifact_format,
@@ -246,12 +283,10 @@ def measure_result(
         "sha256": sha256_file(artifact),
         "size_ratio": task.model.size_bytes / size if size else None,
         "size_zstd_bytes": zstd_size(artifact),
-        "fidelity": last["fidelity"],
-        "accuracy": last["accuracy"],
+        "fidelity": fidelity(handle.output_names, reference, final),
+        "accuracy": accuracy,
         "accuracy_drop": (
-            None
-            if original["accuracy"] is None or last["accuracy"] is None
-            else original["accuracy"] - last["accuracy"]
+            None if original["accuracy"] is None or accuracy is None else original["accuracy"] - accuracy
         ),
     }
     timing = compare_latency(
@@ -315,7 +350,7 @@ def build_report(
             "steps": steps,
             "result": result,
             "accuracy": statistics,
-            "constraints": reporting.constraints_verdict(spec, result, statistics),
+            "constraints": reporting.constraints_verdict(spec, result, statistics, task.fidelity_floor()),
             "versions": reporting.versions(),
             "machine": reporting.machine(),
             "reproducibility": {

@@ -11,11 +11,12 @@ RESULT: dict[str, Any] = {
     "latency": [{"batch_size": 1, "p50_ms": 2.0}, {"batch_size": 32, "p50_ms": 9.0}],
 }
 ACCURACY = {"task": "classification", "drop": 0.004}
+FLOOR = 0.9
 
 
 def verdict(constraints: dict[str, Any] | None, accuracy: dict[str, Any] | None = ACCURACY) -> dict[str, Any]:
     spec = JobSpec.model_validate({"model_id": "mdl_x", "passes": [{"type": "optimize"}], "constraints": constraints})
-    return constraints_verdict(spec, RESULT, accuracy)
+    return constraints_verdict(spec, RESULT, accuracy, FLOOR)
 
 
 def test_all_met_passes() -> None:
@@ -49,7 +50,7 @@ def test_no_constraints_pass_above_the_fidelity_floor() -> None:
 
 def _verdict_of(result: dict[str, Any], constraints: dict[str, Any] | None = None) -> dict[str, Any]:
     spec = JobSpec.model_validate({"model_id": "mdl_x", "passes": [{"type": "optimize"}], "constraints": constraints})
-    return constraints_verdict(spec, result, None)
+    return constraints_verdict(spec, result, None, FLOOR)
 
 
 def test_a_broken_model_fails_without_constraints() -> None:
