@@ -57,11 +57,15 @@ class Settings(BaseSettings):
     # Fidelity floors: the least mean cosine to the original a result may have (constraints.min_cosine in a spec
     # replaces them); below it the job fails with constraints_not_met, and quantization first keeps the
     # responsible nodes in float, within `sensitivity_retries` more attempts.
-    fidelity_floor_fp16: float = Field(0.99, ge=-1, le=1, description="Floor of an fp16 result.")
+    fidelity_floor_fp16: float = Field(0.99, ge=-1, le=1, description="Floor of a half-precision (fp16, bf16) result.")
     fidelity_floor_int8: float = Field(0.98, ge=-1, le=1, description="Floor of a dynamic or static int8 result.")
     fidelity_floor_int4: float = Field(0.9, ge=-1, le=1, description="Floor of an int4 weight-only result.")
     fidelity_floor: float = Field(
-        0.9, ge=-1, le=1, description="Floor of a result of any other pass that changes the outputs (prune...)."
+        0.5,
+        ge=-1,
+        le=1,
+        description="Floor of a result of a pass meant to change the function (prune, lowrank, distill): it only "
+        "catches a broken model; judge those by the constraints you give (max_accuracy_drop, min_cosine).",
     )
     sensitivity_retries: int = Field(
         4, ge=0, le=32, description="Quantization attempts after the first that keep more nodes in float."

@@ -26,10 +26,10 @@ class FidelityFloors(BaseModel):
 
     model_config = ConfigDict(extra="forbid")
 
-    fp16: float = Field(ge=-1, le=1)
+    fp16: float = Field(ge=-1, le=1, description="half precision: fp16 and bf16")
     int8: float = Field(ge=-1, le=1)
     int4: float = Field(ge=-1, le=1)
-    generic: float = Field(ge=-1, le=1, description="any other pass that changes the outputs (prune, lowrank...)")
+    generic: float = Field(ge=-1, le=1, description="a pass meant to change the function (prune, lowrank, distill)")
     retries: int = Field(ge=0, description="quantization attempts after the first to get above the floor")
 
 

@@ -137,5 +137,8 @@ class Bf16(_TorchHalf):
     def takes(self) -> Takes:
         return "torch"
 
+    def fidelity_floor(self, floors: FidelityFloors) -> float | None:
+        return floors.fp16
+
 
 Config = Annotated[Dynamic | Static | Int4 | Fp16 | Bf16, Field(discriminator="method")]
