@@ -132,6 +132,7 @@ class Sensitivity(_Open):
     chosen_attempt: int
     kept_in_float: list[KeptNode] = Field(description="nodes the kept attempt left in float, and why")
     attempts: list[SensitivityAttempt]
+    stopped: str | None = Field(None, description="why the search ended below the floor; null when met")
 
 
 class Step(_Open):

@@ -451,7 +451,7 @@ def _kept_in_float(report: Report) -> str:
         parts.append(
             f"<p>step {step.index} ({escape(step.label or step.type)}): floor {_num(found.floor, 4)} "
             f"({escape(found.floor_source)}), cosine {_num(found.before, 5)} as asked, {_num(found.after, 5)} "
-            f"delivered: {'met' if found.met else 'not met'}</p>"
+            f"delivered: {'met' if found.met else 'not met, ' + escape(found.stopped or '')}</p>"
             "<table><thead><tr><th>attempt</th><th>nodes in float</th><th>cosine mean</th><th></th></tr>"
             f"</thead><tbody>{attempts}</tbody></table>"
             + (

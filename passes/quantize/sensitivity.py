@@ -31,6 +31,7 @@ from typing import Any
 import numpy as np
 import onnx
 from onnx import TensorProto, helper, numpy_helper
+from onnxruntime.capi import onnxruntime_pybind11_state as ort_errors
 
 from passes.quantize.config import Config, Dynamic, Fp16, Static
 from workers.context import PassContext
@@ -44,6 +45,13 @@ FP16_TINY = 2.0**-24
 PREPROCESSED = "preprocessed.onnx"
 """where the int8 methods write the pre-processed float graph they quantize (its node names are the ones
 `nodes_to_exclude` matches)"""
+ORT_REFUSALS = (
+    ort_errors.Fail,
+    ort_errors.InvalidGraph,
+    ort_errors.InvalidArgument,
+    ort_errors.RuntimeException,
+    ort_errors.NotImplemented,
+)
 ATTRIBUTION_BATCHES = 2
 """evaluation batches the per-node comparison runs on (every intermediate tensor is kept in memory)"""
 
@@ -74,6 +82,8 @@ class Recovery:
     budget: int
     attempts: list[Attempt] = field(default_factory=list)
     kept_in_float: list[Kept] = field(default_factory=list)
+    stopped: str | None = None
+    """why the search ended below the floor"""
 
     def section(self, chosen: Attempt) -> dict[str, Any]:
         names = set(chosen.nodes_in_float)
@@ -87,6 +97,7 @@ class Recovery:
             "chosen_attempt": chosen.attempt,
             "kept_in_float": [vars(k) for k in self.kept_in_float if k.node in names],
             "attempts": [vars(a) for a in self.attempts],
+            "stopped": None if chosen.met else self.stopped or "the retry budget (SENSITIVITY_RETRIES) is spent",
         }
 
 
@@ -110,13 +121,19 @@ def within_floor(config: Config, source: ModelHandle, ctx: PassContext, quantize
     shutil.copyfile(result.path, best_file)
     float_graph = quantizer_input(config, source.path, ctx)
     while not recovery.attempts[-1].met and len(recovery.attempts) <= recovery.budget:
-        found = _more_nodes_in_float(config, float_graph, result.path, kept, ctx, recovery)
+        try:
+            found = _more_nodes_in_float(config, float_graph, result.path, kept, ctx, recovery)
+        except ORT_REFUSALS as exc:  # onnxruntime would not run a graph with its intermediates exposed
+            recovery.stopped = f"the per-node comparison could not run: {type(exc).__name__}: {exc}"
+            break
         if not found:
+            recovery.stopped = "no node left to keep in float adds error of its own"
             break
         result = quantize(config.model_copy(update={"nodes_to_exclude": kept + found}), source, ctx)
         assert result.path is not None
         if not still_quantized(onnx.load(str(result.path)), config):
-            break  # every node would be float: that is the float model, not a quantization
+            recovery.stopped = "the next attempt would leave nothing quantized (the float model is no quantization)"
+            break
         kept += found
         if isinstance(config, Fp16):
             fold_round_trip_casts(result.path)
@@ -215,9 +232,9 @@ def _float_tensors(model: onnx.ModelProto) -> dict[str, int]:
     return {o: types[o] for n in model.graph.node for o in n.output if types.get(o) in floats}
 
 
-def intermediates(model: onnx.ModelProto, names: dict[str, int], batches: list[Feeds]) -> dict[str, np.ndarray]:
-    """The values of the tensors `names` (name -> element type) on the batches, each flattened per sample
-    and concatenated over the batches, in float64: the model is run with them as extra outputs."""
+def intermediates(model: onnx.ModelProto, names: dict[str, int], batches: list[Feeds]) -> dict[str, list[np.ndarray]]:
+    """The values of the tensors `names` (name -> element type) on each batch, in float64: the model is run
+    with them as extra outputs. Batches may differ in shape (text padded per batch)."""
     augmented = onnx.ModelProto()
     augmented.CopyFrom(model)
     present = {o.name for o in augmented.graph.output}
@@ -229,12 +246,10 @@ def intermediates(model: onnx.ModelProto, names: dict[str, int], batches: list[F
     inputs = {i.name for i in session.get_inputs()}
     found: dict[str, list[np.ndarray]] = {n: [] for n in wanted}
     for batch in batches:
-        for name, value in zip(
-            wanted, session.run(wanted, {k: v for k, v in batch.items() if k in inputs}), strict=True
-        ):
-            array = np.asarray(value, dtype=np.float64)
-            found[name].append(array.reshape(array.shape[0] if array.ndim else 1, -1))
-    return {n: np.concatenate(v) if len({a.shape[1:] for a in v}) == 1 else np.zeros((0, 0)) for n, v in found.items()}
+        values = session.run(wanted, {k: v for k, v in batch.items() if k in inputs})
+        for name, value in zip(wanted, values, strict=True):
+            found[name].append(np.asarray(value, dtype=np.float64))
+    return found
 
 
 def onnx_session_of(model: onnx.ModelProto) -> Any:
@@ -246,11 +261,15 @@ def onnx_session_of(model: onnx.ModelProto) -> Any:
     return ort.InferenceSession(model.SerializeToString(), options, providers=["CPUExecutionProvider"])
 
 
-def _relative_error(reference: np.ndarray, candidate: np.ndarray) -> float:
-    if reference.shape != candidate.shape or reference.size == 0:
+def _relative_error(reference: list[np.ndarray], candidate: list[np.ndarray]) -> float:
+    """||candidate - reference|| / ||reference|| over every batch; 0 where the shapes disagree (a tensor the
+    quantized graph computes differently is not compared)."""
+    if any(r.shape != c.shape for r, c in zip(reference, candidate, strict=True)):
         return 0.0
     with np.errstate(invalid="ignore", over="ignore"):
-        error = float(np.linalg.norm(reference - candidate) / (np.linalg.norm(reference) + 1e-12))
+        noise = sum(float(np.square(r - c).sum()) for r, c in zip(reference, candidate, strict=True))
+        signal = sum(float(np.square(r).sum()) for r in reference)
+        error = float(np.sqrt(noise) / (np.sqrt(signal) + 1e-12))
     return error if np.isfinite(error) else float("inf")
 
 
@@ -290,7 +309,8 @@ def fp16_out_of_range(model: onnx.ModelProto, batches: list[Feeds]) -> list[Kept
     the evaluation batches, and those reading a weight beyond float16's range."""
     tensors = _float_tensors(model)
     values = intermediates(model, tensors, batches)
-    overflow = {n: float(np.abs(v).max()) for n, v in values.items() if v.size and np.abs(v).max() > FP16_MAX}
+    peaks = {n: max((float(np.abs(b).max()) for b in v if b.size), default=0.0) for n, v in values.items()}
+    overflow = {n: peak for n, peak in peaks.items() if peak > FP16_MAX}
     weights = {i.name: _weight_problem(numpy_helper.to_array(i)) for i in model.graph.initializer}
     found: dict[str, Kept] = {}
     for node in model.graph.node:

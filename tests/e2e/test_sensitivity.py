@@ -119,6 +119,7 @@ def test_a_floor_out_of_reach_fails_the_job(client: httpx.Client, jobs: dict[str
     assert report["constraints"]["verdict"] == "fail", "the report is kept, saying what missed"
     found = report["steps"][0]["sensitivity"]
     assert not found["met"] and found["floor"] == 1.0 and len(found["attempts"]) >= 2, found
+    assert found["stopped"], "the report says why the search ended below the floor"
     assert found["after"] == max(a["cosine_mean"] for a in found["attempts"]), "the best attempt is delivered"
     downloaded = _downloaded_cosine(client, report, jobs["path"], features)
     assert abs(downloaded - report["result"]["fidelity"]["cosine_mean"]) < 1e-6, "the artifact is the one measured"

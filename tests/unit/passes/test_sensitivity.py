@@ -55,7 +55,7 @@ def _quantize(model: ModelHandle, ctx: PassContext, **config: Any) -> dict[str, 
 def test_dynamic_int8_keeps_the_head_in_float(model: ModelHandle, batches: list, tmp_path: Path) -> None:
     found = _quantize(model, _ctx(tmp_path, batches), method="dynamic")
     assert found["before"] < 0.7, f"plain dynamic int8 should collapse on this model: {found['before']}"
-    assert found["met"] and found["after"] >= 0.98, found
+    assert found["met"] and found["after"] >= 0.98 and found["stopped"] is None, found
     kept = [k["node"] for k in found["kept_in_float"]]
     assert kept == ["head/MatMulAddFusion"], f"the projection reading the huge range (fused with its bias): {kept}"
     assert found["kept_in_float"][0]["reason"] == "sensitivity"
@@ -85,6 +85,7 @@ def test_an_unreachable_floor_stops_with_the_best_attempt(model: ModelHandle, ba
     found = _quantize(model, ctx, method="dynamic")
     assert not found["met"] and found["floor"] == 1.0 and found["floor_source"] == "constraints.min_cosine"
     assert len(found["attempts"]) <= FLOORS.retries + 1, "the retry budget bounds the attempts"
+    assert "nothing quantized" in found["stopped"], found["stopped"]
     assert any(n.op_type == "MatMulInteger" for n in onnx.load(str(ctx.path("model.onnx"))).graph.node), (
         "the search never gives up quantizing to meet a floor only the float model reaches"
     )
