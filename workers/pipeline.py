@@ -77,21 +77,9 @@ def run_pipeline(task: ChildTask, workdir: Path, emit: Emit) -> ChildSucceeded:
         steps.append(step)
     emit(Progress(progress=(total - 1) / total, current="evaluate result"))
     artifact = finish_artifact(current.handle, task.plan.artifact_format, workdir)
-    delivered = delivered_handle(current.handle, workdir / artifact.path)
-    final = delivered_outputs(delivered, inputs)
-    result = measure_result(
-        task,
-        original,
-        delivered,
-        workdir / artifact.path,
-        final,
-        reference,
-        steps[-1],
-        original_figures,
-        inputs,
-        workdir,
-    )
-    report = build_report(task, inputs, original_figures, steps, result, reference, final, started)
+    delivered = deliver(current.handle, workdir / artifact.path, inputs)
+    result = measure_result(task, original, delivered, reference, steps[-1], original_figures, inputs, workdir)
+    report = build_report(task, inputs, original_figures, steps, result, reference, delivered.outputs, started)
     emit(Progress(progress=0.99, current="store"))
     return ChildSucceeded(artifacts=[artifact], report=report)
 
@@ -241,49 +229,52 @@ def finish_artifact(handle: ModelHandle, fmt: str, workdir: Path) -> ArtifactFil
     return ArtifactFile(path=f"out/{name}", name=name, kind="model", format=fmt)  # type: ignore[arg-type]
 
 
-def delivered_handle(handle: ModelHandle, artifact: Path) -> ModelHandle:
-    """The model as the user gets it: an ONNX result is the downloaded file itself (out/model.onnx); a torch
-    result is the module loaded back from the file it was saved as, which finish_artifact copied."""
-    return handle.with_onnx(artifact) if handle.kind == "onnx" else handle
+@dataclass
+class Delivered:
+    """The result as the user gets it: the artifact file, the model loaded from it, and its outputs on the
+    evaluation batches, which the report's fidelity and accuracy are computed from."""
+
+    path: Path
+    handle: ModelHandle
+    outputs: Outputs
 
 
-def delivered_outputs(handle: ModelHandle, inputs: Inputs) -> Outputs:
-    """The delivered model's outputs on the evaluation batches, an ONNX file loaded the way a user loads it:
-    an InferenceSession with default options (not the pipeline's fixed-thread session)."""
+def deliver(handle: ModelHandle, artifact: Path, inputs: Inputs) -> Delivered:
+    """An ONNX result is the downloaded file itself (out/model.onnx), loaded the way a user loads it: an
+    InferenceSession with default options, not the pipeline's fixed-thread one. A torch result is the module
+    loaded back from the file it was saved as, which finish_artifact copied."""
     if handle.kind != "onnx":
-        return outputs_of(handle, inputs)
+        return Delivered(artifact, handle, outputs_of(handle, inputs))
     import onnxruntime as ort
 
-    session = ort.InferenceSession(str(handle.path), providers=["CPUExecutionProvider"])
-    return [run(handle, batch, session) for batch in inputs.batches]
+    delivered = handle.with_onnx(artifact)
+    session = ort.InferenceSession(str(artifact), providers=["CPUExecutionProvider"])
+    return Delivered(artifact, delivered, [run(delivered, batch, session) for batch in inputs.batches])
 
 
 def measure_result(
     task: ChildTask,
     original_handle: ModelHandle,
-    handle: ModelHandle,
-    artifact: Path,
-    final: Outputs,
+    delivered: Delivered,
     reference: Outputs,
     last: dict[str, Any],
     original: dict[str, Any],
     inputs: Inputs,
     workdir: Path,
 ) -> dict[str, Any]:
-    """The delivered artifact's figures: fidelity and accuracy from its own outputs (`final`), its latency
-    timed on the artifact file interleaved with the original's (which this fills in on `original`), and the
-    ratios between them."""
+    """The delivered artifact's figures: fidelity and accuracy from its own outputs, its latency timed on the
+    artifact file interleaved with the original's (which this fills in on `original`), and the ratios."""
     lat = task.spec.evaluate.latency
-    size = last["size_bytes"]
-    accuracy = accuracy_of(final, inputs)
+    handle, size = delivered.handle, last["size_bytes"]
+    accuracy = accuracy_of(delivered.outputs, inputs)
     result = {
         **footprint(handle, inputs.shapes, inputs.batches[0]),
         "format": task.plan.artifact_format,
         "size_bytes": size,
-        "sha256": sha256_file(artifact),
+        "sha256": sha256_file(delivered.path),
         "size_ratio": task.model.size_bytes / size if size else None,
-        "size_zstd_bytes": zstd_size(artifact),
-        "fidelity": fidelity(handle.output_names, reference, final),
+        "size_zstd_bytes": zstd_size(delivered.path),
+        "fidelity": fidelity(handle.output_names, reference, delivered.outputs),
         "accuracy": accuracy,
         "accuracy_drop": (
             None if original["accuracy"] is None or accuracy is None else original["accuracy"] - accuracy
