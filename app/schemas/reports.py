@@ -149,7 +149,7 @@ class Step(_Open):
     param_count: int | None = None
     fidelity: Fidelity | None = None
     sensitivity: Sensitivity | None = Field(
-        None, description="int8 / fp16 on ONNX: the result against its floor, and the nodes kept in float to meet it"
+        None, description="int8, int4, fp16 on ONNX: the result against its floor, the nodes kept in float to meet it"
     )
 
 

@@ -1,9 +1,9 @@
 """Least accuracy loss by default: keep the nodes that break a quantized model in float until the result is
 above its fidelity floor, within a bounded number of attempts.
 
-After dynamic or static int8 or an fp16 conversion of an ONNX model, the result's outputs are compared with
-the float model's on the job's evaluation batches (mean cosine per sample, the report's own figure). Below the
-floor (the spec's `constraints.min_cosine`, else the setting for the method):
+After dynamic or static int8, int4 weight-only or an fp16 conversion of an ONNX model, the result's outputs
+are compared with the float model's on the job's evaluation batches (mean cosine per sample, the report's own
+figure). Below the floor (the spec's `constraints.min_cosine`, else the setting for the method):
 
 - fp16 first gets automatic mixed precision: the nodes that write or read a value outside float16's range
   (above 65504 it overflows; a weight whose nonzero values mostly fall under 2^-24 flushes to zero) stay
@@ -11,8 +11,9 @@ floor (the spec's `constraints.min_cosine`, else the setting for the method):
   in float32 never passes through float16 on its way;
 - then, one attempt at a time, the node that adds the most error stays in float: every intermediate tensor
   of the float graph is compared with the same tensor of the quantized graph (relative L2 error), and a node's
-  own error is the error of its outputs minus the worst error of its inputs. A node already kept in float that
-  still adds error reads activations its producer quantized, so the producer is blamed instead.
+  own error is the error of its outputs minus the worst error of its inputs. Only nodes the quantization
+  changed are candidates; a node it left alone (kept in float, a Sigmoid after int8) that still adds error
+  reads activations its producer quantized, so the producer is blamed instead.
 
 The best attempt is kept even when none reaches the floor; the verdict then fails the job and the report says
 which nodes were tried. The search stops before an attempt that would leave nothing quantized: the float model
@@ -33,12 +34,15 @@ import onnx
 from onnx import TensorProto, helper, numpy_helper
 from onnxruntime.capi import onnxruntime_pybind11_state as ort_errors
 
-from passes.quantize.config import Config, Dynamic, Fp16, Static
+from app.schemas.errors import JobErrorCode
+from passes.quantize.config import Config, Dynamic, Fp16, Int4, Static
 from workers.context import PassContext
 from workers.evaluation.fidelity import fidelity
-from workers.runtime import Feeds, ModelHandle, onnx_session, run
+from workers.runtime import Feeds, ModelHandle, PassFailed, onnx_session, run
 
 Quantize = Callable[[Config, ModelHandle, PassContext], ModelHandle]
+Held = Dynamic | Static | Int4 | Fp16
+"""the methods held to their floor on ONNX"""
 FP16_MAX = 65504.0
 FP16_TINY = 2.0**-24
 """the smallest positive float16 (subnormal); nonzero magnitudes below it become zero"""
@@ -105,7 +109,7 @@ def within_floor(config: Config, source: ModelHandle, ctx: PassContext, quantize
     """`quantize` the model, then keep nodes in float (as above) while the result is below its floor and
     attempts remain; the step's report gets the attempts as `ctx.sensitivity`."""
     result = quantize(config, source, ctx)
-    if not isinstance(config, Dynamic | Static | Fp16) or config.takes() != "onnx":
+    if not isinstance(config, Dynamic | Static | Int4 | Fp16) or config.takes() != "onnx":
         return result
     assert source.path is not None and result.path is not None
     if isinstance(config, Fp16):
@@ -129,14 +133,12 @@ def within_floor(config: Config, source: ModelHandle, ctx: PassContext, quantize
         if not found:
             recovery.stopped = "no node left to keep in float adds error of its own"
             break
-        result = quantize(config.model_copy(update={"nodes_to_exclude": kept + found}), source, ctx)
-        assert result.path is not None
-        if not still_quantized(onnx.load(str(result.path)), config):
+        retried = _quantized_without(config, kept + found, source, ctx, quantize)
+        if retried is None:
             recovery.stopped = "the next attempt would leave nothing quantized (the float model is no quantization)"
             break
-        kept += found
-        if isinstance(config, Fp16):
-            fold_round_trip_casts(result.path)
+        result, kept = retried, kept + found
+        assert result.path is not None
         attempt = _score(recovery, kept, result, source, reference, ctx)
         if (attempt.cosine_mean or -1.0) > (best.cosine_mean or -1.0):
             best = attempt
@@ -148,16 +150,42 @@ def within_floor(config: Config, source: ModelHandle, ctx: PassContext, quantize
     return result
 
 
-INT8_OPS = {"DynamicQuantizeLinear", "QuantizeLinear", "MatMulInteger", "ConvInteger", "DynamicQuantizeMatMul"}
+QUANTIZED_OPS = {
+    "DynamicQuantizeLinear",
+    "QuantizeLinear",
+    "MatMulInteger",
+    "ConvInteger",
+    "DynamicQuantizeMatMul",
+    "MatMulNBits",
+    "GatherBlockQuantized",
+}
+
+
+def _quantized_without(
+    config: Held, kept: list[str], source: ModelHandle, ctx: PassContext, quantize: Quantize
+) -> ModelHandle | None:
+    """The model quantized again with `kept` in float; None when that leaves nothing quantized."""
+    try:
+        result = quantize(config.model_copy(update={"nodes_to_exclude": kept}), source, ctx)
+    except PassFailed as exc:
+        if exc.code == JobErrorCode.nothing_to_quantize:  # int4 with every MatMul kept in float
+            return None
+        raise
+    assert result.path is not None
+    if not still_quantized(onnx.load(str(result.path)), config):
+        return None
+    if isinstance(config, Fp16):
+        fold_round_trip_casts(result.path)
+    return result
 
 
 def still_quantized(model: onnx.ModelProto, config: Config) -> bool:
-    """Whether any part of the model is still int8 (a quantizing node) or float16 (a float16 weight or Cast)."""
+    """Whether any part of the model is still quantized: an int8 / int4 node, or a float16 weight or Cast."""
     if isinstance(config, Fp16):
         return any(i.data_type == TensorProto.FLOAT16 for i in model.graph.initializer) or any(
             n.op_type == "Cast" and _cast_to(n) == TensorProto.FLOAT16 for n in model.graph.node
         )
-    return any(n.op_type in INT8_OPS or n.op_type.startswith("QLinear") for n in model.graph.node)
+    return any(n.op_type in QUANTIZED_OPS or n.op_type.startswith("QLinear") for n in model.graph.node)
 
 
 def quantizer_input(config: Config, source: Path, ctx: PassContext) -> Path:
@@ -167,13 +195,16 @@ def quantizer_input(config: Config, source: Path, ctx: PassContext) -> Path:
     return preprocessed if isinstance(config, Dynamic | Static) and preprocessed.is_file() else source
 
 
-def _floor(config: Dynamic | Static | Fp16, ctx: PassContext) -> tuple[float, str]:
+def _floor(config: Held, ctx: PassContext) -> tuple[float, str]:
+    """The spec's min_cosine (it is to the job's original; the search compares with the model this step was
+    given, the same thing for a quantization-only pipeline), else the method's setting."""
     if ctx.min_cosine is not None:
         return ctx.min_cosine, "constraints.min_cosine"
     assert ctx.floors is not None
     value = config.fidelity_floor(ctx.floors)
     assert value is not None  # every quantization method has a floor
-    return value, f"setting FIDELITY_FLOOR_{'FP16' if isinstance(config, Fp16) else 'INT8'}"
+    kind = "FP16" if isinstance(config, Fp16) else "INT4" if isinstance(config, Int4) else "INT8"
+    return value, f"setting FIDELITY_FLOOR_{kind}"
 
 
 def _outputs(path: Path, handle: ModelHandle, batches: list[Feeds]) -> list[list[np.ndarray]]:
@@ -276,15 +307,19 @@ def _relative_error(reference: list[np.ndarray], candidate: list[np.ndarray]) ->
 def node_errors(
     float_model: onnx.ModelProto, quantized: onnx.ModelProto, batches: list[Feeds], kept: set[str]
 ) -> list[Kept]:
-    """Nodes of the float graph that may still be quantized, worst first, by the error they add themselves:
-    their outputs' relative error minus their inputs' worst. The error a kept node still adds goes to the
-    producers of its inputs (their quantized activations feed it)."""
+    """Nodes of the float graph that quantization changed and that are not yet kept in float, worst first, by
+    the error they add themselves: their outputs' relative error minus their inputs' worst. The error a node
+    adds without having been changed (kept in float, or an op the method leaves alone, like a Sigmoid after
+    int8) goes to the producers of its inputs: their quantized outputs feed it."""
     in_float = _float_tensors(float_model)
     in_quantized = _float_tensors(quantized)
-    common = {n: in_quantized[n] for n in in_float if n in in_quantized}
+    produced = {o for n in quantized.graph.node for o in n.output}
+    # a contrib op (MatMulNBits, DynamicQuantizeMatMul) has no type inferred: int8 and int4 keep float32
+    common = {n: in_quantized.get(n, t) for n, t in in_float.items() if n in produced}
     reference = intermediates(float_model, {n: in_float[n] for n in common}, batches)
     candidate = intermediates(quantized, common, batches)
     error = {n: _relative_error(reference[n], candidate[n]) for n in common}
+    changed = _changed(float_model, quantized) - kept
     producer = {o: n for n in float_model.graph.node for o in n.output}
     own: dict[str, float] = {}
     for node in float_model.graph.node:
@@ -292,9 +327,9 @@ def node_errors(
         if not outputs:
             continue
         added = max(outputs) - max((error.get(i, 0.0) for i in node.input), default=0.0)
-        blamed = [node] if node.name not in kept else [producer[i] for i in node.input if i in producer]
+        blamed = [node] if node.name in changed else [producer[i] for i in node.input if i in producer]
         for culprit in blamed:
-            if culprit.name and culprit.name not in kept:
+            if culprit.name in changed:
                 own[culprit.name] = max(own.get(culprit.name, 0.0), added)
     by_name = {n.name: n for n in float_model.graph.node}
     ranked = sorted((v, k) for k, v in own.items() if v > 0)[::-1]
@@ -302,6 +337,19 @@ def node_errors(
         Kept(name, by_name[name].op_type, "sensitivity", f"adds relative error {value:.3g} to its outputs")
         for value, name in ranked
     ]
+
+
+def _changed(float_model: onnx.ModelProto, quantized: onnx.ModelProto) -> set[str]:
+    """Names of the float graph's nodes the quantization replaced (no node of that name, op, inputs and
+    outputs is left) or converted (every node of an fp16 graph, whose tensors changed type)."""
+    if any(i.data_type == TensorProto.FLOAT16 for i in quantized.graph.initializer):
+        return {n.name for n in float_model.graph.node if n.name}
+    left = {(n.name, n.op_type, tuple(n.input), tuple(n.output)) for n in quantized.graph.node}
+    return {
+        n.name
+        for n in float_model.graph.node
+        if n.name and (n.name, n.op_type, tuple(n.input), tuple(n.output)) not in left
+    }
 
 
 def fp16_out_of_range(model: onnx.ModelProto, batches: list[Feeds]) -> list[Kept]:

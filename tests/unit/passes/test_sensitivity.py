@@ -125,3 +125,10 @@ def test_fp16_range_check_and_cast_folding(model: ModelHandle, batches: list, tm
         "the 1e6 activations go straight from fc1_bias to head, not through float16"
     )
     assert np.isfinite(ort.InferenceSession(str(path)).run(None, batches[0])[0]).all()
+
+
+def test_int4_keeps_the_head_in_float(model: ModelHandle, batches: list, tmp_path: Path) -> None:
+    found = _quantize(model, _ctx(tmp_path, batches), method="int4", block_size=16)
+    assert found["floor"] == 0.9 and found["floor_source"] == "setting FIDELITY_FLOOR_INT4"
+    assert found["before"] < 0.9, f"4-bit blocks mixing 1e-6 and 0.5 weights lose the small ones: {found['before']}"
+    assert found["met"] and [k["node"] for k in found["kept_in_float"]] == ["head"], found
