@@ -397,6 +397,9 @@ def fold_round_trip_casts(path: Path) -> None:
     model = onnx.load(str(path))
     graph = model.graph
     outputs = {o.name for o in graph.output}
+    float32 = {n for n, t in _float_tensors(model).items() if t == TensorProto.FLOAT} | {
+        i.name for i in graph.input if i.type.tensor_type.elem_type == TensorProto.FLOAT
+    }
     consumers: dict[str, list[onnx.NodeProto]] = {}
     for node in graph.node:
         for name in node.input:
@@ -405,6 +408,8 @@ def fold_round_trip_casts(path: Path) -> None:
     for first in graph.node:
         readers = consumers.get(first.output[0], []) if first.op_type == "Cast" else []
         if not readers or _cast_to(first) != TensorProto.FLOAT16 or first.output[0] in outputs:
+            continue
+        if first.input[0] not in float32:  # from float64 the pair is a real conversion
             continue
         if not all(r.op_type == "Cast" and _cast_to(r) == TensorProto.FLOAT for r in readers):
             continue
