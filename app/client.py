@@ -160,8 +160,8 @@ def _submit(
         except RefusedError as exc:
             console.print(f"[red]refused[/red] {exc}")
             return REFUSED
-    if job["status"] != "succeeded":
-        error = job.get("error") or {}
+    error = job.get("error") or {}
+    if job["status"] != "succeeded" and error.get("code") != "constraints_not_met":
         console.print(f"[red]job {job['id']} {job['status']}[/red] {error.get('code')}: {error.get('message')}")
         return FAILED
     with httpx.Client(base_url=url, headers=headers, timeout=300) as client:

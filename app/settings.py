@@ -9,6 +9,8 @@ from typing import Literal
 from pydantic import Field
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
+from passes.base import FidelityFloors
+
 
 class Settings(BaseSettings):
     model_config = SettingsConfigDict(env_prefix="", extra="ignore", case_sensitive=False)
@@ -50,6 +52,23 @@ class Settings(BaseSettings):
     )
     metrics_token: str | None = Field(
         None, description="When set, GET /metrics requires `Authorization: Bearer <METRICS_TOKEN>`."
+    )
+
+    # Fidelity floors: the least mean cosine to the original a result may have (constraints.min_cosine in a spec
+    # replaces them); below it the job fails with constraints_not_met, and quantization first keeps the
+    # responsible nodes in float, within `sensitivity_retries` more attempts.
+    fidelity_floor_fp16: float = Field(0.99, ge=-1, le=1, description="Floor of a half-precision (fp16, bf16) result.")
+    fidelity_floor_int8: float = Field(0.98, ge=-1, le=1, description="Floor of a dynamic or static int8 result.")
+    fidelity_floor_int4: float = Field(0.9, ge=-1, le=1, description="Floor of an int4 weight-only result.")
+    fidelity_floor: float = Field(
+        0.5,
+        ge=-1,
+        le=1,
+        description="Floor of a result of a pass meant to change the function (prune, lowrank, distill): it only "
+        "catches a broken model; judge those by the constraints you give (max_accuracy_drop, min_cosine).",
+    )
+    sensitivity_retries: int = Field(
+        4, ge=0, le=32, description="Quantization attempts after the first that keep more nodes in float."
     )
 
     # Abuse limits (docs/security.md).
@@ -119,6 +138,16 @@ class Settings(BaseSettings):
     @property
     def tmp_dir(self) -> Path:
         return self.home / "tmp"
+
+    @property
+    def fidelity_floors(self) -> FidelityFloors:
+        return FidelityFloors(
+            fp16=self.fidelity_floor_fp16,
+            int8=self.fidelity_floor_int8,
+            int4=self.fidelity_floor_int4,
+            generic=self.fidelity_floor,
+            retries=self.sensitivity_retries,
+        )
 
     def queue_name(self, device: str) -> str:
         """The Celery queue a job for `device` goes to: `cpu` or `gpu` (with the optional prefix)."""

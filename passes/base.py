@@ -4,7 +4,7 @@ pipeline. Pydantic only: the API validates and plans with these and never import
 from collections.abc import Sequence
 from typing import ClassVar, Literal
 
-from pydantic import BaseModel, ConfigDict
+from pydantic import BaseModel, ConfigDict, Field
 
 Form = Literal["onnx", "torch"]
 """The two representations a model takes in the pipeline: an ONNX file, or a torch module."""
@@ -17,6 +17,20 @@ ArtifactFormat = Literal["onnx", "pt2", "torchscript"]
 
 def form_of(fmt: Format) -> Form:
     return "onnx" if fmt == "onnx" else "torch"
+
+
+class FidelityFloors(BaseModel):
+    """The least mean cosine to the original a result may have, by what made it (the settings'
+    FIDELITY_FLOOR_*); `constraints.min_cosine` in the spec replaces them. Below the floor the verdict fails,
+    and the quantize pass keeps the responsible nodes in float to get above it."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    fp16: float = Field(ge=-1, le=1, description="half precision: fp16 and bf16")
+    int8: float = Field(ge=-1, le=1)
+    int4: float = Field(ge=-1, le=1)
+    generic: float = Field(ge=-1, le=1, description="a pass meant to change the function (prune, lowrank, distill)")
+    retries: int = Field(ge=0, description="quantization attempts after the first to get above the floor")
 
 
 class Part(BaseModel):
@@ -54,6 +68,11 @@ class PassConfig(BaseModel):
         """How progress and the report name this step: the type, and the method where there is one."""
         method = getattr(self, "method", None)
         return f"{self.type} {method}" if isinstance(method, str) else self.type
+
+    def fidelity_floor(self, floors: FidelityFloors) -> float | None:
+        """The least cosine to the original this pass may leave; None for a pass meant to keep the outputs
+        (a conversion, which is checked against its own input instead)."""
+        return None if self.converts else floors.generic
 
     def pipeline_problem(self, later: Sequence["PassConfig"]) -> str | None:
         """Why this pass cannot be followed by `later` (the passes after it), or None when it can."""

@@ -5,6 +5,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from passes.base import FidelityFloors
 from workers.evaluation.inputs import Feeds
 
 
@@ -23,6 +24,15 @@ class PassContext:
     metrics: dict[str, Any] = field(default_factory=dict)
     """what the pass measured about its own work (ranks, losses, zero weights): shown in its step of the
     report under names no shared figure uses"""
+
+    evaluation: list[Feeds] = field(default_factory=list)
+    """the job's evaluation batches, which the report measures the result on"""
+    floors: FidelityFloors | None = None
+    """the settings' fidelity floors (None outside a job: nothing to hold the result to)"""
+    min_cosine: float | None = None
+    """the spec's constraints.min_cosine, which replaces the floors"""
+    sensitivity: dict[str, Any] | None = None
+    """the nodes a quantization kept in float to reach its floor, with every attempt (the step's report)"""
 
     def path(self, name: str) -> Path:
         return self.workdir / f"step{self.step:02d}-{name}"

@@ -79,8 +79,9 @@ def run_pipeline(task: ChildTask, workdir: Path, emit: Emit) -> ChildSucceeded:
         emit(Progress(progress=(2 + planned.index) / total, current=planned.label, interim=done))
     emit(Progress(progress=(total - 1) / total, current="evaluate result"))
     artifact = finish_artifact(current.handle, task.plan.artifact_format, workdir)
-    result = measure_result(task, original, current.handle, workdir, artifact, steps[-1], original_figures, inputs)
-    report = build_report(task, inputs, original_figures, steps, result, reference, current.outputs, started)
+    delivered = deliver(current.handle, workdir / artifact.path, inputs)
+    result = measure_result(task, original, delivered, reference, steps[-1], original_figures, inputs, workdir)
+    report = build_report(task, inputs, original_figures, steps, result, reference, delivered.outputs, started)
     emit(Progress(progress=0.99, current="store"))
     return ChildSucceeded(artifacts=[artifact], report=report)
 
@@ -177,6 +178,9 @@ def apply_step(
         example=inputs.batches[0],
         datasets=inputs.datasets,
         original=original,
+        evaluation=inputs.batches,
+        floors=task.floors,
+        min_cosine=task.spec.constraints.min_cosine if task.spec.constraints else None,
     )
     t0 = time.perf_counter()
     handle = run_of(config.type)(config, current.handle, ctx)
@@ -193,6 +197,7 @@ def apply_step(
         "format": handle_format(handle),
         **weights(handle),
         "metrics": ctx.metrics,
+        "sensitivity": ctx.sensitivity,
         "fidelity": fidelity(names, reference, outputs),
         "accuracy": accuracy_of(outputs, inputs),
     }
@@ -236,34 +241,55 @@ def finish_artifact(handle: ModelHandle, fmt: str, workdir: Path) -> ArtifactFil
     return ArtifactFile(path=f"out/{name}", name=name, kind="model", format=fmt)  # type: ignore[arg-type]
 
 
+@dataclass
+class Delivered:
+    """The result as the user gets it: the artifact file, the model loaded from it, and its outputs on the
+    evaluation batches, which the report's fidelity and accuracy are computed from."""
+
+    path: Path
+    handle: ModelHandle
+    outputs: Outputs
+
+
+def deliver(handle: ModelHandle, artifact: Path, inputs: Inputs) -> Delivered:
+    """An ONNX result is the downloaded file itself (out/model.onnx), loaded the way a user loads it: an
+    InferenceSession with default options, not the pipeline's fixed-thread one. A torch result is the module
+    loaded back from the file it was saved as, which finish_artifact copied."""
+    if handle.kind != "onnx":
+        return Delivered(artifact, handle, outputs_of(handle, inputs))
+    import onnxruntime as ort
+
+    delivered = handle.with_onnx(artifact)
+    session = ort.InferenceSession(str(artifact), providers=["CPUExecutionProvider"])
+    return Delivered(artifact, delivered, [run(delivered, batch, session) for batch in inputs.batches])
+
+
 def measure_result(
     task: ChildTask,
     original_handle: ModelHandle,
-    handle: ModelHandle,
-    workdir: Path,
-    file: ArtifactFile,
+    delivered: Delivered,
+    reference: Outputs,
     last: dict[str, Any],
     original: dict[str, Any],
     inputs: Inputs,
+    workdir: Path,
 ) -> dict[str, Any]:
-    """The delivered artifact's figures, its latency timed interleaved with the original's (which this fills
-    in on `original`), and the ratios between them."""
+    """The delivered artifact's figures: fidelity and accuracy from its own outputs, its latency timed on the
+    artifact file interleaved with the original's (which this fills in on `original`), and the ratios."""
     lat = task.spec.evaluate.latency
-    artifact = workdir / file.path
-    size = last["size_bytes"]
+    handle, size = delivered.handle, last["size_bytes"]
+    accuracy = accuracy_of(delivered.outputs, inputs)
     result = {
         **footprint(handle, inputs.shapes, inputs.batches[0]),
         "format": task.plan.artifact_format,
         "size_bytes": size,
-        "sha256": sha256_file(artifact),
+        "sha256": sha256_file(delivered.path),
         "size_ratio": task.model.size_bytes / size if size else None,
-        "size_zstd_bytes": zstd_size(artifact),
-        "fidelity": last["fidelity"],
-        "accuracy": last["accuracy"],
+        "size_zstd_bytes": zstd_size(delivered.path),
+        "fidelity": fidelity(handle.output_names, reference, delivered.outputs),
+        "accuracy": accuracy,
         "accuracy_drop": (
-            None
-            if original["accuracy"] is None or last["accuracy"] is None
-            else original["accuracy"] - last["accuracy"]
+            None if original["accuracy"] is None or accuracy is None else original["accuracy"] - accuracy
         ),
     }
     timing = compare_latency(
@@ -327,7 +353,7 @@ def build_report(
             "steps": steps,
             "result": result,
             "accuracy": statistics,
-            "constraints": reporting.constraints_verdict(spec, result, statistics),
+            "constraints": reporting.constraints_verdict(spec, result, statistics, task.fidelity_floor()),
             "versions": reporting.versions(),
             "machine": reporting.machine(),
             "reproducibility": {

@@ -184,6 +184,7 @@ def child_task(claim: transitions.Claim, datasets: dict[str, DatasetRecord], set
         datasets=datasets,
         threads=settings.job_threads,
         max_unpacked_bytes=settings.max_upload_bytes * 4,
+        floors=settings.fidelity_floors,
     )
 
 
@@ -326,7 +327,11 @@ def _record_success(
             )
         )
     stored = report.model_dump(mode="json")
-    recorded = _with_db_retry(settings, lambda s: transitions.succeed(s, claim.job_id, claim.fence, stored, rows))
+    verdict = report.constraints
+    missed = verdict.reason if verdict.verdict == "fail" else None
+    recorded = _with_db_retry(
+        settings, lambda s: transitions.succeed(s, claim.job_id, claim.fence, stored, rows, missed)
+    )
     if not recorded:  # the claim was taken from us (lease lost, cancelled): leave no orphan files
         log.warning(
             "job %s: attempt %d lost its claim before recording; its artifacts are removed", claim.job_id, claim.attempt

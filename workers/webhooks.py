@@ -140,6 +140,7 @@ def notify_job_ended(job_id: str, settings: Settings, how: Delivery | None = Non
             "status": job.status,
             "attempts": job.attempts,
             "error": {"code": job.error_code, "message": job.error_message} if job.error_code else None,
+            "verdict": (job.report or {}).get("constraints", {}).get("verdict"),
             "finished_at": job.finished_at.isoformat() if job.finished_at else None,
         }
     payload = {"type": f"job.{data['status']}", "timestamp": data["finished_at"], "data": data}

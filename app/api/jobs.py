@@ -34,6 +34,7 @@ def job_out(job: Job) -> JobOut:
         spec=job.spec,
         plan=Plan.model_validate(job.plan) if job.plan else None,
         error=error,
+        verdict=verdict_of(job.report),
         created_at=job.created_at,
         started_at=job.started_at,
         finished_at=job.finished_at,
@@ -42,6 +43,11 @@ def job_out(job: Job) -> JobOut:
         search_id=job.search_id,
         candidate=job.candidate,
     )
+
+
+def verdict_of(report: dict[str, Any] | None) -> Any:
+    """The verdict stored with the report (validated against the report schema when it was made)."""
+    return (report.get("constraints") or {}).get("verdict") if report else None
 
 
 @router.post(

@@ -131,12 +131,24 @@ def cancel_requested(session: Session, job_id: str) -> bool:
     return bool(session.scalar(select(Job.cancel_requested).where(Job.id == job_id)))
 
 
-def succeed(session: Session, job_id: str, fence: int, report: dict[str, Any], artifacts: list[Artifact]) -> bool:
-    """Record the result and its artifacts together; False (nothing written) if the claim is not ours."""
+def succeed(
+    session: Session,
+    job_id: str,
+    fence: int,
+    report: dict[str, Any],
+    artifacts: list[Artifact],
+    missed: str | None = None,
+) -> bool:
+    """Record the result and its artifacts together; False (nothing written) if the claim is not ours. A
+    result whose verdict failed (`missed`: the verdict's reason) ends `failed` with `constraints_not_met`,
+    its report and artifacts kept so the user can see what it missed: a pipeline polling the status never
+    reads `succeeded` for a model below its floor."""
     _begin_write(session)
     result = session.execute(
         _mine(job_id, fence).values(
-            status="succeeded",
+            status="succeeded" if missed is None else "failed",
+            error_code=None if missed is None else "constraints_not_met",
+            error_message=None if missed is None else f"the result missed its constraints: {missed}",
             progress=1.0,
             current_pass=None,
             report=report,

@@ -21,6 +21,9 @@ class JobErrorCode(StrEnum):
     lowrank_unsupported = "lowrank_unsupported"
     distill_unsupported = "distill_unsupported"
     training_diverged = "training_diverged"
+    constraints_not_met = "constraints_not_met"
+    """the pipeline ran, but its result missed a constraint or the fidelity floor: the report and the artifact
+    are kept (GET /v1/jobs/{id}/report says which check failed)"""
     pass_failed = "pass_failed"
     """a library refused the model in a way no narrower code names; the message says which step"""
     # Limits and the job's life.

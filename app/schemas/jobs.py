@@ -115,6 +115,11 @@ class JobOut(BaseModel):
         "submitted before plans were stored)"
     )
     error: JobError | None
+    verdict: Literal["pass", "warn", "fail"] | None = Field(
+        None,
+        description="the report's verdict once the result is measured: a `fail` ends the job `failed` with "
+        "`constraints_not_met` (report and artifact kept); null before, or when no result was made",
+    )
     created_at: datetime
     started_at: datetime | None
     finished_at: datetime | None

@@ -105,6 +105,36 @@ class ResultFigures(ModelFigures):
     accuracy_drop: float | None = None
 
 
+class KeptNode(_Open):
+    node: str
+    op_type: str
+    reason: Literal["fp16_range", "sensitivity"] = Field(
+        description="fp16_range: it writes or reads a value outside float16's range; sensitivity: quantized, it "
+        "added the most error of its own (its outputs' error minus its inputs')"
+    )
+    detail: str
+
+
+class SensitivityAttempt(_Open):
+    attempt: int = Field(description="0: the quantization as asked; then one per retry")
+    nodes_in_float: list[str]
+    cosine_mean: float | None = Field(description="mean cosine to the float model on the evaluation batches")
+    met: bool
+
+
+class Sensitivity(_Open):
+    floor: float
+    floor_source: str = Field(description="constraints.min_cosine, or the setting the floor came from")
+    budget: int = Field(description="retries allowed after the first attempt (SENSITIVITY_RETRIES)")
+    before: float | None = Field(description="cosine of the quantization as asked")
+    after: float | None = Field(description="cosine of the attempt kept (the best one)")
+    met: bool
+    chosen_attempt: int
+    kept_in_float: list[KeptNode] = Field(description="nodes the kept attempt left in float, and why")
+    attempts: list[SensitivityAttempt]
+    stopped: str | None = Field(None, description="why the search ended below the floor; null when met")
+
+
 class Step(_Open):
     index: int
     type: str
@@ -118,6 +148,9 @@ class Step(_Open):
     size_bytes: int | None = None
     param_count: int | None = None
     fidelity: Fidelity | None = None
+    sensitivity: Sensitivity | None = Field(
+        None, description="int8, int4, fp16 on ONNX: the result against its floor, the nodes kept in float to meet it"
+    )
 
 
 class Accuracy(_Open):

@@ -12,6 +12,7 @@ from app.schemas.errors import JobErrorCode
 from app.schemas.jobs import JobError, JobSpec
 from app.schemas.models import ModelFormat
 from app.schemas.reports import Report
+from passes.base import FidelityFloors
 from passes.planner import Plan
 
 
@@ -64,6 +65,15 @@ class ChildTask(_Contract):
     datasets: dict[str, DatasetRecord]
     threads: int = Field(ge=1)
     max_unpacked_bytes: int = Field(ge=1)
+    floors: FidelityFloors
+
+    def fidelity_floor(self) -> float:
+        """The floor of the result: the spec's `constraints.min_cosine`, else the lowest floor of the passes
+        planned (fp16 0.99, int8 0.98 by default), else the generic one."""
+        if self.spec.constraints is not None and self.spec.constraints.min_cosine is not None:
+            return self.spec.constraints.min_cosine
+        given = [f for s in self.plan.steps if (f := s.config.fidelity_floor(self.floors)) is not None]
+        return min(given, default=self.floors.generic)
 
 
 class Interim(_Contract):

@@ -431,6 +431,39 @@ def _steps_table(report: Report) -> str:
     )
 
 
+def _kept_in_float(report: Report) -> str:
+    """Per quantization step held to its floor: each attempt's cosine, then the nodes kept in float and why."""
+    parts = []
+    for step in report.steps:
+        found = step.sensitivity
+        if found is None:
+            continue
+        attempts = "".join(
+            f"<tr><td>{a.attempt}</td><td>{len(a.nodes_in_float)}</td><td>{_num(a.cosine_mean, 5)}</td>"
+            f"<td>{'met' if a.met else 'below'}{' · kept' if a.attempt == found.chosen_attempt else ''}</td></tr>"
+            for a in found.attempts
+        )
+        nodes = "".join(
+            f'<tr><td class="mono">{escape(k.node)}</td><td>{escape(k.op_type)}</td><td>{escape(k.reason)}</td>'
+            f'<td style="text-align:left;white-space:normal">{escape(k.detail)}</td></tr>'
+            for k in found.kept_in_float
+        )
+        parts.append(
+            f"<p>step {step.index} ({escape(step.label or step.type)}): floor {_num(found.floor, 4)} "
+            f"({escape(found.floor_source)}), cosine {_num(found.before, 5)} as asked, {_num(found.after, 5)} "
+            f"delivered: {'met' if found.met else 'not met, ' + escape(found.stopped or '')}</p>"
+            "<table><thead><tr><th>attempt</th><th>nodes in float</th><th>cosine mean</th><th></th></tr>"
+            f"</thead><tbody>{attempts}</tbody></table>"
+            + (
+                "<table><thead><tr><th>kept in float</th><th>op</th><th>reason</th><th>why</th></tr></thead>"
+                f"<tbody>{nodes}</tbody></table>"
+                if nodes
+                else "<p>no node needed to stay in float</p>"
+            )
+        )
+    return f"<h2>Kept in float</h2>{''.join(parts)}" if parts else ""
+
+
 def _reproduce(report: Report) -> str:
     machine = report.machine
     facts = {
@@ -478,6 +511,7 @@ def render_report(report: Report) -> str:
         f"<h2>Charts</h2>{charts(series, label)}"
         f"<h2>Latency</h2>{_latency_table(report)}{notes}"
         f"<h2>Steps</h2>{_steps_table(report)}"
+        f"{_kept_in_float(report)}"
         f"<h2>Reproduce</h2>{_reproduce(report)}"
     )
     return _page(f"Squeeze report {report.job_id}", body)

@@ -4,7 +4,7 @@ from typing import Literal
 
 from pydantic import Field
 
-from passes.base import PassConfig, Takes
+from passes.base import FidelityFloors, PassConfig, Takes
 
 
 class Optimize(PassConfig):
@@ -15,6 +15,9 @@ class Optimize(PassConfig):
 
     def takes(self) -> Takes:
         return "onnx"
+
+    def fidelity_floor(self, floors: FidelityFloors) -> float | None:
+        return None  # a graph rewrite keeps the outputs: it sets no floor of its own
 
 
 Config = Optimize

@@ -7,7 +7,7 @@ from typing import Annotated, Any, Literal
 
 from pydantic import Field, field_validator, model_validator
 
-from passes.base import Part, PassConfig, Takes
+from passes.base import FidelityFloors, Part, PassConfig, Takes
 
 
 class Calibration(Part):
@@ -37,6 +37,9 @@ class _Int8(_Quantize):
     )
     op_types: list[str] | None = Field(None, description="restrict to these op types")
     nodes_to_exclude: list[str] = Field(default_factory=list, description="node names left in float")
+
+    def fidelity_floor(self, floors: FidelityFloors) -> float | None:
+        return floors.int8
 
 
 class Dynamic(_Int8):
@@ -82,6 +85,9 @@ class Int4(_Quantize):
     )
     nodes_to_exclude: list[str] = Field(default_factory=list, description="node names left in float")
 
+    def fidelity_floor(self, floors: FidelityFloors) -> float | None:
+        return floors.int4
+
     @field_validator("block_size")
     @classmethod
     def _power_of_two(cls, value: int) -> int:
@@ -115,6 +121,9 @@ class Fp16(_TorchHalf):
     def takes(self) -> Takes:
         return self.representation
 
+    def fidelity_floor(self, floors: FidelityFloors) -> float | None:
+        return floors.fp16
+
     def pipeline_problem(self, later: Sequence[PassConfig]) -> str | None:
         return super().pipeline_problem(later) if self.representation == "torch" else None
 
@@ -127,6 +136,9 @@ class Bf16(_TorchHalf):
 
     def takes(self) -> Takes:
         return "torch"
+
+    def fidelity_floor(self, floors: FidelityFloors) -> float | None:
+        return floors.fp16
 
 
 Config = Annotated[Dynamic | Static | Int4 | Fp16 | Bf16, Field(discriminator="method")]

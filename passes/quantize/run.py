@@ -33,6 +33,7 @@ from onnxruntime.transformers.float16 import convert_float_to_float16
 
 from app.schemas.errors import JobErrorCode
 from passes.quantize.config import Bf16, Config, Dynamic, Fp16, Int4, Static
+from passes.quantize.sensitivity import PREPROCESSED, within_floor
 from workers.context import PassContext
 from workers.datasets import batches
 from workers.runtime import Feeds, ModelHandle, PassFailed
@@ -78,6 +79,10 @@ class ReducedPrecision(torch.nn.Module):
 
 
 def run(config: Config, handle: ModelHandle, ctx: PassContext) -> ModelHandle:
+    return within_floor(config, handle, ctx, quantized)
+
+
+def quantized(config: Config, handle: ModelHandle, ctx: PassContext) -> ModelHandle:
     if config.takes() == "torch":
         return half_precision_module(config, handle, ctx)
     assert handle.path is not None  # the plan hands an ONNX pass an ONNX file
@@ -117,7 +122,7 @@ def _weight_type(config: Dynamic | Static) -> QuantType:
 def preprocessed(source: Path, ctx: PassContext) -> Path:
     """ORT's recommended pre-processing (shape inference, cleanup, BatchNorm folding), or the model as it
     is when it does not apply."""
-    target = ctx.path("preprocessed.onnx")
+    target = ctx.path(PREPROCESSED)
     try:
         quant_pre_process(str(source), str(target), skip_symbolic_shape=True)
     except Exception as exc:  # pre-processing is an optimisation; quantize the model as it is

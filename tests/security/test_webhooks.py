@@ -196,6 +196,7 @@ def test_worker_notifies_a_finished_job_signed_with_the_tenants_secret(
     headers, body = receiver.requests[0]
     event = json.loads(body)
     assert event["type"] == f"job.{final['status']}" and event["data"]["id"] == job["id"]
+    assert event["data"]["verdict"] == final["verdict"] is not None, "the verdict travels with the event"
     timestamp = int(headers["webhook-timestamp"])
     assert headers["webhook-signature"] == sign(secret, headers["webhook-id"], timestamp, body), (
         "signed with the secret GET /v1/tenant shows"

@@ -3,6 +3,9 @@
 from typing import Any
 
 from app.schemas.jobs import JobSpec
+from app.schemas.tasks import ChildTask, ModelRecord
+from passes.base import FidelityFloors
+from passes.planner import plan
 from workers.evaluation.report import constraints_verdict
 
 RESULT: dict[str, Any] = {
@@ -11,11 +14,12 @@ RESULT: dict[str, Any] = {
     "latency": [{"batch_size": 1, "p50_ms": 2.0}, {"batch_size": 32, "p50_ms": 9.0}],
 }
 ACCURACY = {"task": "classification", "drop": 0.004}
+FLOOR = 0.9
 
 
 def verdict(constraints: dict[str, Any] | None, accuracy: dict[str, Any] | None = ACCURACY) -> dict[str, Any]:
     spec = JobSpec.model_validate({"model_id": "mdl_x", "passes": [{"type": "optimize"}], "constraints": constraints})
-    return constraints_verdict(spec, RESULT, accuracy)
+    return constraints_verdict(spec, RESULT, accuracy, FLOOR)
 
 
 def test_all_met_passes() -> None:
@@ -49,7 +53,7 @@ def test_no_constraints_pass_above_the_fidelity_floor() -> None:
 
 def _verdict_of(result: dict[str, Any], constraints: dict[str, Any] | None = None) -> dict[str, Any]:
     spec = JobSpec.model_validate({"model_id": "mdl_x", "passes": [{"type": "optimize"}], "constraints": constraints})
-    return constraints_verdict(spec, result, None)
+    return constraints_verdict(spec, result, None, FLOOR)
 
 
 def test_a_broken_model_fails_without_constraints() -> None:
@@ -95,3 +99,44 @@ def test_a_larger_result_is_a_warning() -> None:
 def test_a_missed_constraint_fails_even_with_warnings() -> None:
     result = _verdict_of({**RESULT, "size_ratio": 0.8}, {"min_size_ratio": 2})
     assert result["verdict"] == "fail" and result["warnings"], "the warnings are kept beside the failure"
+
+
+FLOORS = FidelityFloors(fp16=0.99, int8=0.98, int4=0.9, generic=0.5, retries=4)
+
+
+def _job_floor(passes: list[dict[str, Any]], constraints: dict[str, Any] | None = None) -> float:
+    spec = JobSpec.model_validate({"model_id": "mdl_x", "passes": passes, "constraints": constraints})
+    model = ModelRecord(
+        id="mdl_x", format="onnx", inputs=[], outputs=[], details={}, size_bytes=1, sha256="0", param_count=None
+    )
+    task = ChildTask(
+        spec=spec,
+        plan=plan(spec.passes, "onnx"),
+        model=model,
+        datasets={},
+        threads=1,
+        max_unpacked_bytes=1,
+        floors=FLOORS,
+    )
+    return task.fidelity_floor()
+
+
+def test_the_floor_is_the_methods_setting() -> None:
+    assert _job_floor([{"type": "quantize", "method": "fp16"}]) == 0.99
+    assert _job_floor([{"type": "quantize", "method": "dynamic"}]) == 0.98
+    assert _job_floor([{"type": "quantize", "method": "int4"}]) == 0.9
+
+
+def test_a_pipeline_takes_its_lowest_floor_and_a_graph_rewrite_sets_none() -> None:
+    assert (
+        _job_floor(
+            [{"type": "prune", "method": "magnitude", "sparsity": 0.5}, {"type": "quantize", "method": "dynamic"}]
+        )
+        == 0.5
+    )
+    assert _job_floor([{"type": "optimize"}, {"type": "quantize", "method": "fp16"}]) == 0.99, "optimize sets none"
+    assert _job_floor([{"type": "optimize"}]) == 0.5, "nothing but a rewrite: the generic floor"
+
+
+def test_the_spec_overrides_the_floor() -> None:
+    assert _job_floor([{"type": "quantize", "method": "fp16"}], {"min_cosine": 0.9}) == 0.9

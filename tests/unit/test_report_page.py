@@ -87,3 +87,27 @@ def test_values_are_escaped_and_nothing_loads_from_elsewhere() -> None:
     assert "mdl_&lt;script&gt;" in html and "<script" not in html
     assert not re.search(r"\bsrc=|<link|@import|url\(", html)
     assert "cosine to original" in html, "without labels, quality is fidelity to the original"
+
+
+def test_nodes_kept_in_float_are_listed_with_each_attempt() -> None:
+    held = report(None).model_dump(mode="json")
+    held["steps"][0]["sensitivity"] = {
+        "floor": 0.98,
+        "floor_source": "setting FIDELITY_FLOOR_INT8",
+        "budget": 4,
+        "before": 0.498,
+        "after": 0.99993,
+        "met": True,
+        "chosen_attempt": 1,
+        "kept_in_float": [
+            {"node": "head<b>", "op_type": "Gemm", "reason": "sensitivity", "detail": "adds relative error 0.631"}
+        ],
+        "attempts": [
+            {"attempt": 0, "nodes_in_float": [], "cosine_mean": 0.498, "met": False},
+            {"attempt": 1, "nodes_in_float": ["head<b>"], "cosine_mean": 0.99993, "met": True},
+        ],
+    }
+    html = render_report(Report.model_validate(held))
+    assert "<h2>Kept in float</h2>" in html and "head&lt;b&gt;" in html, "the node is named, escaped"
+    assert "adds relative error 0.631" in html and "0.498" in html and "0.99993" in html, "why, before and after"
+    assert "Kept in float" not in render_report(report(None)), "no section for a step not held to a floor"

@@ -61,17 +61,15 @@ def machine() -> dict[str, Any]:
     }
 
 
-FIDELITY_FLOOR = 0.9
-"""a result whose mean cosine to the original is below this fails even when no constraint was given: it is
-a different model, whatever its size and speed (`constraints.min_cosine` replaces the floor)"""
-
-
 def _check(limit: float, value: float | None, met: bool | None, unchecked: str) -> dict[str, Any]:
     return {"limit": limit, "value": value, "met": met, "reason": unchecked if value is None else None}
 
 
-def _constraint_checks(spec: JobSpec, result: dict[str, Any], accuracy: dict[str, Any] | None) -> dict[str, Any]:
-    """Each constraint given, plus the fidelity floor when `min_cosine` is not: limit, value, met."""
+def _constraint_checks(
+    spec: JobSpec, result: dict[str, Any], accuracy: dict[str, Any] | None, floor: float
+) -> dict[str, Any]:
+    """Each constraint given, plus the fidelity floor when `min_cosine` is not: limit, value, met. A result
+    below the floor fails even when no constraint was given: it is a different model, whatever its size."""
     given = spec.constraints
     checks: dict[str, Any] = {}
     cosine = result["fidelity"].get("cosine_mean")
@@ -83,7 +81,7 @@ def _constraint_checks(spec: JobSpec, result: dict[str, Any], accuracy: dict[str
             "the result has no float output",
         )
     elif cosine is not None:
-        checks["fidelity_floor"] = _check(FIDELITY_FLOOR, cosine, cosine >= FIDELITY_FLOOR, "")
+        checks["fidelity_floor"] = _check(floor, cosine, cosine >= floor, "")
     if given is None:
         return checks
     if given.min_size_ratio is not None:
@@ -130,10 +128,13 @@ def regressions(result: dict[str, Any]) -> list[str]:
     return found
 
 
-def constraints_verdict(spec: JobSpec, result: dict[str, Any], accuracy: dict[str, Any] | None) -> dict[str, Any]:
-    """`fail` when a constraint or the fidelity floor is missed (or a constraint could not be checked),
-    naming each; else `warn` when the result is slower or larger than its original; else `pass`."""
-    checks = _constraint_checks(spec, result, accuracy)
+def constraints_verdict(
+    spec: JobSpec, result: dict[str, Any], accuracy: dict[str, Any] | None, floor: float
+) -> dict[str, Any]:
+    """`fail` when a constraint or the fidelity floor (ChildTask.fidelity_floor) is missed (or a constraint
+    could not be checked), naming each; else `warn` when the result is slower or larger than its original;
+    else `pass`."""
+    checks = _constraint_checks(spec, result, accuracy, floor)
     warnings = regressions(result)
     failed = [name for name, c in checks.items() if not c["met"]]
     if failed:
@@ -147,7 +148,7 @@ def constraints_verdict(spec: JobSpec, result: dict[str, Any], accuracy: dict[st
     given = [name for name in checks if name != "fidelity_floor"]
     met = f"all {len(given)} constraints met" if given else "no constraints were given"
     if "fidelity_floor" in checks:
-        met += f"; cosine to the original {checks['fidelity_floor']['value']:.4f} is above the {FIDELITY_FLOOR} floor"
+        met += f"; cosine to the original {checks['fidelity_floor']['value']:.4f} is above the {floor} floor"
     if warnings:
         return {
             "verdict": "warn",
