@@ -5,6 +5,7 @@ on digits.x_test here, so the accuracy figures are what a user of the artifact g
 import io
 import zipfile
 from pathlib import Path
+from typing import Any
 
 import httpx
 import numpy as np
@@ -21,7 +22,7 @@ LATENCY = {"batch_sizes": [32], "runs": 20, "warmup": 3}
 
 def upload_dataset(client: httpx.Client, arrays: dict[str, np.ndarray], name: str) -> str:
     buffer = io.BytesIO()
-    np.savez(buffer, **arrays)
+    np.savez(buffer, **arrays)  # type: ignore[arg-type]  # numpy's stub types **kwds as allow_pickle
     response = client.post("/v1/datasets", files={"file": (name, buffer.getvalue())})
     assert response.status_code == 201, response.text
     return str(response.json()["id"])
@@ -221,7 +222,7 @@ def test_torchscript_artifact(
     assert float((logits.argmax(1) == digits.y_test).mean()) == pytest.approx(baseline)
 
 
-BAD = [
+BAD: list[tuple[dict[str, Any], str]] = [
     ({"type": "prune", "method": "magnitude", "sparsity": 1.5}, "sparsity"),
     ({"type": "prune", "method": "magnitude"}, "sparsity"),
     ({"type": "prune", "method": "structured", "ratio": 0.3, "importance": "l3"}, "importance"),

@@ -84,11 +84,11 @@ def test_a_job_longer_than_the_visibility_timeout_has_one_effect(
     cluster: Cluster, client: httpx.Client, models: dict[str, str]
 ) -> None:
     fast_redelivery = {"BROKER_VISIBILITY_TIMEOUT_S": "2"}
-    first = cluster.start_worker(**fast_redelivery)
+    first = cluster.start_worker(**fast_redelivery)  # type: ignore[arg-type]  # str overrides, not wait
     job = submit(client, slow_job(models["heavy"], runs=1000))
     cluster.wait_running(job["id"])
     time.sleep(3)  # past the visibility timeout: a consumer starting now restores the message (kombu)
-    second = cluster.start_worker(**fast_redelivery)
+    second = cluster.start_worker(**fast_redelivery)  # type: ignore[arg-type]
     log = second.log  # type: ignore[attr-defined]
     deadline = time.monotonic() + 30
     while f"job {job['id']} is not queued" not in log.read_text():

@@ -101,7 +101,7 @@ BAD_FILES = [
         _npz(x=np.zeros((4, 2), np.float32), labels=np.zeros(4, np.float32)),
         "invalid_dataset",
     ),
-    ("scalar", "data.npz", _npz(x=np.float32(1.0)), "invalid_dataset"),
+    ("scalar", "data.npz", _npz(x=np.asarray(np.float32(1.0))), "invalid_dataset"),
     ("zip of other files", "data.npz", _zip({"readme.md": b"not an array"}), "invalid_dataset"),
     ("truncated safetensors", "data.safetensors", _safetensors_truncated(), "invalid_dataset"),
     ("safetensors header past the end", "data.safetensors", struct.pack("<Q", 10_000) + b"{}", "invalid_dataset"),

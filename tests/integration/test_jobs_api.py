@@ -2,6 +2,7 @@
 
 import hashlib
 from pathlib import Path
+from typing import Any
 
 import httpx
 import numpy as np
@@ -24,7 +25,7 @@ def submit(client: httpx.Client, body: dict, **headers: str) -> httpx.Response:
 
 
 def test_bad_specs_are_refused_at_submit_naming_the_field(client: httpx.Client, mlp_id: str) -> None:
-    cases = [
+    cases: list[tuple[dict[str, Any], str]] = [
         ({"model_id": mlp_id, "passes": [{"type": "shrink"}], "input_shapes": {"x": [4, 64]}}, "passes.0"),
         (
             {"model_id": mlp_id, "passes": [{"type": "quantize", "method": "int3"}], "input_shapes": {"x": [4, 64]}},

@@ -58,7 +58,7 @@ def _healthz_meanwhile(stack: Stack, stop: threading.Event, answers: list[int]) 
 
 
 def test_declared_and_streamed_bodies_past_the_limit_get_413_fast(limited: Stack) -> None:
-    stop, health = threading.Event(), []
+    stop, health = threading.Event(), list[int]()
     watcher = threading.Thread(target=_healthz_meanwhile, args=(limited, stop, health))
     watcher.start()
     rss_before = _rss_kib(limited.api.pid)

@@ -27,7 +27,8 @@ class Receiver:
     """A loopback HTTP server answering with the queued statuses (then 204), recording each request."""
 
     def __init__(self, statuses: list[int]) -> None:
-        self.statuses, self.requests = list(statuses), []
+        self.statuses = list(statuses)
+        self.requests: list[tuple[dict[str, str], bytes]] = []
         receiver = self
 
         class Handler(BaseHTTPRequestHandler):
@@ -37,7 +38,7 @@ class Receiver:
                 status = receiver.statuses.pop(0) if receiver.statuses else 204
                 self.send_response(status)
                 if status in (301, 302, 307):
-                    self.send_header("Location", f"http://127.0.0.1:{self.server.server_port}/elsewhere")
+                    self.send_header("Location", f"http://127.0.0.1:{receiver.server.server_port}/elsewhere")
                 self.send_header("Content-Length", "0")
                 self.end_headers()
 

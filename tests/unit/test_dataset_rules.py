@@ -1,12 +1,14 @@
 """The dataset rules shared by the API and the worker: which spec fields reference a dataset, when a
 dataset fits a model, the shapes it implies, and how text batches are padded."""
 
+from typing import Any
+
 import numpy as np
 
 from app.schemas.datasets import check_fit, dataset_refs, shapes_from_dataset
 from workers.datasets import batches
 
-TEXT_MODEL = {
+TEXT_MODEL: dict[str, Any] = {
     "format": "onnx",
     "details": {},
     "inputs": [
@@ -55,9 +57,8 @@ def test_a_dataset_gives_the_shapes_a_dynamic_model_lacks() -> None:
         "input_ids": [4, 16],
         "attention_mask": [4, 16],
     }, "batch = min(32, samples), the rest from the data"
-    assert shapes_from_dataset(TEXT_MODEL["inputs"], {"input_ids": [2, 8]}, dataset)["input_ids"] == [2, 8], (
-        "given input_shapes win"
-    )
+    given = shapes_from_dataset(TEXT_MODEL["inputs"], {"input_ids": [2, 8]}, dataset)
+    assert given is not None and given["input_ids"] == [2, 8], "given input_shapes win"
 
 
 def test_text_batches_are_padded_per_batch() -> None:

@@ -25,7 +25,9 @@ def digits_logits(digits: Digits, digits_cnn: torch.nn.Module) -> dict[str, Any]
     damaged = copy.deepcopy(digits_cnn)
     generator = torch.Generator().manual_seed(0)
     with torch.no_grad():
+        assert isinstance(damaged, torch.nn.Sequential)
         last = damaged[-1]
+        assert isinstance(last, torch.nn.Linear)
         last.weight += 0.6 * last.weight.std() * torch.randn(last.weight.shape, generator=generator)
     return {
         "original": _logits(digits_cnn, digits.x_test),

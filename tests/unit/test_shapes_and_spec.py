@@ -57,5 +57,5 @@ def test_spec_errors_list_every_bad_field() -> None:
 
 def test_defaults_favour_fidelity() -> None:
     spec = parse_spec({"model_id": "m", "passes": [{"type": "quantize", "method": "dynamic"}]})
-    assert spec.passes[0].per_channel is True  # type: ignore[union-attr]
+    assert spec.passes[0].per_channel is True  # type: ignore[attr-defined]
     assert spec.device == "cpu" and spec.evaluate.latency.runs == 50

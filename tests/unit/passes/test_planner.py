@@ -1,6 +1,8 @@
 """The planner: the steps a spec becomes on a model format, conversions included, and the pipelines it
 refuses at submit naming the pass."""
 
+from typing import Any
+
 import pytest
 from pydantic import TypeAdapter
 
@@ -25,7 +27,7 @@ def test_a_torch_pass_on_onnx_goes_to_torch_and_back() -> None:
 
 
 def test_mixed_pipeline_converts_at_each_change_of_form() -> None:
-    passes = [
+    passes: list[dict[str, Any]] = [
         {"type": "prune", "method": "magnitude", "sparsity": 0.5},
         {"type": "quantize", "method": "static", "calibration": {"dataset_id": "ds"}},
     ]
