@@ -64,24 +64,27 @@ def test_onnx_to_torch_holds_real_layers_and_matches(
 
 
 def test_unsupported_operator_is_named(tmp_path: Path) -> None:
-    node = helper.make_node("TopK", ["x", "k"], ["values", "indices"])
+    node = helper.make_node("NonMaxSuppression", ["boxes", "scores"], ["selected"])
     graph = helper.make_graph(
         [node],
         "g",
-        [helper.make_tensor_value_info("x", TensorProto.FLOAT, [1, 4])],
-        [helper.make_tensor_value_info("values", TensorProto.FLOAT, [1, 2])],
-        [helper.make_tensor("k", TensorProto.INT64, [1], [2])],
+        [
+            helper.make_tensor_value_info("boxes", TensorProto.FLOAT, [1, 4, 4]),
+            helper.make_tensor_value_info("scores", TensorProto.FLOAT, [1, 1, 4]),
+        ],
+        [helper.make_tensor_value_info("selected", TensorProto.INT64, [None, 3])],
     )
+    example = {"boxes": np.zeros((1, 4, 4), np.float32), "scores": np.zeros((1, 1, 4), np.float32)}
     with pytest.raises(ConversionUnsupported) as info:
-        onnx_to_torch(helper.make_model(graph), {"x": np.zeros((1, 4), np.float32)})
-    assert info.value.ops == ["TopK"]
-    path = tmp_path / "topk.onnx"
+        onnx_to_torch(helper.make_model(graph), example)
+    assert info.value.ops == ["NonMaxSuppression"]
+    path = tmp_path / "nms.onnx"
     onnx.save(helper.make_model(graph), str(path))
-    handle = ModelHandle("onnx", ["x"], ["values"], {}, path=path)
-    ctx = PassContext(workdir=tmp_path, step=0, device="cpu", example={"x": np.zeros((1, 4), np.float32)})
+    handle = ModelHandle("onnx", ["boxes", "scores"], ["selected"], {}, path=path)
+    ctx = PassContext(workdir=tmp_path, step=0, device="cpu", example=example)
     with pytest.raises(PassFailed) as failed:
         apply(parse(type="convert", to="torch"), handle, ctx)
-    assert failed.value.code == "conversion_unsupported" and "TopK" in failed.value.message
+    assert failed.value.code == "conversion_unsupported" and "NonMaxSuppression" in failed.value.message
 
 
 def test_magnitude_pruning_reaches_sparsity_and_compresses(
