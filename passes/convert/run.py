@@ -65,6 +65,9 @@ def export_to_onnx(handle: ModelHandle, ctx: PassContext, opset: int) -> ModelHa
                 dynamo=True,
                 external_data=False,
                 dynamic_shapes=shapes,
+                # torch 2.13's graph optimizer folds an LSTM/GRU/RNN's sequence length into a constant
+                # (the model then refuses any other length); without it the axis stays dynamic
+                optimize=not any(isinstance(m, torch.nn.RNNBase) for m in handle.module.modules()),
                 verbose=False,
             )
     except Exception as exc:  # the exporter raises many types; all mean "this model did not export"

@@ -57,12 +57,13 @@ def _cut(values: torch.Tensor, sparsity: float) -> torch.Tensor:
 
 
 def last_layer(module: nn.Module, example: list[torch.Tensor]) -> nn.Module:
-    """The Linear/Conv layer that runs last on an example: the classifier whose outputs must stay."""
+    """The Linear/Conv layer that runs last on an example: the classifier (or a detector's transposed-conv
+    head) whose outputs must stay."""
     order: list[nn.Module] = []
     hooks = [
         m.register_forward_hook(lambda mod, *_: order.append(mod))
         for m in module.modules()
-        if isinstance(m, nn.Linear | nn.Conv1d | nn.Conv2d)
+        if isinstance(m, nn.Linear | nn.Conv1d | nn.Conv2d | nn.ConvTranspose1d | nn.ConvTranspose2d)
     ]
     try:
         with torch.no_grad():
@@ -168,6 +169,6 @@ def kept_ratios(module: nn.Module, ratio: float, round_to: int | None, keep: nn.
 def _width(module: nn.Module) -> int | None:
     if isinstance(module, nn.Linear):
         return module.out_features
-    if isinstance(module, nn.Conv1d | nn.Conv2d):
+    if isinstance(module, nn.Conv1d | nn.Conv2d | nn.ConvTranspose1d | nn.ConvTranspose2d):
         return module.out_channels
     return None

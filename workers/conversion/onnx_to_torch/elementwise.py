@@ -101,7 +101,8 @@ DTYPES = {
 
 
 def _unary(node: Node) -> Callable[..., Value]:
-    return UNARY[node.op]
+    fn = UNARY[node.op]
+    return lambda x: fn(torch.tensor(x, dtype=torch.float32) if is_py(x) else x)  # a python value: a shape
 
 
 def _py_unary(node: Node) -> Callable[..., Value]:

@@ -1,6 +1,6 @@
 """LSTM, GRU and RNN as nn.LSTM / nn.GRU / nn.RNN holding the weights (gates reordered from ONNX's layout),
 forward, reverse or bidirectional, sequence length free. ONNX's outputs (Y [seq, dirs, batch, hidden],
-Y_h, Y_c) are rebuilt from torch's; layout 1 (batch first) is read too."""
+Y_h, Y_c) are rebuilt from torch's. Layout 1 (batch first) is refused, as onnxruntime refuses it."""
 
 from collections.abc import Callable
 
@@ -35,6 +35,8 @@ def _activation(node: Node) -> str:
 def _check(node: Node) -> None:
     if node.attrs.get("clip") is not None or node.attrs.get("input_forget", 0):
         raise FormUnsupported("clip / input_forget")
+    if node.attrs.get("layout", 0):
+        raise FormUnsupported("layout 1 (batch first)")
     if node.input(4):
         raise FormUnsupported("sequence_lens (variable lengths in one batch)")
     if node.op == "LSTM" and node.input(7):
@@ -72,17 +74,12 @@ def _recurrent(node: Node) -> Built:
     _check(node)
     _activation(node)
     reverse = node.attrs.get("direction", "forward") == "reverse"
-    batch_first = bool(node.attrs.get("layout", 0))
     lstm = node.op == "LSTM"
     inputs = [node.input(0), node.input(5), node.input(6) if lstm else ""]
 
     def fn(
         layer: nn.Module, x: torch.Tensor, h0: torch.Tensor | None, c0: torch.Tensor | None
     ) -> tuple[torch.Tensor | None, ...]:
-        if batch_first:
-            x = x.transpose(0, 1)
-            h0 = h0.transpose(0, 1) if h0 is not None else None
-            c0 = c0.transpose(0, 1) if c0 is not None else None
         if reverse:
             x = x.flip(0)
         state: object = None
@@ -97,12 +94,10 @@ def _recurrent(node: Node) -> Built:
         h_n, c_n = last if lstm else (last, None)
         seq, batch = out.shape[0], out.shape[1]
         y = out.reshape(seq, batch, -1, h_n.shape[-1]).transpose(1, 2)  # [seq, dirs, batch, hidden]
-        if batch_first:
-            y, h_n = y.permute(2, 0, 1, 3), h_n.transpose(0, 1)
-            c_n = c_n.transpose(0, 1) if c_n is not None else None
         return (y, h_n, c_n) if lstm else (y, h_n)
 
-    return Built(fn, inputs, layer=node.add_layer(_layer(node), node.input(1)))
+    outputs = (node.outputs + ["", "", ""])[: 3 if lstm else 2]  # Y_h, Y_c may be left out
+    return Built(fn, inputs, outputs=outputs, layer=node.add_layer(_layer(node), node.input(1)))
 
 
 OPS: dict[str, Callable[[Node], Built]] = dict.fromkeys(GATES, _recurrent)

@@ -1,0 +1,192 @@
+"""Small models as torch's exporters write them (TorchScript-based and dynamo): a detector with Resize and
+ConvTranspose heads and a sigmoid map, LSTM and GRU recognisers with a dynamic width, a transformer encoder.
+Each is converted, compared with onnxruntime on other sizes than the conversion's example, exported back by
+the convert pass, and the detector is pruned (magnitude and structured) and exported again."""
+
+from pathlib import Path
+
+import numpy as np
+import onnx
+import onnxruntime as ort
+import pytest
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from tests.pass_runs import apply, parse
+from workers.context import PassContext
+from workers.conversion.onnx_to_torch import onnx_to_torch
+from workers.runtime import ModelHandle
+
+torch.manual_seed(0)
+RNG = np.random.default_rng(0)
+
+
+class Detector(nn.Module):
+    """A DBNet-like text detector: a strided backbone, an upsampled skip, a transposed-conv head, two maps."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.stem = nn.Sequential(nn.Conv2d(3, 8, 3, 2, 1), nn.BatchNorm2d(8), nn.ReLU())
+        self.down = nn.Sequential(nn.Conv2d(8, 16, 3, 2, 1), nn.BatchNorm2d(16), nn.Hardswish())
+        self.fuse = nn.Conv2d(24, 8, 3, padding=1)
+        self.head = nn.ConvTranspose2d(8, 2, 2, stride=2)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        low = self.stem(x)
+        high = F.interpolate(self.down(low), size=low.shape[2:], mode="nearest")
+        fused = F.hardsigmoid(self.fuse(torch.cat([low, high], dim=1)))
+        prob, thresh = torch.split(self.head(fused), 1, dim=1)
+        up = F.interpolate(torch.sigmoid(prob - thresh), scale_factor=2.0, mode="bilinear")
+        return up.clamp(0.0, 1.0)
+
+
+class Recogniser(nn.Module):
+    """A CRNN: convolutions over a text line, height pooled away, a bidirectional LSTM or GRU over the width.
+
+    The GRU's keeps the width: torch 2.13's dynamo exporter cannot decompose a bidirectional GRU whose
+    sequence length is a computed size (width // 2), so that model would not export back."""
+
+    def __init__(self, cell: type[nn.LSTM] | type[nn.GRU]) -> None:
+        super().__init__()
+        pool = nn.MaxPool2d(2) if cell is nn.LSTM else nn.MaxPool2d((2, 1))
+        self.features = nn.Sequential(nn.Conv2d(1, 8, 3, padding=1), nn.ReLU(), pool)
+        self.rnn = cell(8, 12, bidirectional=True)
+        self.out = nn.Linear(24, 10)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        f = self.features(x).amax(dim=2)  # [batch, channels, width]
+        seq, _ = self.rnn(f.permute(2, 0, 1))
+        return F.log_softmax(self.out(seq), dim=-1)
+
+
+class Encoder(nn.Module):
+    """A one-layer transformer encoder over token ids, mean-pooled into a classifier."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.embed = nn.Embedding(50, 16)
+        self.layer = nn.TransformerEncoderLayer(16, 2, 32, dropout=0.0, batch_first=True, activation="gelu")
+        self.norm = nn.LayerNorm(16)
+        self.head = nn.Linear(16, 3)
+
+    def forward(self, ids: torch.Tensor) -> torch.Tensor:
+        return self.head(self.norm(self.layer(self.embed(ids))).mean(dim=1))
+
+
+def export(module: nn.Module, example: torch.Tensor, path: Path, axes: list[int], dynamo: bool, opset: int) -> Path:
+    module.eval()
+    if dynamo:
+        shapes = ({a: torch.export.Dim.AUTO for a in axes},)
+        torch.onnx.export(
+            module,
+            (example,),
+            str(path),
+            dynamo=True,
+            opset_version=opset,
+            dynamic_shapes=shapes,
+            input_names=["x"],
+            output_names=["y"],
+            verbose=False,
+        )
+    else:
+        torch.onnx.export(
+            module,
+            (example,),
+            str(path),
+            dynamo=False,
+            opset_version=opset,
+            input_names=["x"],
+            output_names=["y"],
+            dynamic_axes={"x": {a: f"d{a}" for a in axes}},
+        )
+    return path
+
+
+MODELS = {
+    "detector-torchscript-opset11": (Detector, (2, 3, 32, 48), (1, 3, 64, 40), [0, 2, 3], False, 11),
+    "detector-dynamo-opset18": (Detector, (2, 3, 32, 48), (3, 3, 48, 32), [0, 2, 3], True, 18),
+    "lstm-recogniser-torchscript-opset13": (
+        lambda: Recogniser(nn.LSTM),
+        (2, 1, 8, 40),
+        (1, 1, 8, 96),
+        [0, 3],
+        False,
+        13,
+    ),
+    "gru-recogniser-torchscript-opset14": (lambda: Recogniser(nn.GRU), (2, 1, 8, 40), (3, 1, 8, 72), [0, 3], False, 14),
+    # the TorchScript exporter writes the attention's sequence length as a constant: only the batch varies
+    "encoder-torchscript-opset14": (Encoder, (2, 7), (3, 7), [0, 1], False, 14),
+    "encoder-dynamo-opset18": (Encoder, (2, 7), (3, 11), [0, 1], True, 18),
+}
+
+
+def feed_of(name: str, shape: tuple[int, ...]) -> np.ndarray:
+    if name.startswith("encoder"):
+        return RNG.integers(0, 50, shape).astype(np.int64)
+    return RNG.standard_normal(shape).astype(np.float32)
+
+
+@pytest.fixture(scope="module", params=list(MODELS))
+def exported(request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactory) -> tuple[str, Path]:
+    name = request.param
+    make, shape, _, axes, dynamo, opset = MODELS[name]
+    path = tmp_path_factory.mktemp("models") / f"{name}.onnx"
+    return name, export(make(), torch.from_numpy(feed_of(name, shape)), path, axes, dynamo, opset)
+
+
+def ort_run(path: Path | bytes, x: np.ndarray) -> np.ndarray:
+    source = path if isinstance(path, bytes) else str(path)
+    session = ort.InferenceSession(source, providers=["CPUExecutionProvider"])
+    return np.asarray(session.run(None, {session.get_inputs()[0].name: x})[0])
+
+
+def handle_of(path: Path, axes: list[int]) -> ModelHandle:
+    return ModelHandle("onnx", ["x"], ["y"], {"x": axes}, path=path)
+
+
+def test_converted_model_matches_and_exports_back(exported: tuple[str, Path], tmp_path: Path) -> None:
+    name, path = exported
+    _, shape, other_shape, _, _, _ = MODELS[name]
+    example, other = feed_of(name, shape), feed_of(name, other_shape)
+    module = onnx_to_torch(onnx.load(str(path)), {"x": example})
+    with torch.no_grad():
+        got = module(torch.from_numpy(other)).numpy()
+    np.testing.assert_allclose(got, ort_run(path, other), rtol=1e-4, atol=1e-4, err_msg="torch differs from ONNX")
+
+    ctx = PassContext(workdir=tmp_path, step=1, device="cpu", example={"x": example})
+    back = apply(parse(type="convert", to="onnx"), handle_of(path, MODELS[name][3]).with_torch(module), ctx)
+    np.testing.assert_allclose(
+        ort_run(back.path, other), ort_run(path, other), rtol=1e-4, atol=1e-4, err_msg="ONNX -> torch -> ONNX drifts"
+    )
+
+
+@pytest.fixture(scope="module")
+def detector(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, np.ndarray]:
+    path = tmp_path_factory.mktemp("detector") / "detector.onnx"
+    example = feed_of("detector", (2, 3, 32, 48))
+    return export(Detector(), torch.from_numpy(example), path, [0, 2, 3], False, 13), example
+
+
+@pytest.mark.parametrize(
+    "prune", [{"method": "magnitude", "sparsity": 0.5}, {"method": "structured", "ratio": 0.5, "round_to": 4}]
+)
+def test_converted_detector_prunes_and_exports(
+    detector: tuple[Path, np.ndarray], prune: dict[str, object], tmp_path: Path
+) -> None:
+    path, example = detector
+    handle = handle_of(path, [0, 2, 3])
+    ctx = PassContext(workdir=tmp_path, step=0, device="cpu", example={"x": example})
+    converted = apply(parse(type="convert", to="torch"), handle, ctx)
+    before = sum(p.numel() for p in converted.module.parameters())
+    pruned = apply(parse(type="prune", **prune), converted, ctx)
+    weights = [p for p in pruned.module.parameters() if p.dim() >= 2]
+    zeros = sum(int((p == 0).sum()) for p in weights) / sum(p.numel() for p in weights)
+    after = sum(p.numel() for p in pruned.module.parameters())
+    assert zeros >= 0.45 or after < 0.85 * before, f"nothing was pruned: {zeros:.2f} zeros, {before} -> {after} params"
+    ctx.step = 1
+    back = apply(parse(type="convert", to="onnx"), pruned, ctx)
+    other = feed_of("detector", (1, 3, 48, 64))
+    out = ort_run(back.path, other)
+    assert out.shape == ort_run(path, other).shape, "the pruned detector's map changed shape"
+    assert np.all((out >= 0) & (out <= 1)), "the pruned detector's probability map left [0, 1]"
