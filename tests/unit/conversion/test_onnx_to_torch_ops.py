@@ -477,3 +477,35 @@ def test_form_not_covered_is_named(case: Case, named: str) -> None:
     with pytest.raises(ConversionUnsupported) as info:
         onnx_to_torch(model_of(case), case.feed)
     assert any(op.startswith(named) for op in info.value.ops), f"the refusal names {info.value.ops}, not {named!r}"
+
+
+def test_constant_node_weights_become_layers() -> None:
+    """Paddle2ONNX writes weights as Constant nodes: they still become a real Conv2d holding them."""
+    weight = numpy_helper.from_array(rand(4, 3, 3, 3), "w")
+    case = Case(
+        [helper.make_node("Constant", [], ["w"], value=weight), node("Conv", ["x", "w"], pads=[1, 1, 1, 1])], X4
+    )
+    model = model_of(case)
+    module = onnx_to_torch(model, case.feed)
+    assert [type(m).__name__ for m in module.layers.values()] == ["Conv2d"], "the Constant weight is not a layer"
+    _run_both(model, module, X4_OTHER, ["y"])
+
+
+def test_ir3_initializers_listed_as_inputs_are_weights() -> None:
+    """Old exporters (IR 3, opset 9) list every initializer among the graph inputs too."""
+    weight, bias = rand(6, 3), rand(6)
+    graph = helper.make_graph(
+        [node("Gemm", ["x", "w", "b"], transB=1)],
+        "g",
+        [
+            helper.make_tensor_value_info("x", F, ["n", 3]),
+            helper.make_tensor_value_info("w", F, [6, 3]),
+            helper.make_tensor_value_info("b", F, [6]),
+        ],
+        [helper.make_tensor_value_info("y", F, ["n", 6])],
+        [numpy_helper.from_array(weight, "w"), numpy_helper.from_array(bias, "b")],
+    )
+    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 9)], ir_version=3)
+    module = onnx_to_torch(model, {"x": rand(2, 3)})
+    assert module.input_names == ["x"], f"the converted model asks for {module.input_names}"
+    _run_both(model, module, {"x": rand(5, 3)}, ["y"])

@@ -242,6 +242,8 @@ def _softmax(node: Node) -> Callable[..., Value]:
 
 
 def _identity(node: Node) -> Callable[..., Value]:
+    if node.op == "Dropout" and node.used(1):
+        raise FormUnsupported("mask output")
     return lambda x, *_: x
 
 
