@@ -328,6 +328,17 @@ CASES: dict[str, Case] = {
     ),
     "DepthToSpace-DCR": Case([node("DepthToSpace", ["x"], blocksize=2)], {"x": rand(1, 8, 3, 3)}),
     "DepthToSpace-CRD": Case([node("DepthToSpace", ["x"], blocksize=2, mode="CRD")], {"x": rand(1, 8, 3, 3)}),
+    "LRN": Case([node("LRN", ["x"], size=3, alpha=1e-3, beta=0.7, bias=2.0)], X4, other=X4_OTHER),
+    "Einsum": Case(
+        [node("Einsum", ["x", "x2"], equation="bij, bkj -> bik")], {"x": rand(2, 3, 4), "x2": rand(2, 5, 4)}
+    ),
+    "CumSum-exclusive-reverse": Case(
+        [node("CumSum", ["x", "a"], exclusive=1, reverse=1)], X4, init={"a": np.array(2, np.int64)}
+    ),
+    "Trilu-lower-k": Case(
+        [node("Trilu", ["x", "k"], upper=0)], {"x": rand(2, 4, 5)}, init={"k": np.array(1, np.int64)}
+    ),
+    "Trilu-upper": Case([node("Trilu", ["x"])], {"x": rand(4, 5)}),
     "Constant-value-ints": Case(
         [helper.make_node("Constant", [], ["s"], value_ints=[0, -1]), node("Reshape", ["x", "s"])], X4
     ),

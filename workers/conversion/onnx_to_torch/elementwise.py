@@ -1,4 +1,5 @@
-"""Elementwise operators: activations, arithmetic, comparisons, logic, Cast, Clip, Where, Softmax.
+"""Elementwise operators: activations, arithmetic, comparisons, logic, Cast, Clip, Where, Softmax, and the few
+other tensor-to-tensor ones (LRN, Einsum, CumSum, Trilu).
 
 Each works on tensors and, where the graph computes shapes, on python values (see `Value`)."""
 
@@ -241,6 +242,42 @@ def _softmax(node: Node) -> Callable[..., Value]:
     return fn
 
 
+def _lrn(node: Node) -> Callable[..., Value]:
+    """Caffe-era local response normalization: ONNX's and torch's formulas are the same."""
+    size = int(node.attrs["size"])
+    alpha, beta, bias = (float(node.attrs.get(k, d)) for k, d in (("alpha", 1e-4), ("beta", 0.75), ("bias", 1.0)))
+    return lambda x: F.local_response_norm(x, size, alpha, beta, bias)
+
+
+def _einsum(node: Node) -> Callable[..., Value]:
+    equation = node.attrs["equation"].replace(" ", "")
+    return lambda *operands: torch.einsum(equation, *operands)
+
+
+def _cumsum(node: Node) -> Callable[..., Value]:
+    exclusive, reverse = bool(node.attrs.get("exclusive", 0)), bool(node.attrs.get("reverse", 0))
+
+    def fn(x: torch.Tensor, ax: Value) -> torch.Tensor:
+        dim = axis(int(ax) if not isinstance(ax, list) else ax[0], x.dim())
+        y = x.flip(dim) if reverse else x
+        out = y.cumsum(dim)
+        if exclusive:
+            out = out - y
+        return out.flip(dim) if reverse else out
+
+    return fn
+
+
+def _trilu(node: Node) -> Callable[..., Value]:
+    upper = bool(node.attrs.get("upper", 1))
+
+    def fn(x: torch.Tensor, k: Value = None) -> torch.Tensor:
+        diagonal = 0 if k is None else (k if isinstance(k, int) else int(k))
+        return torch.triu(x, diagonal) if upper else torch.tril(x, diagonal)
+
+    return fn
+
+
 def _identity(node: Node) -> Callable[..., Value]:
     if node.op == "Dropout" and node.used(1):
         raise FormUnsupported("mask output")
@@ -269,6 +306,10 @@ OPS: dict[str, Maker] = {
     "IsInf": _is_inf,
     "Softmax": _softmax,
     "LogSoftmax": _softmax,
+    "LRN": _lrn,
+    "Einsum": _einsum,
+    "CumSum": _cumsum,
+    "Trilu": _trilu,
     "Identity": _identity,
     "Dropout": _identity,
 }
