@@ -479,10 +479,16 @@ def test_operator_matches_onnxruntime(name: str) -> None:
             ),
             "Resize (mode linear with asymmetric)",
         ),
+        (
+            Case(
+                [node("Resize", ["x", "", "sc"], mode="nearest")], X4, init={"sc": np.array([2, 1, 2, 2], np.float32)}
+            ),
+            "Resize (scales on the batch or channel axis)",
+        ),
         (Case([node("Conv", ["x", "x"])], X4), "Conv (weights not constant)"),
         (Case([node("Det", ["x"])], X4), "Det"),
     ],
-    ids=["gru-reset-before", "resize-asymmetric-linear", "conv-input-weights", "det"],
+    ids=["gru-reset-before", "resize-asymmetric-linear", "resize-batch-axis", "conv-input-weights", "det"],
 )
 def test_form_not_covered_is_named(case: Case, named: str) -> None:
     with pytest.raises(ConversionUnsupported) as info:

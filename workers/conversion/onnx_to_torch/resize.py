@@ -64,7 +64,7 @@ def _resize(node: Node) -> Callable[..., Value]:
             float(s) for s in (given.reshape(-1).tolist() if isinstance(given, torch.Tensor) else given)
         ]
         if scales[0] != 1 or scales[1] != 1:
-            raise FormUnsupported("scaling the batch or channel axis")
+            raise FormUnsupported("Resize (scales on the batch or channel axis)")  # seen at run time only
         return F.interpolate(x, scale_factor=scales[2:], recompute_scale_factor=False, **kwargs)
 
     return fn
