@@ -508,6 +508,28 @@ def test_constant_node_weights_become_layers() -> None:
     _run_both(model, module, X4_OTHER, ["y"])
 
 
+def test_weights_computed_from_constants_become_layers() -> None:
+    """An Identity (shared weights) or a Transpose of an initializer is computed at conversion, so the Conv and
+    the MatMul it feeds are still real layers."""
+    case = Case(
+        [
+            node("Identity", ["w"], ["w_shared"]),
+            node("Conv", ["x", "w_shared"], ["c"]),
+            node("GlobalAveragePool", ["c"], ["g"]),
+            node("Flatten", ["g"], ["f"]),
+            node("Transpose", ["m"], ["m_t"], perm=[1, 0]),
+            node("MatMul", ["f", "m_t"]),
+        ],
+        X4,
+        init={"w": rand(4, 3, 3, 3), "m": rand(5, 4)},
+    )
+    model = model_of(case)
+    module = onnx_to_torch(model, case.feed)
+    kinds = [type(m).__name__ for m in module.layers.values()]
+    assert kinds == ["Conv2d", "Linear"], f"weights behind Identity / Transpose are not layers: {kinds}"
+    _run_both(model, module, X4_OTHER, ["y"])
+
+
 def test_ir3_initializers_listed_as_inputs_are_weights() -> None:
     """Old exporters (IR 3, opset 9) list every initializer among the graph inputs too."""
     weight, bias = rand(6, 3), rand(6)

@@ -63,6 +63,21 @@ def _graph(model: onnx.ModelProto, module: OnnxModule) -> Graph:
     return Graph(module=module, opset=opset, static=static, ranks=ranks, consumers=consumers)
 
 
+def _folded(step: Step, graph: Graph) -> bool:
+    """A function step whose inputs are all constants (an Identity, Transpose or Cast of a weight) is computed
+    now and its outputs become constants, so the layer they feed sees a constant weight."""
+    if step.layer or not step.inputs or not all(n in graph.static for n in step.inputs if n):
+        return False
+    args = [runtime_constant(graph.static[n]) if n else None for n in step.inputs]
+    with torch.inference_mode():
+        result = step.fn(*args)
+    results = list(result) if len(step.outputs) > 1 else [result]
+    for name, value in zip(step.outputs, results, strict=False):
+        if name:
+            graph.static[name] = value.numpy() if isinstance(value, torch.Tensor) else np.array(value)
+    return True
+
+
 def _step(node: Node) -> Step:
     built = OPS[node.op](node)
     if not isinstance(built, Built):
@@ -90,7 +105,9 @@ def build(model: onnx.ModelProto) -> OnnxModule:
             if proto.op_type == "Constant":
                 graph.static[proto.output[0]] = _constant_value(proto)
                 continue
-            module.steps.append(_step(Node(proto, graph)))
+            step = _step(Node(proto, graph))
+            if not _folded(step, graph):
+                module.steps.append(step)
         except FormUnsupported as exc:
             failed.add(f"{proto.op_type} ({exc})")
     if failed:
