@@ -110,6 +110,48 @@ CASES: dict[str, Case] = {
     "Resize-nearest-half-pixel": Case(
         [node("Resize", ["x", "", "sc"], mode="nearest")], X4, init={"sc": np.array([1, 1, 3, 2], np.float32)}
     ),
+    "Resize-linear-asymmetric": Case(
+        [node("Resize", ["x", "", "sc"], mode="linear", coordinate_transformation_mode="asymmetric")],
+        X4,
+        init={"sc": np.array([1, 1, 2, 1.5], np.float32)},
+        other=X4_OTHER,
+    ),
+    "Resize-linear-asymmetric-down": Case(
+        [node("Resize", ["x", "", "", "sz"], mode="linear", coordinate_transformation_mode="asymmetric")],
+        X4,
+        init={"sz": i64(2, 3, 5, 3)},
+    ),
+    "Resize-nearest-round-floor-scale3": Case(
+        [node("Resize", ["x", "", "sc"], mode="nearest", coordinate_transformation_mode="asymmetric")],
+        X4,
+        init={"sc": np.array([1, 1, 3, 3], np.float32)},
+    ),
+    "Resize-nearest-tf-half-pixel-down": Case(
+        [
+            node(
+                "Resize",
+                ["x", "", "", "sz"],
+                mode="nearest",
+                coordinate_transformation_mode="tf_half_pixel_for_nn",
+                nearest_mode="ceil",
+            )
+        ],
+        X4,
+        init={"sz": i64(2, 3, 3, 5)},
+    ),
+    "Resize-nearest-align-corners-dynamic-sizes": Case(
+        [
+            node("Shape", ["x"], ["s"]),
+            node("Mul", ["s", "two"], ["sz"]),
+            node("Slice", ["s", "zero", "two"], ["head"]),
+            node("Slice", ["sz", "two", "end"], ["tail"]),
+            node("Concat", ["head", "tail"], ["sizes"], axis=0),
+            node("Resize", ["x", "", "", "sizes"], mode="nearest", coordinate_transformation_mode="align_corners"),
+        ],
+        X4,
+        init={"two": i64(2), "zero": i64(0), "end": i64(4)},
+        other=X4_OTHER,
+    ),
     "Upsample-opset9": Case(
         [node("Upsample", ["x", "sc"], mode="nearest")], X4, init={"sc": np.array([1, 1, 2, 2], np.float32)}, opset=9
     ),
@@ -473,11 +515,11 @@ def test_operator_matches_onnxruntime(name: str) -> None:
         ),
         (
             Case(
-                [node("Resize", ["x", "", "sc"], mode="linear", coordinate_transformation_mode="asymmetric")],
+                [node("Resize", ["x", "", "sc"], mode="cubic", coordinate_transformation_mode="asymmetric")],
                 X4,
                 init={"sc": np.array([1, 1, 2, 2], np.float32)},
             ),
-            "Resize (mode linear with asymmetric)",
+            "Resize (mode cubic with asymmetric)",
         ),
         (
             Case(
@@ -488,7 +530,7 @@ def test_operator_matches_onnxruntime(name: str) -> None:
         (Case([node("Conv", ["x", "x"])], X4), "Conv (weights not constant)"),
         (Case([node("Det", ["x"])], X4), "Det"),
     ],
-    ids=["gru-reset-before", "resize-asymmetric-linear", "resize-batch-axis", "conv-input-weights", "det"],
+    ids=["gru-reset-before", "resize-asymmetric-cubic", "resize-batch-axis", "conv-input-weights", "det"],
 )
 def test_form_not_covered_is_named(case: Case, named: str) -> None:
     with pytest.raises(ConversionUnsupported) as info:
