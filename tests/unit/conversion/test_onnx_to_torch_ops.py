@@ -333,6 +333,23 @@ CASES: dict[str, Case] = {
         init={"z": i64(0), "two": i64(2), "m1": i64(-1)},
         other=X4_OTHER,
     ),
+    "ReduceProd-Floor-on-shape": Case(
+        [
+            node("Shape", ["x"], ["s"]),
+            node("Slice", ["s", "one", "end"], ["rest"]),
+            node("ReduceProd", ["rest"], ["n"], keepdims=1),
+            node("Cast", ["n"], ["nf"], to=F),
+            node("Div", ["nf", "two"], ["half"]),
+            node("Floor", ["half"], ["fl"]),
+            node("Cast", ["fl"], ["h"], to=I64),
+            node("Concat", ["first", "h", "m1"], ["t"], axis=0),
+            node("Reshape", ["x", "t"]),
+        ],
+        {"x": rand(2, 4, 6)},
+        init={"one": i64(1), "end": i64(3), "two": np.array([2.0], np.float32), "first": i64(0), "m1": i64(-1)},
+        other={"x": rand(3, 2, 8)},
+        opset=13,
+    ),
     "TopK": Case([node("TopK", ["x", "k"], ["v", "i"], axis=-1)], X4, outputs={"v": F, "i": I64}, init={"k": i64(3)}),
     "TopK-smallest-axis1": Case(
         [node("TopK", ["x", "k"], ["v", "i"], axis=1, largest=0)], X4, outputs={"v": F, "i": I64}, init={"k": i64(2)}

@@ -49,8 +49,6 @@ UNARY: dict[str, Callable[[torch.Tensor], torch.Tensor]] = {
     "Exp": torch.exp,
     "Log": torch.log,
     "Reciprocal": torch.reciprocal,
-    "Floor": torch.floor,
-    "Ceil": torch.ceil,
     "Round": torch.round,
     "Sign": torch.sign,
     "Sin": torch.sin,
@@ -65,6 +63,8 @@ PY_UNARY: dict[str, tuple[Callable[..., Value], Callable[..., Value]]] = {
     "Neg": (torch.neg, operator.neg),
     "Abs": (torch.abs, abs),
     "Not": (torch.logical_not, operator.not_),
+    "Floor": (torch.floor, math.floor),
+    "Ceil": (torch.ceil, math.ceil),
 }
 BINARY: dict[str, tuple[Callable[..., Value], Callable[..., Value]]] = {
     "Add": (torch.add, operator.add),

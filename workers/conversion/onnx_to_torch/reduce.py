@@ -27,6 +27,15 @@ REDUCE: dict[str, Callable[[torch.Tensor, tuple[int, ...], bool], torch.Tensor]]
 }
 
 
+PY_REDUCE: dict[str, Callable[[list[Any]], Any]] = {
+    "ReduceProd": math.prod,
+    "ReduceSum": sum,
+    "ReduceMax": max,
+    "ReduceMin": min,
+}
+"""over a shape (a python list): the element count of some axes, as exporters compute it for a Reshape"""
+
+
 def _prod(x: torch.Tensor, dims: tuple[int, ...], keep: bool) -> torch.Tensor:
     for d in sorted(dims, reverse=True):
         x = x.prod(dim=d, keepdim=keep)
@@ -40,7 +49,10 @@ def _reduce(node: Node) -> Callable[..., Value]:
     axes_as_input = node.opset >= (13 if node.op == "ReduceSum" else 18)
     fixed = node.attrs.get("axes")
 
-    def fn(x: torch.Tensor, axes: Value = None) -> torch.Tensor:
+    def fn(x: Value, axes: Value = None) -> Value:
+        if isinstance(x, list) and node.op in PY_REDUCE:
+            value = PY_REDUCE[node.op](x)
+            return [value] if keep else value
         dims = (ints(axes) if axes is not None else []) if axes_as_input else list(fixed or [])
         if not dims:
             if noop:
