@@ -1,7 +1,8 @@
 """Small models as torch's exporters write them (TorchScript-based and dynamo): a detector with Resize and
 ConvTranspose heads and a sigmoid map, LSTM and GRU recognisers with a dynamic width, a transformer encoder.
 Each is converted, compared with onnxruntime on other sizes than the conversion's example, exported back by
-the convert pass, and the detector is pruned (magnitude and structured) and exported again."""
+the convert pass; the detector is pruned (magnitude and structured), the encoder factorized and distilled,
+and both exported again."""
 
 from pathlib import Path
 
@@ -109,3 +110,29 @@ def test_converted_detector_prunes_and_exports(
     out = ort_run(back.path, other)
     assert out.shape == ort_run(path, other).shape, "the pruned detector's map changed shape"
     assert np.all((out >= 0) & (out <= 1)), "the pruned detector's probability map left [0, 1]"
+
+
+def test_converted_encoder_factorizes_distills_and_exports(tmp_path: Path) -> None:
+    """The transformer encoder's Linear layers take SVD, then distillation from the original ONNX model."""
+    example = feed_of("encoder", (2, 7))
+    path = export(Encoder(), torch.from_numpy(example), tmp_path / "encoder.onnx", [0, 1], dynamo=True, opset=18)
+    original = handle_of(path, [0, 1])
+    ctx = PassContext(
+        workdir=tmp_path,
+        step=0,
+        device="cpu",
+        example={"x": example},
+        datasets={"ids": {"x": feed_of("encoder", (64, 7))}},
+        original=original,
+    )
+    converted = apply(parse(type="convert", to="torch"), original, ctx)
+    factorized = apply(parse(type="lowrank", method="svd", rank_ratio=0.5), converted, ctx)
+    linears = [m for m in factorized.module.modules() if isinstance(m, nn.Linear)]
+    assert len(linears) > len([m for m in converted.module.modules() if isinstance(m, nn.Linear)]), "no SVD"
+    student = apply(parse(type="distill", dataset_id="ids", epochs=2, lr=1e-3), factorized, ctx)
+    losses = ctx.metrics["epoch_losses"]
+    assert losses[-1] < losses[0], f"distillation from the ONNX teacher did not learn: {losses}"
+    ctx.step = 1
+    back = apply(parse(type="convert", to="onnx"), student, ctx)
+    other = feed_of("encoder", (3, 11))
+    assert ort_run(back.path, other).shape == ort_run(path, other).shape, "the distilled encoder's output changed"
