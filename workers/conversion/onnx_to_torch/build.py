@@ -10,7 +10,7 @@ from onnx import numpy_helper
 
 from workers.conversion.onnx_to_torch import elementwise, layers, recurrent, reduce, resize, shape
 from workers.conversion.onnx_to_torch.module import ConversionUnsupported, FormUnsupported, OnnxModule, Step, Value
-from workers.conversion.onnx_to_torch.node import Built, Graph, Node
+from workers.conversion.onnx_to_torch.node import PYTHON_VECTOR_MAX, Built, Graph, Node
 
 OPS: dict[str, Callable[[Node], Built | Callable[..., Value]]] = {
     **elementwise.OPS,
@@ -21,8 +21,6 @@ OPS: dict[str, Callable[[Node], Built | Callable[..., Value]]] = {
     **recurrent.OPS,
 }
 SUPPORTED = sorted({*OPS, "Constant"})
-PYTHON_CONSTANT_MAX = 64
-"""int constants of rank <= 1 up to this many elements stay python values, like the shapes they combine with"""
 
 
 def _constant_value(node: onnx.NodeProto) -> np.ndarray:
@@ -38,7 +36,7 @@ def _constant_value(node: onnx.NodeProto) -> np.ndarray:
 
 def runtime_constant(array: np.ndarray) -> Value:
     """A python int/list for a small int vector (a shape, axes, indices), a tensor otherwise."""
-    if array.dtype.kind in "iu" and array.ndim <= 1 and array.size <= PYTHON_CONSTANT_MAX:
+    if array.dtype.kind in "iu" and array.ndim <= 1 and array.size <= PYTHON_VECTOR_MAX:
         return int(array) if array.ndim == 0 else [int(v) for v in array]
     return torch.from_numpy(np.array(array).copy())
 

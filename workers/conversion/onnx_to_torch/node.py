@@ -13,6 +13,9 @@ from torch import nn
 from workers.conversion.onnx_to_torch.module import FormUnsupported, OnnxModule, Value
 
 PY = (int, float, bool, list, torch.SymInt, torch.SymFloat, torch.SymBool)
+PYTHON_VECTOR_MAX = 64
+"""int vectors up to this many elements (constants, ConstantOfShape of a shape's size) stay python values, like
+the shapes they combine with"""
 
 
 @dataclass
@@ -62,10 +65,6 @@ class Node:
         """The i-th input's value when it is an initializer or a Constant's output, else None."""
         name = self.input(i)
         return self.graph.static.get(name) if name else None
-
-    def static_ints(self, i: int) -> list[int] | None:
-        value = self.static(i)
-        return None if value is None else [int(v) for v in value.reshape(-1)]
 
     def rank(self, i: int = 0) -> int | None:
         return self.graph.ranks.get(self.input(i))

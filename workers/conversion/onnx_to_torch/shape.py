@@ -8,9 +8,10 @@ from typing import Any
 import numpy as np
 import torch
 import torch.nn.functional as F
+from onnx import numpy_helper
 
 from workers.conversion.onnx_to_torch.module import FormUnsupported, Value
-from workers.conversion.onnx_to_torch.node import Node, as_tensor, axis, ints, is_py
+from workers.conversion.onnx_to_torch.node import PYTHON_VECTOR_MAX, Node, as_tensor, axis, ints, is_py
 
 Maker = Callable[[Node], Callable[..., Value]]
 INT_MAX = 2**62
@@ -223,23 +224,18 @@ def _range(node: Node) -> Callable[..., Value]:
 
 def _constant_of_shape(node: Node) -> Callable[..., Value]:
     value = node.attrs.get("value")
-    array = np.zeros(1, np.float32) if value is None else np.asarray(onnx_array(value)).reshape(-1)
+    array = np.zeros(1, np.float32) if value is None else numpy_helper.to_array(value).reshape(-1)
     fill = array[0].item()
     dtype = torch.from_numpy(array.copy()).dtype
 
     def fn(shape: Value) -> Value:
         dims = ints(shape)
-        if len(dims) == 1 and isinstance(dims[0], int) and not dtype.is_floating_point and dtype != torch.bool:
+        small = len(dims) == 1 and isinstance(dims[0], int) and dims[0] <= PYTHON_VECTOR_MAX
+        if small and not dtype.is_floating_point and dtype != torch.bool:
             return [fill] * dims[0]  # a shape-sized int vector: stays python like the shapes it meets
         return torch.full(dims, fill, dtype=dtype)
 
     return fn
-
-
-def onnx_array(tensor: Any) -> np.ndarray:
-    from onnx import numpy_helper
-
-    return numpy_helper.to_array(tensor)
 
 
 PAD_MODES = {"constant": "constant", "reflect": "reflect", "edge": "replicate", "wrap": "circular"}
