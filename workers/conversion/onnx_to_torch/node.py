@@ -89,7 +89,7 @@ class Node:
 
     def used(self, output: int) -> bool:
         name = self.proto.output[output] if output < len(self.proto.output) else ""
-        return bool(name) and bool(self.graph.consumers.get(name))
+        return bool(name) and (bool(self.graph.consumers.get(name)) or name in self.graph.module.output_names)
 
 
 def _decode(value: Any) -> Any:
