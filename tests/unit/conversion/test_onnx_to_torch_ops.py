@@ -398,6 +398,12 @@ CASES: dict[str, Case] = {
         [node("Trilu", ["x", "k"], upper=0)], {"x": rand(2, 4, 5)}, init={"k": np.array(1, np.int64)}
     ),
     "Trilu-upper": Case([node("Trilu", ["x"])], {"x": rand(4, 5)}),
+    "Reshape-merge-leading-axes-example-batch-1": Case(
+        [node("Reshape", ["x", "s"])], {"x": rand(5, 1, 4)}, init={"s": i64(-1, 4)}, other={"x": rand(3, 2, 4)}
+    ),
+    "Reshape-flatten-example-batch-1": Case(
+        [node("Reshape", ["x", "s"])], {"x": rand(1, 4, 1, 1)}, init={"s": i64(-1, 4)}, other={"x": rand(3, 4, 1, 1)}
+    ),
     "Constant-value-ints": Case(
         [helper.make_node("Constant", [], ["s"], value_ints=[0, -1]), node("Reshape", ["x", "s"])], X4
     ),

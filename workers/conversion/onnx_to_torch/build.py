@@ -52,13 +52,17 @@ def _graph(model: onnx.ModelProto, module: OnnxModule) -> Graph:
         inferred = onnx.shape_inference.infer_shapes(model).graph
     except onnx.shape_inference.InferenceError:  # ranks are a hint (BatchNorm's kind); a model may not infer
         inferred = graph
-    ranks = {
-        v.name: len(v.type.tensor_type.shape.dim)
+    shaped = [
+        v
         for v in list(inferred.value_info) + list(inferred.input) + list(inferred.output)
         if v.type.tensor_type.HasField("shape")
+    ]
+    ranks = {v.name: len(v.type.tensor_type.shape.dim) for v in shaped}
+    dynamic_tail = {
+        v.name for v in shaped if any(not d.HasField("dim_value") for d in v.type.tensor_type.shape.dim[1:])
     }
     opset = next((o.version for o in model.opset_import if o.domain in ("", "ai.onnx")), 13)
-    return Graph(module=module, opset=opset, static=static, ranks=ranks, consumers=consumers)
+    return Graph(module, opset, static, ranks, dynamic_tail, consumers)
 
 
 def _folded(step: Step, graph: Graph) -> bool:

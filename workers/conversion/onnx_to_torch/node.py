@@ -36,6 +36,8 @@ class Graph:
     opset: int
     static: dict[str, np.ndarray]
     ranks: dict[str, int]
+    dynamic_tail: set[str]
+    """values whose inferred shape has a dynamic axis after the first (a Reshape of one never flattens)"""
     consumers: dict[str, list[onnx.NodeProto]]
     skipped: set[int] = field(default_factory=set)
     """ids of nodes folded into an earlier one (MatMul's bias Add)"""

@@ -35,8 +35,10 @@ def _size(node: Node) -> Callable[..., Value]:
 
 
 def _reshape(node: Node) -> Callable[..., Value]:
-    """A Reshape that flattened all but the batch axis keeps doing so, so it survives channel pruning."""
-    flatten_like: list[bool] = []
+    """A Reshape that flattened all but the batch axis keeps doing so, so it survives channel pruning. One whose
+    input has a dynamic axis after the first ([seq, batch, C] -> [-1, C]) merges axes: it is never taken for
+    a flatten, though at batch 1 it looks like one."""
+    flatten_like: list[bool] = [False] if node.input(0) in node.graph.dynamic_tail else []
     allow_zero = bool(node.attrs.get("allowzero", 0))
 
     def fn(x: Value, shape: Value) -> Value:
