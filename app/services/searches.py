@@ -231,13 +231,20 @@ def verdict_of(spec: SearchSpec, jobs: list[Job], points: list[Point], chosen: P
             f"among the {sum(p.feasible for p in points)} that met every constraint (p50 {chosen.p50_ms:.4g} ms, "
             f"{chosen.size_bytes} bytes, {chosen.quality_metric} {chosen.quality:.4f})"
         )
-    reasons = sorted({str(j.report["constraints"]["reason"]) for j in jobs if j.report and j.status == "succeeded"})
+    reasons = sorted({str(j.report["constraints"]["reason"]) for j in jobs if measured(j) and j.report})
     why = "; ".join(reasons[:3]) if reasons else "no candidate finished"
     return f"search {ended}; {counted}; none met every constraint, so none was chosen: {why}"
 
 
+def measured(job: Job) -> bool:
+    """A candidate with a result to judge: succeeded, or failed only because it missed a constraint (its report
+    and artifact are kept, and it is a point of the search, infeasible)."""
+    done = job.status == "succeeded" or (job.status == "failed" and job.error_code == "constraints_not_met")
+    return done and job.report is not None
+
+
 def points_of(jobs: list[Job]) -> list[Point]:
-    found = [pareto.point_of(j.id, j.candidate or j.id, j.report) for j in jobs if j.status == "succeeded" and j.report]
+    found = [pareto.point_of(j.id, j.candidate or j.id, j.report) for j in jobs if measured(j) and j.report]
     return [p for p in found if p is not None]
 
 
@@ -279,7 +286,7 @@ def state_of(job: Job) -> CandidateState:
 
 def original_figures(jobs: list[Job]) -> tuple[float | None, float | None]:
     """The original's quality (top-1, or cosine 1.0 to itself) and p50, as a finished candidate measured it."""
-    report = next((j.report for j in jobs if j.status == "succeeded" and j.report), None)
+    report = next((j.report for j in jobs if measured(j)), None)
     if report is None:
         return None, None
     top1 = ((report.get("accuracy") or {}).get("original") or {}).get("top1")
