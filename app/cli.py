@@ -41,6 +41,49 @@ def worker_command(queues: str, name: str) -> list[str]:
     ]
 
 
+def gpu_devices(gpus: str) -> list[str]:
+    """The device indices `--gpus` names: `all` is every GPU nvidia-smi lists (within CUDA_VISIBLE_DEVICES,
+    when set); else a comma-separated list."""
+    if gpus != "all":
+        return [g.strip() for g in gpus.split(",") if g.strip()]
+    visible = os.environ.get("CUDA_VISIBLE_DEVICES")
+    if visible:
+        return [g.strip() for g in visible.split(",") if g.strip()]
+    try:
+        listed = subprocess.run(
+            ["nvidia-smi", "--query-gpu=index", "--format=csv,noheader"], capture_output=True, text=True, check=True
+        ).stdout
+    except (OSError, subprocess.CalledProcessError) as exc:
+        raise SystemExit(f"--gpus all: nvidia-smi found no GPU ({exc}); give the indices, e.g. --gpus 0,1") from exc
+    return [line.strip() for line in listed.splitlines() if line.strip()]
+
+
+def gpu_workers(queues: str, name: str, devices: list[str]) -> int:
+    """One worker per GPU, each seeing only its own device (as cuda:0); SIGTERM or Ctrl-C stops them all."""
+    if not devices:
+        raise SystemExit("--gpus: no GPU to start a worker on")
+    children = [
+        subprocess.Popen(
+            worker_command(queues, name.replace("@", f"-gpu{device}@", 1)),
+            env={**os.environ, "CUDA_VISIBLE_DEVICES": device},
+        )
+        for device in devices
+    ]
+
+    def stop(_signum: int, _frame: FrameType | None) -> None:
+        raise KeyboardInterrupt
+
+    signal.signal(signal.SIGTERM, stop)
+    try:
+        return max(child.wait() for child in children)
+    except KeyboardInterrupt:
+        for child in children:
+            child.terminate()
+        for child in children:  # a worker lets its job run shutdown_grace_s, then hands it back
+            child.wait(timeout=get_settings().shutdown_grace_s + 30)
+        return 0
+
+
 def migrate() -> None:
     from app.db.migrate import upgrade_to_head
 
@@ -199,6 +242,11 @@ def build_parser() -> argparse.ArgumentParser:
     p_worker = sub.add_parser("worker", help="run one Celery worker")
     p_worker.add_argument("--queues", default="cpu", help="comma-separated: cpu, gpu")
     p_worker.add_argument("--name", default="worker@%h", help="the Celery node name (%%h: the host name)")
+    p_worker.add_argument(
+        "--gpus",
+        help="`all` or device indices (0,1,...): one worker process per GPU, each with CUDA_VISIBLE_DEVICES set "
+        "to its device, so a host with N GPUs runs N jobs at once",
+    )
     sub.add_parser("migrate", help="apply database migrations")
     p_examples = sub.add_parser("examples", help="write the README walk-through's example models and datasets")
     p_examples.add_argument("folder", type=Path, help="where to write them (made if missing)")
@@ -268,7 +316,9 @@ def main() -> int:
         migrate()
         settings = get_settings()
         queues = ",".join(settings.queue_name(q.strip().replace("gpu", "cuda")) for q in args.queues.split(","))
-        os.execv(sys.executable, worker_command(queues, args.name))
+        if args.gpus is None:
+            os.execv(sys.executable, worker_command(queues, args.name))
+        return gpu_workers(queues, args.name, gpu_devices(args.gpus))
     migrate()
     return 0
 

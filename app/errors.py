@@ -41,6 +41,10 @@ class ImpossiblePipeline(SqueezeError):
     status, code, title = 422, "impossible_pipeline", "The passes cannot run in this order on this model"
 
 
+class NeedsGpu(SqueezeError):
+    status, code, title = 422, "needs_gpu", "A pass in this job runs only on a GPU worker"
+
+
 class UnresolvedInputShape(SqueezeError):
     status, code, title = 422, "unresolved_input_shape", "An input has dimensions the job cannot fix"
 

@@ -49,6 +49,9 @@ class PassConfig(BaseModel):
     type: str
     converts: ClassVar[bool] = False
     """A conversion: its outputs must match those of the model it converted (fidelity checked)."""
+    needs_gpu: ClassVar[str | None] = None
+    """Set on a pass that runs only on an NVIDIA GPU: why, in words. A job with `device: cpu` that names it
+    is refused at submit (422 needs_gpu)."""
 
     def takes(self) -> Takes:
         """The form this configured pass needs its model in; the planner converts to it automatically."""

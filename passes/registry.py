@@ -1,8 +1,11 @@
 """Find the passes: every sub-package of `passes` with a `config.py` is a pass named after its folder.
 
 `configs()` imports only the config modules (pydantic), so the API can build the job spec from them; the
-worker gets a pass's work with `run_of(type)`, which imports its `run.py`. A pass's `config.py` exports
-`Config`: its config class, or an annotated union of method variants discriminated on `method`.
+worker gets a pass's work with `run_for(config)`, which imports the `run.py` beside the config's module. A
+pass's `config.py` exports `Config`: its config class, or an annotated union of method variants
+discriminated on `method`. A pass with methods may also keep a method in a folder of its own inside the
+pass's folder (`passes/quantize/fp8/`: a `config.py` whose `Config` holds variants of that pass's type, and
+a `run.py`); the registry adds its variants to the pass's union, and its run does the work of those only.
 """
 
 import importlib
@@ -13,7 +16,7 @@ from functools import cache
 from types import ModuleType
 from typing import TYPE_CHECKING, Annotated, Any, Union, get_args, get_origin
 
-from pydantic import Discriminator, Tag
+from pydantic import Discriminator, Field, Tag
 
 import passes
 from passes.base import PassConfig
@@ -25,6 +28,16 @@ class RegistryError(RuntimeError):
 
 def _folders() -> list[str]:
     return sorted(info.name for info in pkgutil.iter_modules(passes.__path__) if info.ispkg)
+
+
+def method_folders(name: str) -> list[str]:
+    """The method folders inside pass `name`'s folder: sub-packages with a `config.py`."""
+    package = importlib.import_module(f"passes.{name}")
+    return sorted(
+        info.name
+        for info in pkgutil.iter_modules(package.__path__)
+        if info.ispkg and importlib.util.find_spec(f"passes.{name}.{info.name}.config") is not None
+    )
 
 
 def variants(config: Any) -> list[type[PassConfig]]:
@@ -49,10 +62,26 @@ def _check(name: str, module: ModuleType) -> Any:
     return config
 
 
+def _load(name: str) -> Any:
+    """Pass `name`'s `Config` with the variants of its method folders added, discriminated by `method`."""
+    config = _check(name, importlib.import_module(f"passes.{name}.config"))
+    extra = [
+        cls
+        for folder in method_folders(name)
+        for cls in variants(_check(name, importlib.import_module(f"passes.{name}.{folder}.config")))
+    ]
+    if not extra:
+        return config
+    members = [*variants(config), *extra]
+    if any("method" not in cls.model_fields for cls in members):
+        raise RegistryError(f"passes/{name}: a pass with method folders must give every variant a `method`")
+    return Annotated[Union[tuple(members)], Field(discriminator="method")]  # noqa: UP007 (a runtime tuple)
+
+
 @cache
 def configs() -> dict[str, Any]:
     """Every pass's `Config` by type, in folder order."""
-    return {name: _check(name, importlib.import_module(f"passes.{name}.config")) for name in _folders()}
+    return {name: _load(name) for name in _folders()}
 
 
 def config_union() -> Any:
@@ -93,8 +122,18 @@ def has_run(type_: str) -> bool:
 
 def run_of(type_: str) -> Run:
     """The `run` function of pass `type_` (imports its heavy dependencies)."""
-    module = importlib.import_module(f"passes.{type_}.run")
+    return _run_in(f"passes.{type_}")
+
+
+def run_for(config: PassConfig) -> Run:
+    """The `run` that does this config's work: the one beside the module that defines its class (a method
+    folder's run for its own variants, else the pass's)."""
+    return _run_in(type(config).__module__.removesuffix(".config"))
+
+
+def _run_in(package: str) -> Run:
+    module = importlib.import_module(f"{package}.run")
     run: Run | None = getattr(module, "run", None)
     if run is None:
-        raise RegistryError(f"passes/{type_}/run.py defines no `run(config, handle, ctx)`")
+        raise RegistryError(f"{package.replace('.', '/')}/run.py defines no `run(config, handle, ctx)`")
     return run

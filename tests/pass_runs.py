@@ -6,7 +6,7 @@ from typing import Any
 from pydantic import TypeAdapter
 
 from passes.base import PassConfig
-from passes.registry import AnyPassConfig, run_of
+from passes.registry import AnyPassConfig, run_for
 
 CONFIG: TypeAdapter[PassConfig] = TypeAdapter(AnyPassConfig)
 
@@ -16,7 +16,7 @@ def parse(**fields: Any) -> PassConfig:
 
 
 def apply(config: PassConfig, handle: Any, ctx: Any) -> Any:
-    return run_of(config.type)(config, handle, ctx)
+    return run_for(config)(config, handle, ctx)
 
 
 def params(module: Any) -> int:

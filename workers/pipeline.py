@@ -18,7 +18,7 @@ from app.schemas.reports import Report
 from app.schemas.shapes import resolve_input_shapes
 from app.schemas.tasks import ArtifactFile, ChildSucceeded, ChildTask, DatasetRecord, Interim, Progress
 from passes.planner import PlannedStep
-from passes.registry import run_of
+from passes.registry import run_for
 from workers.context import PassContext
 from workers.datasets import batches as dataset_batches
 from workers.datasets import load_dataset
@@ -26,7 +26,7 @@ from workers.evaluation import report as reporting
 from workers.evaluation.fidelity import fidelity
 from workers.evaluation.footprint import footprint, weights
 from workers.evaluation.inputs import Feeds, make_batches, with_batch
-from workers.evaluation.latency import compare_latency
+from workers.evaluation.latency import compare_latency, measure_compiled
 from workers.evaluation.metrics import accuracy_report, top1
 from workers.runtime import ModelHandle, PassFailed, inline_weights, load_original, onnx_session, run
 
@@ -35,6 +35,12 @@ Outputs = list[list[np.ndarray]]
 """outputs[b][o]: output o of the model on evaluation batch b"""
 ARTIFACT_NAMES = {"onnx": "model.onnx", "pt2": "model.pt2", "torchscript": "model.torchscript.pt"}
 GENERATED_SAMPLES = 32
+HOW_TO_LOAD = {
+    "onnx": "onnxruntime.InferenceSession('model.onnx', providers=[...])",
+    "pt2": "torch.export.load('model.pt2').module() (a model of GPU kernels loads on a CUDA machine; call it with "
+    "float32 inputs on any device)",
+    "torchscript": "torch.jit.load('model.torchscript.pt')",
+}
 
 
 @dataclass
@@ -183,7 +189,7 @@ def apply_step(
         min_cosine=task.spec.constraints.min_cosine if task.spec.constraints else None,
     )
     t0 = time.perf_counter()
-    handle = run_of(config.type)(config, current.handle, ctx)
+    handle = run_for(config)(config, current.handle, ctx)
     seconds = time.perf_counter() - t0
     outputs = outputs_of(handle, inputs)
     names = handle.output_names
@@ -286,6 +292,7 @@ def measure_result(
         "sha256": sha256_file(delivered.path),
         "size_ratio": task.model.size_bytes / size if size else None,
         "size_zstd_bytes": zstd_size(delivered.path),
+        "how_to_load": HOW_TO_LOAD[task.plan.artifact_format],
         "fidelity": fidelity(handle.output_names, reference, delivered.outputs),
         "accuracy": accuracy,
         "accuracy_drop": (
@@ -305,6 +312,9 @@ def measure_result(
     )
     original["latency"], original["latency_as_onnx"] = timing.original, timing.original_as_onnx
     result["latency"], result["latency_comparison"] = timing.result, timing.comparisons
+    if task.spec.device == "cuda":
+        for figures, model in ((original, original_handle), (result, handle)):
+            figures["latency_compiled"] = measure_compiled(model, inputs.timing, lat.runs, lat.warmup, task.threads)
     result["speedup_p50"] = reporting.speedups(original["latency"], result["latency"])
     return result
 

@@ -192,11 +192,16 @@ def run(handle: ModelHandle, feeds: Feeds, session: Any = None) -> list[np.ndarr
     return [t.detach().float().cpu().numpy() if t.dtype.is_floating_point else t.cpu().numpy() for t in tensors]
 
 
-def onnx_session(path: Path | None, threads: int) -> Any:
+def onnx_session(path: Path | None, threads: int, device: str = "cpu") -> Any:
+    """An onnxruntime session on the CPU; for a `cuda` measurement on onnxruntime's CUDA provider where this
+    onnxruntime has one (onnxruntime-gpu, the worker-gpu image), else on the CPU (the report says so)."""
     import onnxruntime as ort
 
     options = ort.SessionOptions()
     options.intra_op_num_threads = threads
     options.inter_op_num_threads = 1
     options.log_severity_level = 3
-    return ort.InferenceSession(str(path), options, providers=["CPUExecutionProvider"])
+    providers = ["CPUExecutionProvider"]
+    if device == "cuda" and "CUDAExecutionProvider" in ort.get_available_providers():
+        providers.insert(0, "CUDAExecutionProvider")
+    return ort.InferenceSession(str(path), options, providers=providers)

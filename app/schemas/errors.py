@@ -34,5 +34,7 @@ class JobErrorCode(StrEnum):
     worker_lost = "worker_lost"
     isolation_unavailable = "isolation_unavailable"
     """JOB_ISOLATION=bwrap and this worker cannot isolate the job"""
+    gpu_unavailable = "gpu_unavailable"
+    """a GPU-only pass (fp8, weight-only int8/int4, 2:4 sparsity) reached a worker without a suitable GPU"""
     # Ours: a bug in the service, with the traceback in the worker's log.
     internal_error = "internal_error"

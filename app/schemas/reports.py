@@ -32,6 +32,10 @@ class LatencyRow(_Open):
     baseline_memory_bytes: int | None = Field(None, description="memory in use when the measurement began")
     memory_kind: str | None = Field(None, description="rss_high_water (process RSS) or cuda_max_allocated")
     gpu: str | None = None
+    compiled: str | None = Field(None, description="torch.compile for a compiled row; null when eager")
+    compile_seconds: float | None = Field(
+        None, description="compiled rows: wall time of the first call (compilation), not in the timed runs"
+    )
 
 
 class OutputFidelity(_Open):
@@ -67,6 +71,10 @@ class ModelFigures(_Open):
         description="the original exported to fp32 ONNX and timed on onnxruntime beside an ONNX result",
     )
     accuracy: float | None = Field(None, description="top-1 on the labelled evaluation set, when given")
+    latency_compiled: list[LatencyRow] = Field(
+        default_factory=list,
+        description="a cuda job's torch module timed again under torch.compile (compile time apart, per row)",
+    )
 
 
 class Interval(BaseModel):

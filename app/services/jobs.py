@@ -18,7 +18,15 @@ from sqlalchemy.orm import Session
 
 from app.db.models import Artifact, Job, Model, Tenant, new_id, utcnow
 from app.db.transitions import mark_unpublished
-from app.errors import Conflict, ImpossiblePipeline, NotFound, TooManyJobs, UnresolvedInputShape, ValidationFailed
+from app.errors import (
+    Conflict,
+    ImpossiblePipeline,
+    NeedsGpu,
+    NotFound,
+    TooManyJobs,
+    UnresolvedInputShape,
+    ValidationFailed,
+)
 from app.schemas.datasets import shapes_from_dataset
 from app.schemas.jobs import JobSpec
 from app.schemas.shapes import ShapeError, resolve_input_shapes
@@ -113,6 +121,7 @@ def build_job(
         ) from exc
     datasets = resolve_references(session, tenant, canonical, model)
     check_evaluation(spec, model, datasets)
+    check_device(spec, field_prefix)
     steps = plan_job(spec, model.format, field_prefix)
     key = result_cache.cache_key(canonical, model.sha256, datasets)
     job = Job(
@@ -168,6 +177,20 @@ def publish_queued(session: Session, publish: Publisher, jobs: list[Job]) -> Non
                 mark_unpublished(session, job.id)
             except SQLAlchemyError:  # still published later: the sweep also re-sends jobs queued for long
                 log.warning("could not mark job %s unpublished", job.id)
+
+
+def check_device(spec: JobSpec, field_prefix: str = "") -> None:
+    """422 needs_gpu when a pass that runs only on a GPU is in a job for a CPU worker (`device: cpu`)."""
+    if spec.device == "cuda":
+        return
+    for index, config in enumerate(spec.passes):
+        if config.needs_gpu:
+            message = (
+                f"passes.{index} ({config.label()}) runs only on an NVIDIA GPU: {config.needs_gpu}. Set "
+                '"device": "cuda" so a GPU worker (`squeeze worker --queues gpu`) runs the job, or choose a CPU '
+                "method (quantize dynamic, static or int4 on ONNX; prune magnitude or structured)"
+            )
+            raise NeedsGpu(message, errors=[{"field": f"{field_prefix}passes.{index}", "message": message}])
 
 
 def plan_job(spec: JobSpec, model_format: str, field_prefix: str = "") -> Plan:

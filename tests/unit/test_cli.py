@@ -63,3 +63,10 @@ def test_keys_refuse_a_home_without_a_database_and_name_it(tmp_path: Path) -> No
     done = squeeze("keys", "create", "--tenant", "t", env={"SQUEEZE_HOME": str(home)}, cwd=tmp_path)
     assert done.returncode == 1 and f"SQUEEZE_HOME={home}" in done.stderr
     assert not home.exists(), "no database (or folder) was made where the server is not"
+
+
+def test_gpu_workers_on_a_host_without_gpus_say_so(tmp_path: Path) -> None:
+    env = {"SQUEEZE_HOME": str(tmp_path), "PATH": "/usr/bin:/bin", "CUDA_VISIBLE_DEVICES": ""}
+    done = squeeze("worker", "--queues", "gpu", "--gpus", "all", env=env)
+    assert done.returncode == 1 and "Traceback" not in done.stderr, done.stderr
+    assert "--gpus all: nvidia-smi found no GPU" in done.stderr and "--gpus 0,1" in done.stderr, done.stderr

@@ -8,8 +8,10 @@ slows down mid-measurement slows both alike. The speedup is the ratio of the med
 difference". When the result runs on onnxruntime and the original on torch, the original is also exported
 to fp32 ONNX and timed on onnxruntime beside them, and that like-for-like ratio is the headline.
 
-ONNX models run on onnxruntime's CPU provider; torch modules run on torch, on the CPU or, for a
-`cuda` measurement, on the GPU timed with CUDA events after synchronisation. Every row says what ran it
+ONNX models run on onnxruntime's CPU provider, or its CUDA provider for a `cuda` measurement where
+onnxruntime has one (session.run blocks, so the wall clock times it); torch modules run on torch, on the CPU
+or, for a `cuda` measurement, on the GPU timed with CUDA events after synchronisation, eager and again under
+torch.compile (`measure_compiled`, compile time apart). Every row says what ran it
 (runtime, device, timer) so a reader knows what a figure means.
 """
 
@@ -170,12 +172,13 @@ def runner(handle: ModelHandle, threads: int, device: str, warmup: int) -> Runne
     present, else on the CPU."""
     torch.set_num_threads(threads)
     on_cuda = device == "cuda" and handle.kind == "torch" and torch.cuda.is_available()
-    session = onnx_session(handle.path, threads) if handle.kind == "onnx" else None
+    session = onnx_session(handle.path, threads, device) if handle.kind == "onnx" else None
     module = None if session is not None else (copy.deepcopy(handle.module).to("cuda") if on_cuda else handle.module)
+    ort_cuda = session is not None and session.get_providers()[0] == "CUDAExecutionProvider"
     describe = {
         "runtime": "onnxruntime" if session is not None else "torch",
-        "device": "cuda" if on_cuda else "cpu",
-        "provider": "CPUExecutionProvider" if session is not None else None,
+        "device": "cuda" if on_cuda or ort_cuda else "cpu",
+        "provider": session.get_providers()[0] if session is not None else None,
         "timer": "cuda_events" if on_cuda else "perf_counter",
         "threads": threads,
         "warmup": warmup,
@@ -197,6 +200,36 @@ def measure(
             rows.append({**timer.describe, **latency_stats(timer.timed(call, runs), batch_size), **memory})
     finally:
         timer.close()
+    return rows
+
+
+def measure_compiled(
+    handle: ModelHandle, batches: dict[int, Feeds], runs: int, warmup: int, threads: int
+) -> list[dict[str, Any]]:
+    """A torch module on CUDA timed under torch.compile: the first call per batch size (compilation) is timed
+    apart as `compile_seconds`, then the usual warm-up and timed runs. Empty when it is not a torch module on
+    a GPU; a row with `error` when torch.compile refuses the model (its eager rows stand)."""
+    timer = runner(handle, threads, "cuda", warmup)
+    if not timer.on_cuda:
+        return []
+    timer.module = torch.compile(timer.module)
+    timer.describe = {**timer.describe, "compiled": "torch.compile"}
+    rows = []
+    try:
+        for batch_size, feeds in batches.items():
+            call = timer.call(feeds)
+            start = time.perf_counter()
+            call()
+            torch.cuda.synchronize()
+            seconds = time.perf_counter() - start
+            memory = timer.warm(call, warmup)
+            stats = latency_stats(timer.timed(call, runs), batch_size)
+            rows.append({**timer.describe, "compile_seconds": seconds, **stats, **memory})
+    except Exception as exc:  # inductor raises many types; a model it cannot compile keeps its eager figures
+        log.warning("torch.compile failed on the model: %s", exc)
+    finally:
+        timer.close()
+        torch._dynamo.reset()
     return rows
 
 

@@ -37,3 +37,17 @@ def test_importing_the_api_leaves_torch_and_onnxruntime_out() -> None:
     )
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True, cwd=ROOT.parent)
     assert out.stdout.strip() == "", f"the API imported {out.stdout.strip()}"
+
+
+def test_a_method_folder_adds_its_variants_and_runs_its_own_work() -> None:
+    from passes.registry import method_folders, run_for
+    from tests.pass_runs import parse
+
+    for name in configs():
+        for folder in method_folders(name):
+            assert (ROOT / name / folder / "run.py").exists(), f"passes/{name}/{folder} has no run.py"
+    assert method_folders("quantize") == ["fp8", "weight_only"]
+    fp8 = parse(type="quantize", method="fp8")
+    dynamic = parse(type="quantize", method="dynamic")
+    assert run_for(fp8).__module__ == "passes.quantize.fp8.run", "a method folder's variant runs its own run.py"
+    assert run_for(dynamic) is run_of("quantize"), "the pass's own variants run the pass's run.py"

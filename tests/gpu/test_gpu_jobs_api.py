@@ -1,0 +1,124 @@
+"""The GPU passes as a user runs them: a small BERT (a Hugging Face folder) uploaded to the real API, jobs with
+`device: cuda` run by a real worker on the gpu queue (`squeeze worker --queues gpu`), each ending in a .pt2
+whose report times the original and the result on CUDA, eager and compiled, with peak CUDA memory per row.
+Run on the GPU machine: pytest -m gpu tests/gpu -s."""
+
+import io
+import json
+import os
+import shutil
+import subprocess
+import sys
+import time
+import zipfile
+from collections.abc import Iterator
+from pathlib import Path
+
+import httpx
+import pytest
+import torch
+
+from tests.conftest import ROOT, backend_env, create_api_key, start_api_process, upload
+
+pytestmark = pytest.mark.gpu
+JOBS = {
+    "fp8": {"type": "quantize", "method": "fp8"},
+    "int8_weight_only": {"type": "quantize", "method": "int8_weight_only"},
+    "int4_weight_only": {"type": "quantize", "method": "int4_weight_only", "group_size": 64},
+    "semi_structured_2_4": {"type": "prune", "method": "semi_structured_2_4", "importance": "wanda"},
+}
+
+
+@pytest.fixture(scope="module")
+def gpu_api(tmp_path_factory: pytest.TempPathFactory) -> Iterator[httpx.Client]:
+    """The embedded API and one worker started as `squeeze worker --queues gpu --gpus all` would (one per GPU)."""
+    home = tmp_path_factory.mktemp("gpu-home")
+    env = {**os.environ, **backend_env(home, None)}
+    if shutil.which("bwrap") is None:  # the GPU machine has no bubblewrap: jobs run in the unisolated child
+        env["JOB_ISOLATION"] = "off"
+    env.pop("ALLOW_TORCHSCRIPT_UPLOADS", None)
+    subprocess.run([sys.executable, "-m", "app.cli", "migrate"], cwd=ROOT, env=env, check=True)
+    api, url = start_api_process(env, home / "api.log", "/readyz")
+    worker = subprocess.Popen(
+        [sys.executable, "-m", "app.cli", "worker", "--queues", "gpu", "--gpus", "all"],
+        cwd=ROOT,
+        env=env,
+        stdout=(home / "worker.log").open("ab"),
+        stderr=subprocess.STDOUT,
+    )
+    key = create_api_key(f"sqlite:///{home / 'squeeze.db'}", "gpu")
+    with httpx.Client(base_url=url, timeout=120, headers={"Authorization": f"Bearer {key}"}) as client:
+        yield client
+    for proc in (worker, api):
+        proc.terminate()
+        proc.wait(timeout=60)
+    print((home / "worker.log").read_text()[-3000:])
+
+
+def wait_for(client: httpx.Client, job_id: str, timeout: float = 900) -> dict:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        job = client.get(f"/v1/jobs/{job_id}").json()
+        if job["status"] in ("succeeded", "failed", "cancelled"):
+            return dict(job)
+        time.sleep(1)
+    raise AssertionError(f"job {job_id} still {job['status']} after {timeout}s")
+
+
+def small_bert(folder: Path) -> Path:
+    from transformers import BertConfig, BertModel
+
+    torch.manual_seed(0)
+    config = BertConfig(
+        vocab_size=2000, hidden_size=256, num_hidden_layers=2, num_attention_heads=4, intermediate_size=1024
+    )
+    BertModel(config).eval().save_pretrained(str(folder / "bert"), safe_serialization=True)
+    path = folder / "bert.zip"
+    with zipfile.ZipFile(path, "w") as zf:
+        for file in sorted((folder / "bert").rglob("*")):
+            zf.write(file, file.relative_to(folder))
+    return path
+
+
+def test_gpu_jobs_through_the_api(gpu_api: httpx.Client, tmp_path: Path) -> None:
+    model = upload(gpu_api, small_bert(tmp_path))
+    spec = {
+        "model_id": model["id"],
+        "device": "cuda",
+        "input_shapes": {"input_ids": [16, 128], "attention_mask": [16, 128]},
+        "evaluate": {"latency": {"batch_sizes": [1, 16], "runs": 20, "warmup": 3}},
+    }
+    submitted = {}
+    for name, config in JOBS.items():
+        response = gpu_api.post("/v1/jobs", json={**spec, "passes": [config]})
+        assert response.status_code == 202, response.text
+        submitted[name] = response.json()["id"]
+    figures = {}
+    for name, job_id in submitted.items():
+        job = wait_for(gpu_api, job_id)
+        assert job["status"] == "succeeded", f"{name}: {job.get('error')}"
+        report = gpu_api.get(f"/v1/jobs/{job_id}/report").json()
+        result = report["result"]
+        assert result["format"] == "pt2" and "torch.export.load" in result["how_to_load"]
+        for row in result["latency"] + report["original"]["latency"]:
+            assert (row["device"], row["timer"], row["memory_kind"]) == ("cuda", "cuda_events", "cuda_max_allocated")
+            assert row["peak_memory_bytes"] > 0
+        compiled = result["latency_compiled"]
+        assert [r["batch_size"] for r in compiled] == [1, 16], f"{name}: no compiled rows"
+        assert all(r["compile_seconds"] > 0 and r["compiled"] == "torch.compile" for r in compiled)
+        artifact = next(a for a in gpu_api.get(f"/v1/jobs/{job_id}/artifacts").json() if a["kind"] == "model")
+        content = gpu_api.get(f"/v1/artifacts/{artifact['id']}/content").content
+        loaded = torch.export.load(io.BytesIO(content)).module()
+        ids = torch.randint(0, 2000, (2, 128))
+        out = loaded(ids, torch.ones_like(ids))
+        assert out.shape == (2, 128, 256) and out.dtype == torch.float32
+        figures[name] = {
+            "cosine": result["fidelity"]["cosine_mean"],
+            "eager_p50_ms": {r["batch_size"]: r["p50_ms"] for r in result["latency"]},
+            "compiled_p50_ms": {r["batch_size"]: r["p50_ms"] for r in compiled},
+            "compile_seconds": [r["compile_seconds"] for r in compiled],
+            "peak_memory_bytes": {r["batch_size"]: r["peak_memory_bytes"] for r in result["latency"]},
+            "original_eager_p50_ms": {r["batch_size"]: r["p50_ms"] for r in report["original"]["latency"]},
+            "memory_bytes": (report["original"].get("memory_bytes"), result.get("memory_bytes")),
+        }
+    print(json.dumps(figures, indent=1))
