@@ -32,7 +32,11 @@ CMD ["squeeze", "worker", "--queues", "cpu"]
 
 FROM base AS worker-gpu
 RUN apt-get update && apt-get install -y --no-install-recommends bubblewrap && rm -rf /var/lib/apt/lists/*
-RUN pip install torch==2.13.0 && pip install '.[worker]'
+# torch's default PyPI wheel is the CUDA build (fp8, packed int4 and cuSPARSELt 2:4 kernels included);
+# onnxruntime-gpu replaces onnxruntime (same module), so ONNX results of cuda jobs are timed on the GPU.
+RUN pip install torch==2.13.0 && pip install '.[worker]' \
+    && pip uninstall -y onnxruntime && pip install '.[gpu]'
 USER squeeze
 ENV HF_HUB_OFFLINE=1
-CMD ["squeeze", "worker", "--queues", "gpu", "--name", "gpu@%h"]
+# One worker process per visible GPU, each with CUDA_VISIBLE_DEVICES set to its own device.
+CMD ["squeeze", "worker", "--queues", "gpu", "--gpus", "all", "--name", "gpu@%h"]
