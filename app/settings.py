@@ -34,7 +34,10 @@ class Settings(BaseSettings):
 
     max_upload_bytes: int = Field(4 * 1024**3, description="Largest accepted upload.")
     job_timeout_s: float = Field(3600.0, description="Wall-clock limit of one job attempt's child process.")
-    job_memory_bytes: int = Field(16 * 1024**3, description="Address-space limit of the job's child process.")
+    job_memory_bytes: int = Field(
+        16 * 1024**3,
+        description="Address-space limit of the job's child process (CPU jobs: CUDA cannot start under one).",
+    )
     job_threads: int = Field(1, description="Threads the child uses for inference and latency runs.")
     cancel_poll_s: float = Field(0.5, description="How often a worker checks whether its running job was cancelled.")
     queue_prefix: str = Field("", description="Prefix for the cpu/gpu queue names (isolates test runs).")

@@ -76,9 +76,10 @@ PR_SET_PDEATHSIG = 1
 _prctl = ctypes.CDLL(None, use_errno=True).prctl if sys.platform == "linux" else None
 
 
-def _limits(memory_bytes: int) -> Callable[[], None]:
+def _limits(memory_bytes: int | None) -> Callable[[], None]:
     def apply() -> None:
-        resource.setrlimit(resource.RLIMIT_AS, (memory_bytes, memory_bytes))
+        if memory_bytes is not None:
+            resource.setrlimit(resource.RLIMIT_AS, (memory_bytes, memory_bytes))
         resource.setrlimit(resource.RLIMIT_CORE, (0, 0))
         if _prctl is not None:  # die with the worker, never outlive it as an orphan
             _prctl(PR_SET_PDEATHSIG, signal.SIGKILL)
@@ -115,7 +116,7 @@ def run_child(
     workdir: Path,
     *,
     timeout_s: float,
-    memory_bytes: int,
+    memory_bytes: int | None,
     threads: int,
     on_event: Callable[[Progress], None],
     should_stop: Callable[[], str | None],
@@ -128,7 +129,8 @@ def run_child(
 
     `should_stop` is polled every `poll_s`: `cancelled` ends the job as cancelled; any other reason kills
     the pipeline and returns status `stopped` with that reason as the code. `isolation` is JOB_ISOLATION;
-    `squeeze_home` is kept out of the child's view."""
+    `squeeze_home` is kept out of the child's view. `memory_bytes` None sets no address-space limit: a CUDA
+    job's driver reserves virtual address space far beyond what it uses, and fails to start under RLIMIT_AS."""
     state = isolation_state(isolation)
     if state.unavailable:
         return Outcome("failed", code="isolation_unavailable", message=f"JOB_ISOLATION=bwrap: {state.detail}")

@@ -162,7 +162,7 @@ def _run(claim: transitions.Claim, settings: Settings, store: Store, workdir: Pa
     return run_child(
         workdir,
         timeout_s=settings.job_timeout_s,
-        memory_bytes=settings.job_memory_bytes,
+        memory_bytes=None if JobSpec.model_validate(claim.spec).device == "cuda" else settings.job_memory_bytes,
         threads=settings.job_threads,
         on_event=on_event,
         should_stop=should_stop,
