@@ -75,7 +75,7 @@ def upload_tokens(client: httpx.Client) -> str:
     """A training set of token ids: what the 2:4 fine-tune trains on (MSE to the unpruned model's outputs)."""
     ids = np.random.default_rng(0).integers(0, 2000, (128, 128))
     buffer = io.BytesIO()
-    np.savez(buffer, input_ids=ids, attention_mask=np.ones_like(ids))
+    np.savez(buffer, input_ids=ids, token_type_ids=np.zeros_like(ids), attention_mask=np.ones_like(ids))
     response = client.post("/v1/datasets", files={"file": ("train.npz", buffer.getvalue())})
     assert response.status_code == 201, response.text
     return str(response.json()["id"])
@@ -102,7 +102,7 @@ def test_gpu_jobs_through_the_api(gpu_api: httpx.Client, tmp_path: Path) -> None
     spec = {
         "model_id": model["id"],
         "device": "cuda",
-        "input_shapes": {"input_ids": [16, 128], "attention_mask": [16, 128]},
+        "input_shapes": {"input_ids": [16, 128]},
         "evaluate": {"latency": {"batch_sizes": [16], "runs": 20, "warmup": 3}},
     }
     submitted = {}
@@ -128,7 +128,7 @@ def test_gpu_jobs_through_the_api(gpu_api: httpx.Client, tmp_path: Path) -> None
         content = gpu_api.get(f"/v1/artifacts/{artifact['id']}/content").content
         loaded = torch.export.load(io.BytesIO(content)).module()
         ids = torch.randint(0, 2000, (2, 128))
-        out = loaded(ids, torch.ones_like(ids))
+        out = loaded(ids, torch.zeros_like(ids), torch.ones_like(ids))  # the folder's inputs, in order
         assert out.shape == (2, 128, 256) and out.dtype == torch.float32
         if "finetune" in name:
             finetune = report["steps"][0]["metrics"]["finetune"]
