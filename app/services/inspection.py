@@ -1,10 +1,12 @@
 """Tell what an uploaded file is and read its signature, without torch and without unpickling anything.
 
-ONNX is parsed with the onnx package (weights left on disk); TorchScript from the code in its archive,
-by a linear scan of a bounded read; a Hugging Face folder from config.json, tokenizer_config.json and the
-safetensors headers. Pickles are refused by their bytes, ExportedProgram (.pt2) by its layout (loading one
-runs code from the archive), TorchScript unless the operator allowed it (docs/security.md). Every parse
-error of a hostile file is a 422 naming the file, never a 500.
+ONNX is read as its graph without weights (app/services/onnx_skeleton.py: tensor data is skipped on disk,
+so memory follows the graph, not the file); a zip by its directory and the few members it needs;
+TorchScript from the code in its archive, by a linear scan of a bounded read; a Hugging Face folder from
+config.json, tokenizer_config.json and the safetensors headers. Pickles are refused by their bytes,
+ExportedProgram (.pt2) by its layout (loading one runs code from the archive), TorchScript unless the
+operator allowed it (docs/security.md). Every parse error of a hostile file is a 422 naming the file,
+never a 500.
 """
 
 import json
@@ -15,13 +17,15 @@ import struct
 import zipfile
 from dataclasses import dataclass, field
 from pathlib import Path, PurePosixPath
-from typing import Any
+from typing import IO, Any
 
 import onnx
+from google.protobuf.message import DecodeError
 from onnx.helper import tensor_dtype_to_np_dtype
 
 from app.archives import UnsafeArchive, check_zip
 from app.errors import FormatMismatch, ModelLimitsExceeded, UnsafeModelFormat, UnsupportedModelFormat
+from app.services.onnx_skeleton import MAX_SKELETON_BYTES, Skeleton, SkeletonError, SkeletonTooLarge, read_skeleton
 
 SAFE_FORMATS = (
     "ONNX (.onnx from torch.onnx.export, or a .zip of the .onnx with its external data), or a Hugging Face "
@@ -46,6 +50,10 @@ _PUNCTUATION = re.compile(r"[()\[\]{},]")
 """One character class, no repetition: the regex engine cannot backtrack on it."""
 MAX_CODE_BYTES = 1 << 20
 """The most of a TorchScript code file read for the forward signature."""
+MAX_JSON_BYTES = 16 << 20
+"""The most of a config.json or tokenizer_config.json read (real ones are a few KiB)."""
+MAX_SAFETENSORS_HEADER = 16 << 20
+"""The largest safetensors header read (a model of thousands of tensors has well under 1 MiB)."""
 PARSE_ERRORS = (
     ValueError,  # json, pickletools, protobuf and int parsing
     KeyError,
@@ -151,29 +159,23 @@ def _graph_tensors(graph: onnx.GraphProto) -> tuple[int, list[onnx.TensorProto]]
     return nodes, tensors
 
 
-def check_graph_limits(model: onnx.ModelProto, filename: str, limits: GraphLimits) -> None:
-    """Refuse a graph with too many nodes, a tensor declaring more bytes than allowed, or a tensor whose
-    inline bytes disagree with its declared shape (a runtime would trust the shape)."""
+def check_graph_limits(model: onnx.ModelProto, what: str, limits: GraphLimits) -> None:
+    """Refuse a graph with too many nodes or a tensor declaring more bytes than allowed (`what` names the
+    file in the message)."""
     nodes, tensors = _graph_tensors(model.graph)
     if nodes > limits.max_nodes:
         raise ModelLimitsExceeded(
-            f"{filename!r} has {nodes} graph nodes; at most {limits.max_nodes} are accepted (MAX_GRAPH_NODES)"
+            f"{what} has {nodes} graph nodes; at most {limits.max_nodes} are accepted (MAX_GRAPH_NODES)"
         )
     for tensor in tensors:
         try:
             declared = _tensor_bytes(tensor)
         except (KeyError, ValueError) as exc:
-            raise UnsupportedModelFormat(f"{filename!r}: tensor {tensor.name!r} has an unknown data type") from exc
+            raise UnsupportedModelFormat(f"{what}: tensor {tensor.name!r} has an unknown data type") from exc
         if declared > limits.max_tensor_bytes:
             raise ModelLimitsExceeded(
-                f"{filename!r}: tensor {tensor.name!r} declares {declared} bytes; at "
+                f"{what}: tensor {tensor.name!r} declares {declared} bytes; at "
                 f"most {limits.max_tensor_bytes} are accepted (MAX_TENSOR_BYTES)"
-            )
-        if tensor.HasField("raw_data") and len(tensor.raw_data) != declared:
-            raise UnsupportedModelFormat(
-                f"{filename!r}: tensor {tensor.name!r} holds {len(tensor.raw_data)} "
-                f"bytes but its shape {list(tensor.dims)} needs {declared}; the "
-                "file is corrupt"
             )
 
 
@@ -197,19 +199,43 @@ def onnx_signature(model: onnx.ModelProto) -> tuple[list[dict[str, Any]], list[d
     return inputs, outputs, params
 
 
-def _inspect_onnx(path: Path, filename: str, limits: GraphLimits | None) -> ModelInfo:
+def _read_skeleton(fh: IO[bytes], size: int, what: str, limits: GraphLimits | None) -> onnx.ModelProto:
+    """The graph without weights from `fh`, checked against `limits`; 422 naming `what` when it is not ONNX."""
     try:
-        model = onnx.load(str(path), load_external_data=False)
-    except Exception as exc:  # the protobuf parser raises several types on garbage
+        skeleton = read_skeleton(fh, size)
+    except (SkeletonError, DecodeError) as exc:
         raise UnsupportedModelFormat(
-            f"{filename!r} is neither a zip nor a valid ONNX protobuf ({type(exc).__name__}). Accepted: {SAFE_FORMATS}."
+            f"{what} is neither a zip nor a valid ONNX protobuf ({type(exc).__name__}). Accepted: {SAFE_FORMATS}."
         ) from exc
-    if not model.graph.output:
+    except SkeletonTooLarge as exc:
+        raise ModelLimitsExceeded(
+            f"{what}: the graph without its weights passes {MAX_SKELETON_BYTES} bytes; keep constants as "
+            "initializers (or external data) rather than in node attributes and metadata"
+        ) from exc
+    if not skeleton.model.graph.output:
         raise UnsupportedModelFormat(
-            f"{filename!r} parses as protobuf but has no ONNX graph outputs. Accepted: {SAFE_FORMATS}."
+            f"{what} parses as protobuf but has no ONNX graph outputs. Accepted: {SAFE_FORMATS}."
         )
     if limits is not None:
-        check_graph_limits(model, filename, limits)
+        check_graph_limits(skeleton.model, what, limits)
+        check_raw_lengths(skeleton, what)
+    return skeleton.model
+
+
+def check_raw_lengths(skeleton: Skeleton, what: str) -> None:
+    """Refuse a tensor whose inline bytes disagree with its declared shape (a runtime would trust the shape)."""
+    for tensor, held in skeleton.raw_lengths:
+        declared = _tensor_bytes(tensor)
+        if held != declared:
+            raise UnsupportedModelFormat(
+                f"{what}: tensor {tensor.name!r} holds {held} bytes but its shape {list(tensor.dims)} needs "
+                f"{declared}; the file is corrupt"
+            )
+
+
+def _inspect_onnx(path: Path, filename: str, limits: GraphLimits | None) -> ModelInfo:
+    with path.open("rb") as fh:
+        model = _read_skeleton(fh, path.stat().st_size, repr(filename), limits)
     external = [i.name for i in model.graph.initializer if i.data_location == onnx.TensorProto.EXTERNAL]
     if external:
         raise UnsupportedModelFormat(
@@ -255,12 +281,8 @@ def _inspect_zip(path: Path, filename: str, max_unpacked_bytes: int, limits: Gra
 
 
 def _inspect_onnx_zip(zf: zipfile.ZipFile, member: str, filename: str, limits: GraphLimits | None) -> ModelInfo:
-    try:
-        model = onnx.load_from_string(zf.read(member))
-    except Exception as exc:
-        raise UnsupportedModelFormat(f"{member!r} in {filename!r} is not a valid ONNX protobuf") from exc
-    if limits is not None:
-        check_graph_limits(model, filename, limits)
+    with zf.open(member) as fh:
+        model = _read_skeleton(fh, zf.getinfo(member).file_size, f"{member!r} in {filename!r}", limits)
     folder = PurePosixPath(member).parent
     names = set(zf.namelist())
     for init in model.graph.initializer:
@@ -288,10 +310,15 @@ def _torchscript_root_class(zf: zipfile.ZipFile, names: list[str]) -> tuple[str,
     pickletools only parses opcodes; nothing is unpickled."""
     data_pkl = next(n for n in names if PurePosixPath(n).name == "data.pkl")
     prefix = str(PurePosixPath(data_pkl).parent)
-    for opcode, arg, _ in pickletools.genops(zf.read(data_pkl)):
-        if opcode.name == "GLOBAL" and isinstance(arg, str) and arg.startswith("__torch__"):
-            module, cls = arg.split(" ", 1)
-            return f"{prefix}/code/{module.replace('.', '/')}.py", cls
+    with zf.open(data_pkl) as fh:
+        opcodes = pickletools.genops(fh)
+        found = next(
+            (a for op, a, _ in opcodes if op.name == "GLOBAL" and isinstance(a, str) and a.startswith("__torch__")),
+            None,
+        )
+    if found is not None:
+        module, cls = found.split(" ", 1)
+        return f"{prefix}/code/{module.replace('.', '/')}.py", cls
     return None
 
 
@@ -341,7 +368,7 @@ def _inspect_torchscript(zf: zipfile.ZipFile, names: list[str]) -> ModelInfo:
 def _safetensors_params(zf: zipfile.ZipFile, member: str) -> int:
     with zf.open(member) as fh:
         (length,) = struct.unpack("<Q", fh.read(8))
-        if length > 100 * 2**20:
+        if length > MAX_SAFETENSORS_HEADER:
             raise UnsupportedModelFormat(f"{member!r} has an implausible safetensors header ({length} bytes)")
         header = json.loads(fh.read(length))
     total = 0
@@ -352,6 +379,17 @@ def _safetensors_params(zf: zipfile.ZipFile, member: str) -> int:
             raise UnsupportedModelFormat(f"{member!r}: tensor {name!r} has unknown dtype {meta.get('dtype')!r}")
         total += math.prod(meta["shape"])
     return total
+
+
+def _read_json(zf: zipfile.ZipFile, member: str) -> dict[str, Any]:
+    """A small JSON member, refused past MAX_JSON_BYTES instead of read whole."""
+    if zf.getinfo(member).file_size > MAX_JSON_BYTES:
+        raise UnsupportedModelFormat(f"{member!r} is larger than the {MAX_JSON_BYTES} bytes a config may have")
+    with zf.open(member) as fh:
+        value = json.loads(fh.read(MAX_JSON_BYTES + 1))
+    if not isinstance(value, dict):
+        raise UnsupportedModelFormat(f"{member!r} is not a JSON object")
+    return value
 
 
 def _inspect_hf(zf: zipfile.ZipFile, names: list[str], filename: str) -> ModelInfo:
@@ -366,11 +404,11 @@ def _inspect_hf(zf: zipfile.ZipFile, names: list[str], filename: str) -> ModelIn
             f"{filename!r} is a Hugging Face folder without *.safetensors weights.{detail} {PICKLE_HELP} "
             "Convert the weights with `model.save_pretrained(dir, safe_serialization=True)`."
         )
-    config = json.loads(zf.read(config_member))
+    config = _read_json(zf, config_member)
     tokenizer_config: dict[str, Any] = {}
     tok_member = str(root / "tokenizer_config.json") if str(root) != "." else "tokenizer_config.json"
     if tok_member in names:
-        tokenizer_config = json.loads(zf.read(tok_member))
+        tokenizer_config = _read_json(zf, tok_member)
     input_names = tokenizer_config.get("model_input_names") or (
         ["input_ids", "token_type_ids", "attention_mask"]
         if config.get("type_vocab_size")
