@@ -2,15 +2,16 @@
 Squeeze (`search` is at the end of this module).
 
 Uploads a model (or takes an existing model id), submits a spec, follows the job with progress bars
-(upload bytes, then job progress and current pass), downloads the artifacts and prints the report's
-headline numbers (the verdict, its warnings, the speedup with its interval). Exit status, for a CI step:
-0 the job succeeded and its verdict is pass; 1 it failed, or missed a constraint or the fidelity floor;
-2 the service refused the request (the problem's code and detail are printed), or the command line was
-wrong; 3 it succeeded with warnings (slower or larger than the original); 4 the server could not be reached.
+(upload bytes, then job progress and current pass, each change long-polled with `?wait=30`), downloads
+the artifacts and prints the report's headline numbers (the verdict, its warnings, the speedup with its
+interval). Exit status, for a CI step: 0 the job succeeded and its verdict is pass; 1 it failed, or
+missed a constraint or the fidelity floor; 2 the service refused the request (the problem's code and
+detail are printed), or the command line was wrong; 3 it succeeded with warnings (slower or larger than
+the original); 4 the server could not be reached.
 """
 
 import io
-import time
+from collections.abc import Iterator
 from pathlib import Path
 from typing import IO, Any, cast
 
@@ -31,6 +32,8 @@ from rich.table import Table
 from rich.text import Text
 
 TERMINAL = ("succeeded", "failed", "cancelled")
+WAIT_S = 30.0
+"""How long one long-poll request waits on the server for a change."""
 MET, FAILED, REFUSED, WARNED, UNREACHABLE = 0, 1, 2, 3, 4
 EXIT_BY_VERDICT = {"pass": MET, "warn": WARNED, "fail": FAILED}
 
@@ -88,15 +91,31 @@ def _upload(client: httpx.Client, path: Path, progress: Progress) -> dict[str, A
     return dict(body)
 
 
-def _follow(client: httpx.Client, job_id: str, progress: Progress, poll_s: float) -> dict[str, Any]:
-    task = progress.add_task(f"job {job_id}", total=1.0)
+def follow(client: httpx.Client, job_id: str, wait_s: float = WAIT_S) -> Iterator[dict[str, Any]]:
+    """The job now and at each change until it ends, by long-polling: each request waits on the server up
+    to `wait_s` for the job's ETag to change, so a job that runs for an hour costs a request per change (or
+    per `wait_s`), not one per poll interval."""
+    response = client.get(f"/v1/jobs/{job_id}")
+    tag = ""
     while True:
-        job: dict[str, Any] = _checked(client.get(f"/v1/jobs/{job_id}"))
+        if response.status_code != 304:  # 304: nothing changed while the server waited; ask again
+            job: dict[str, Any] = _checked(response)
+            yield job
+            if job["status"] in TERMINAL:
+                return
+            tag = response.headers.get("etag", "")
+        response = client.get(
+            f"/v1/jobs/{job_id}", params={"wait": wait_s}, headers={"If-None-Match": tag}, timeout=wait_s + 30
+        )
+
+
+def _follow(client: httpx.Client, job_id: str, progress: Progress) -> dict[str, Any]:
+    task = progress.add_task(f"job {job_id}", total=1.0)
+    job: dict[str, Any] = {}
+    for job in follow(client, job_id):
         label = f"job {job_id}: {job['status']}" + (f" · {job['current_pass']}" if job.get("current_pass") else "")
         progress.update(task, completed=job["progress"], description=label)
-        if job["status"] in TERMINAL:
-            return job
-        time.sleep(poll_s)
+    return job
 
 
 def _summary(console: Console, report: dict[str, Any]) -> None:
@@ -129,22 +148,19 @@ def submit(
     model: str,
     spec: dict[str, Any],
     out: Path | None,
-    poll_s: float = 1.0,
     console: Console | None = None,
 ) -> int:
     """Upload (when `model` is a file), submit, follow, download; the exit status described above. An
     unreachable server is one line and UNREACHABLE, not a traceback."""
     console = console or Console(stderr=True)
     try:
-        return _submit(url, api_key, model, spec, out, poll_s, console)
+        return _submit(url, api_key, model, spec, out, console)
     except httpx.TransportError as exc:  # the network boundary: any transport failure means "not reachable"
         console.print(f"[red]cannot reach Squeeze at {url}[/red]: {type(exc).__name__}: {exc}; is it running?")
         return UNREACHABLE
 
 
-def _submit(
-    url: str, api_key: str | None, model: str, spec: dict[str, Any], out: Path | None, poll_s: float, console: Console
-) -> int:
+def _submit(url: str, api_key: str | None, model: str, spec: dict[str, Any], out: Path | None, console: Console) -> int:
     """Upload, submit, follow, download and summarise; raises httpx.TransportError when the server is gone."""
     headers = {"Authorization": f"Bearer {api_key}"} if api_key else {}
     columns = (TextColumn("{task.description}"), BarColumn(), AmountColumn(), TimeElapsedColumn())
@@ -156,7 +172,7 @@ def _submit(
             path = Path(model)
             model_id = _upload(client, path, progress)["id"] if path.is_file() else model
             job = _checked(client.post("/v1/jobs", json={**spec, "model_id": model_id}))
-            job = _follow(client, job["id"], progress, poll_s)
+            job = _follow(client, job["id"], progress)
         except RefusedError as exc:
             console.print(f"[red]refused[/red] {exc}")
             return REFUSED

@@ -20,6 +20,7 @@ from app.errors import SqueezeError
 from app.queue import make_celery, publish_job
 from app.schemas.common import Problem
 from app.services.isolation import isolation_state
+from app.services.job_events import JobWatcher
 from app.services.metrics import Metrics
 from app.services.ratelimit import open_rate_limiter
 from app.services.uploads import remove_stale
@@ -148,8 +149,9 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         settings.rate_limit_per_s,
         settings.rate_limit_burst,
     )
+    app.state.job_watcher = JobWatcher(settings.effective_database_url, settings.status_poll_s)
     app.state.metrics = Metrics(settings.effective_database_url)
-    app.middleware("http")(app.state.metrics.middleware)
+    app.add_middleware(app.state.metrics.middleware)  # type: ignore[arg-type]
     _install_error_handlers(app)
     app.include_router(health.router)
     routers = (models, datasets, jobs, reports, artifacts, searches, tenant)

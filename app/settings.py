@@ -75,8 +75,17 @@ class Settings(BaseSettings):
     )
 
     # Abuse limits (docs/security.md).
-    rate_limit_per_s: float = Field(20.0, gt=0, description="Requests per second one API key may sustain.")
-    rate_limit_burst: int = Field(100, ge=1, description="Requests one API key may make at once, then waits.")
+    rate_limit_per_s: float = Field(
+        50.0, gt=0, description="Requests per second one API key may sustain (README: polling and the limit)."
+    )
+    rate_limit_burst: int = Field(200, ge=1, description="Requests one API key may make at once, then waits.")
+    status_poll_s: float = Field(
+        0.25,
+        gt=0,
+        le=10,
+        description="How often the API reads the status of jobs that long-polls and event streams wait on "
+        "(one query for all of them, only while someone waits): the most a change takes to reach them.",
+    )
     max_active_jobs_per_tenant: int = Field(
         20, ge=1, description="Queued plus running jobs one tenant may have; more get 429 too_many_jobs."
     )

@@ -1,18 +1,24 @@
-"""/v1/jobs: submit (JSON spec, or one multipart request with the model file and the spec), read,
-list, cancel. The report routes are in app/api/reports.py."""
+"""/v1/jobs: submit (JSON spec, or one multipart request with the model file and the spec), read (at
+once, or long-polled with `?wait=N`), follow as server-sent events, list, cancel. The report routes are in
+app/api/reports.py."""
 
 import asyncio
 import json
+from collections.abc import AsyncIterator
 from typing import Annotated, Any
 
 from fastapi import APIRouter, Header, Query, Request, Response
+from fastapi.responses import StreamingResponse
+from starlette.concurrency import run_in_threadpool
 
-from app.api.deps import PublisherDep, SessionDep, SettingsDep, StoreDep, TenantDep
+from app.api.deps import PublisherDep, SessionDep, SettingsDep, StoreDep, TenantDep, WatcherDep
 from app.db.models import Job
-from app.errors import MalformedRequest, SqueezeError, ValidationFailed
+from app.db.session import session_scope
+from app.errors import MalformedRequest, NotFound, SqueezeError, ValidationFailed
 from app.schemas.common import Page
 from app.schemas.jobs import JobError, JobOut, JobSpec, JobStatus
 from app.services import jobs as service
+from app.services.job_events import JobWatcher, job_tag, matches
 from app.services.models import create_model
 from app.services.uploads import MAX_FIELD_BYTES, declared_length, read_small_body, receive_upload
 from passes.planner import Plan
@@ -134,9 +140,96 @@ def list_jobs(
     return Page[JobOut](items=[job_out(j) for j in rows], next_cursor=next_cursor)
 
 
-@router.get("/{job_id}", response_model=JobOut)
-def read_job(job_id: str, session: SessionDep, tenant: TenantDep) -> JobOut:
-    return job_out(service.get_job(session, tenant, job_id))
+MAX_WAIT_S = 60
+KEEPALIVE_S = 15.0
+"""How often an events stream with nothing new sends a comment, so proxies keep it open."""
+
+
+@router.get(
+    "/{job_id}",
+    response_model=JobOut,
+    responses={304: {"description": "unchanged since the If-None-Match ETag (after waiting, with ?wait)"}},
+)
+async def read_job(
+    job_id: str,
+    response: Response,
+    session: SessionDep,
+    tenant: TenantDep,
+    watcher: WatcherDep,
+    wait: Annotated[
+        float,
+        Query(ge=0, le=MAX_WAIT_S, description="long-poll: answer when the job's status changes, or after this long"),
+    ] = 0,
+    if_none_match: Annotated[str | None, Header(max_length=1024)] = None,
+) -> Any:
+    """The job's status, with its ETag. With `wait`, answers once it differs from the If-None-Match ETag
+    (or, without one, from what it is now), at the latest after `wait` seconds; 304 when the If-None-Match
+    ETag still holds."""
+    job = await run_in_threadpool(service.read_status, session, tenant, job_id)
+    tag = job_tag(job)
+    waits = wait and job.status not in service.TERMINAL and matches(if_none_match or tag, tag)
+    if waits and await watcher.changed(job_id, tag, wait):
+        job = await run_in_threadpool(service.read_status, session, tenant, job_id)
+        tag = job_tag(job)
+    if matches(if_none_match, tag):
+        return Response(status_code=304, headers={"ETag": tag})
+    response.headers["ETag"] = tag
+    return job_out(job)
+
+
+@router.get(
+    "/{job_id}/events",
+    response_class=StreamingResponse,
+    responses={200: {"content": {"text/event-stream": {}}, "description": "the job's status as it changes"}},
+)
+async def job_events(
+    job_id: str,
+    request: Request,
+    session: SessionDep,
+    settings: SettingsDep,
+    tenant: TenantDep,
+    watcher: WatcherDep,
+    last_event_id: Annotated[str | None, Header(max_length=1024)] = None,
+) -> StreamingResponse:
+    """Server-sent events: `status` with the job (JobOut) now and at every change, `end` with the job once it
+    has ended, then the stream closes. Each event's id is the job's ETag; a client that reconnects with
+    Last-Event-ID gets only what changed since."""
+    job = await run_in_threadpool(service.read_status, session, tenant, job_id)
+    events = _job_events(request, watcher, settings.effective_database_url, tenant, job, last_event_id)
+    return StreamingResponse(
+        events, media_type="text/event-stream", headers={"Cache-Control": "no-cache", "X-Accel-Buffering": "no"}
+    )
+
+
+async def _job_events(
+    request: Request, watcher: JobWatcher, database_url: str, tenant: str, job: Job, last_event_id: str | None
+) -> AsyncIterator[bytes]:
+    tag = job_tag(job)
+    if not matches(last_event_id, tag) or job.status in service.TERMINAL:
+        yield _event(job, tag)
+    while job.status not in service.TERMINAL:
+        changed = await watcher.changed(job.id, tag, KEEPALIVE_S)
+        if await request.is_disconnected():
+            return
+        if not changed:
+            yield b": keep-alive\n\n"
+            continue
+        try:
+            job = await run_in_threadpool(_read_status, database_url, tenant, job.id)
+        except NotFound:  # deleted while followed: nothing more will happen to it
+            return
+        tag = job_tag(job)
+        yield _event(job, tag)
+
+
+def _read_status(database_url: str, tenant: str, job_id: str) -> Job:
+    with session_scope(database_url) as session:
+        return service.read_status(session, tenant, job_id)
+
+
+def _event(job: Job, tag: str) -> bytes:
+    name = "end" if job.status in service.TERMINAL else "status"
+    return f"event: {name}\nid: {tag}\ndata: {job_out(job).model_dump_json()}\n\n".encode()
 
 
 @router.post("/{job_id}/cancel", response_model=JobOut)

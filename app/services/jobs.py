@@ -12,9 +12,9 @@ from collections.abc import Callable
 from typing import Any
 
 from pydantic import ValidationError
-from sqlalchemy import func, select, update
+from sqlalchemy import bindparam, func, select, update
 from sqlalchemy.exc import IntegrityError, SQLAlchemyError
-from sqlalchemy.orm import Session
+from sqlalchemy.orm import Session, defer
 
 from app.db.models import Artifact, Job, Model, Tenant, new_id, utcnow
 from app.db.transitions import mark_unpublished
@@ -232,6 +232,25 @@ def _replay(existing: Job, request_hash: str, key: str) -> Job:
 
 def get_job(session: Session, tenant: str, job_id: str) -> Job:
     job = session.scalar(select(Job).where(Job.id == job_id, Job.tenant == tenant))
+    if job is None:
+        raise NotFound(f"no job {job_id!r}: list yours with GET /v1/jobs")
+    return job
+
+
+_STATUS_READ = (
+    select(Job)
+    .options(defer(Job.report))
+    .where(Job.id == bindparam("job_id"), Job.tenant == bindparam("tenant"))
+    .execution_options(populate_existing=True)  # a second read in one session (after a wait) sees the new row
+)
+"""Built once: on the hottest route, building the expression would cost as much as running it."""
+
+
+def read_status(session: Session, tenant: str, job_id: str) -> Job:
+    """The job as a status read shows it (the report, which can be large, is left unloaded), with the
+    transaction ended: a request that then waits holds no connection, and its next read sees new commits."""
+    job = session.scalar(_STATUS_READ, {"job_id": job_id, "tenant": tenant})
+    session.commit()
     if job is None:
         raise NotFound(f"no job {job_id!r}: list yours with GET /v1/jobs")
     return job

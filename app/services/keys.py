@@ -13,7 +13,7 @@ import secrets
 from dataclasses import dataclass
 from pathlib import Path
 
-from sqlalchemy import or_, select
+from sqlalchemy import bindparam, or_, select
 from sqlalchemy.orm import Session
 
 from app.db.models import ApiKey, Tenant, new_id, utcnow
@@ -23,6 +23,8 @@ TOKEN_RE = re.compile(r"sqz_([0-9a-f]{12})_[A-Za-z0-9_-]{43}")
 TENANT_RE = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]{0,63}")
 LOCAL_TENANT = "local"
 _DUMMY_HASH = hashlib.sha256(b"no such key").hexdigest()
+_KEY_BY_PREFIX = select(ApiKey).where(ApiKey.prefix == bindparam("prefix"))
+"""Built once: every request runs it."""
 
 
 UNAUTHORIZED_MESSAGE = (
@@ -85,7 +87,7 @@ def authenticate(session: Session, token: str | None) -> ApiKey:
     """The live key behind a bearer token. Missing, malformed, unknown and revoked keys all raise the
     same error."""
     match = TOKEN_RE.fullmatch(token or "")
-    key = session.scalar(select(ApiKey).where(ApiKey.prefix == match.group(1))) if match else None
+    key = session.scalar(_KEY_BY_PREFIX, {"prefix": match.group(1)}) if match else None
     expected = key.secret_hash if key is not None else _DUMMY_HASH
     valid = hmac.compare_digest(_hash(token or ""), expected)
     if key is None or not valid or key.revoked_at is not None:

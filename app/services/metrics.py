@@ -3,13 +3,13 @@ from the database at scrape time (the source of truth, whichever process ran the
 queue and the age of the oldest queued job."""
 
 import time
-from collections.abc import Awaitable, Callable, Iterator
+from collections.abc import Iterator
 
-from fastapi import Request, Response
 from prometheus_client import CollectorRegistry, Counter, Histogram
 from prometheus_client.core import GaugeMetricFamily
 from prometheus_client.registry import Collector
 from sqlalchemy import func, select
+from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from app.db.models import Job, utcnow
 from app.db.session import session_scope
@@ -59,11 +59,33 @@ class Metrics:
         )
         self.registry.register(JobCollector(database_url))
 
-    async def middleware(self, request: Request, call_next: Callable[[Request], Awaitable[Response]]) -> Response:
+    def middleware(self, app: ASGIApp) -> ASGIApp:
+        """The request counter and latency histogram as plain ASGI middleware (Starlette's
+        BaseHTTPMiddleware would add a task and a stream per request)."""
+        return _MetricsMiddleware(app, self)
+
+
+class _MetricsMiddleware:
+    def __init__(self, app: ASGIApp, metrics: Metrics) -> None:
+        self.app, self.metrics = app, metrics
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
         started = time.perf_counter()
-        response = await call_next(request)
-        # The route template (/v1/jobs/{job_id}), not the path: ids would make one series per object.
-        route = getattr(request.scope.get("route"), "path", "unmatched")
-        self.requests.labels(request.method, route, str(response.status_code)).inc()
-        self.latency.labels(request.method, route).observe(time.perf_counter() - started)
-        return response
+        status = 500  # what the client gets if the app raises before it answers
+
+        async def send_status(message: Message) -> None:
+            nonlocal status
+            if message["type"] == "http.response.start":
+                status = message["status"]
+            await send(message)
+
+        try:
+            await self.app(scope, receive, send_status)
+        finally:
+            # The route template (/v1/jobs/{job_id}), not the path: ids would make one series per object.
+            route = getattr(scope.get("route"), "path", "unmatched")
+            self.metrics.requests.labels(scope["method"], route, str(status)).inc()
+            self.metrics.latency.labels(scope["method"], route).observe(time.perf_counter() - started)

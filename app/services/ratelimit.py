@@ -1,7 +1,7 @@
 """Per-key rate limiting that holds across API processes: a token bucket per API key kept where every
 replica sees it. With a Redis broker the bucket lives in Redis and one Lua script refills and takes
 atomically (on Redis's clock); otherwise it is a `rate_buckets` row that one conditional UPDATE refills
-and takes (a row lock on PostgreSQL, the write lock on SQLite)."""
+and takes (a row lock on PostgreSQL, the write lock on SQLite), committed without waiting for the disk."""
 
 import logging
 import math
@@ -9,12 +9,11 @@ import time
 from collections.abc import Callable
 from typing import Protocol
 
-from sqlalchemy import case, select, update
+from sqlalchemy import Connection, Float, bindparam, case, select, update
 from sqlalchemy.dialects import postgresql, sqlite
-from sqlalchemy.orm import Session
 
 from app.db.models import RateBucket
-from app.db.session import session_scope
+from app.db.session import get_engine
 
 log = logging.getLogger(__name__)
 
@@ -70,40 +69,41 @@ class RedisBuckets:
 
 class DatabaseBuckets:
     """Buckets as `rate_buckets` rows. The take is one UPDATE whose WHERE is "a token is left after the
-    refill", so two processes can never spend the same token; the clock is the API hosts' (keep NTP)."""
+    refill", so two processes can never spend the same token; the clock is the API hosts' (keep NTP).
+    The statements are built once (building SQLAlchemy expressions costs more than running them) and run
+    on a connection of their own engine, whose commits do not wait for the disk."""
 
     def __init__(self, url: str, rate: float, burst: int, clock: Callable[[], float] = time.time) -> None:
         self.url, self.rate, self.burst, self.clock = url, rate, burst, clock
+        now = bindparam("now", type_=Float)
+        elapsed = case((RateBucket.updated_at < now, now - RateBucket.updated_at), else_=0.0)
+        refilled = RateBucket.tokens + elapsed * rate
+        tokens = case((refilled > burst, float(burst)), else_=refilled)
+        bucket = RateBucket.key == bindparam("bucket")
+        self._take = (
+            update(RateBucket)
+            .where(bucket, tokens >= 1)
+            .values(tokens=tokens - 1, updated_at=case((RateBucket.updated_at < now, now), else_=RateBucket.updated_at))
+        )
+        self._left = select(tokens).where(bucket)
 
     def take(self, key: str) -> float:
         now = self.clock()
-        with session_scope(self.url) as session:
-            elapsed = case((RateBucket.updated_at < now, now - RateBucket.updated_at), else_=0.0)
-            refilled = RateBucket.tokens + elapsed * self.rate
-            tokens = case((refilled > self.burst, float(self.burst)), else_=refilled)
-            taken = session.execute(
-                update(RateBucket)
-                .where(RateBucket.key == key, tokens >= 1)
-                .values(
-                    tokens=tokens - 1,
-                    updated_at=case((RateBucket.updated_at < now, now), else_=RateBucket.updated_at),
-                )
-                .execution_options(synchronize_session=False)
-            )
-            if taken.rowcount == 1:  # type: ignore[attr-defined]
+        params = {"bucket": key, "now": now}
+        with get_engine(self.url, durable=False).begin() as conn:
+            if conn.execute(self._take, params).rowcount == 1:
                 return 0.0
-            if self._insert_full_minus_one(session, key, now):
+            if self._insert_full_minus_one(conn, key, now):
                 return 0.0
-            left = session.scalar(select(tokens).where(RateBucket.key == key))
+            left = conn.scalar(self._left, params)
         return (1 - float(left if left is not None else 0.0)) / self.rate
 
-    def _insert_full_minus_one(self, session: Session, key: str, now: float) -> bool:
+    def _insert_full_minus_one(self, conn: Connection, key: str, now: float) -> bool:
         """The first request of a key creates its bucket; False if the bucket already existed."""
-        dialect = session.get_bind().dialect.name
-        insert = postgresql.insert if dialect == "postgresql" else sqlite.insert
+        insert = postgresql.insert if conn.dialect.name == "postgresql" else sqlite.insert
         row = {"key": key, "tokens": float(self.burst - 1), "updated_at": now}
-        result = session.execute(insert(RateBucket).values(**row).on_conflict_do_nothing(index_elements=["key"]))
-        return bool(result.rowcount == 1)  # type: ignore[attr-defined]
+        result = conn.execute(insert(RateBucket).values(**row).on_conflict_do_nothing(index_elements=["key"]))
+        return bool(result.rowcount == 1)
 
 
 def open_rate_limiter(broker_url: str, database_url: str, rate: float, burst: int) -> RateLimiter:
