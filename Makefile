@@ -5,7 +5,7 @@ BIN := $(VENV)/bin
 TORCH_VERSION ?= 2.13.0
 PORT ?= 8000
 
-.PHONY: install browser bwrap examples run test test-unit test-faults test-gpu lint bench soak upload-rss search-fanout clean
+.PHONY: install browser bwrap examples run test test-unit test-faults test-gpu lint bench soak upload-rss search-fanout status-load clean
 
 $(BIN)/.installed: pyproject.toml
 	test -x $(BIN)/python || $(PY) -m venv $(VENV)
@@ -71,6 +71,9 @@ upload-rss: install
 
 search-fanout: install
 	$(BIN)/python -m bench.search_fanout
+
+status-load: install
+	$(BIN)/python -m bench.status_load
 
 # On a CUDA machine with the worker extra installed: distillation, fine-tuning and latency on the GPU.
 test-gpu: install

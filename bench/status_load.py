@@ -5,8 +5,10 @@ API process (uvicorn, its database, the rate limiter on), plain and while a job 
 
 Bounded: each phase sends requests for `--seconds` from `--connections` connections, each waiting for its
 answer before the next (a closed loop, like CI clients polling). Prints requests/s, p50 and p99 of the
-status read, and the same for `GET /healthz` (the framework's own floor: no key, no database) as the ratio.
-The client is a few lines of asyncio (not httpx) so that it costs the 2 shared cores little.
+status read, and the same for `GET /healthz` (the framework's own floor: no key, no database) as the ratio,
+and the API process's CPU time per request (from /proc: what the rate would be with a core of its own,
+whatever else shares the machine). The client is a few lines of asyncio (not httpx) so that it costs the
+2 shared cores little.
 """
 
 import argparse
@@ -34,6 +36,7 @@ class Phase:
     seconds: float
     latencies_s: list[float]
     errors: int
+    cpu_s: float = 0.0
 
     @property
     def rate(self) -> float:
@@ -65,13 +68,22 @@ async def _connection(host: str, port: int, request: bytes, deadline: float, pha
         writer.close()
 
 
-async def load(url: str, path: str, token: str | None, seconds: float, connections: int, name: str) -> Phase:
+def cpu_seconds(pid: int) -> float:
+    """User plus system CPU time of a process so far."""
+    with open(f"/proc/{pid}/stat") as fh:
+        fields = fh.read().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
+async def load(url: str, path: str, token: str | None, seconds: float, connections: int, name: str, pid: int) -> Phase:
     host, port = url.removeprefix("http://").split(":")
     auth = f"Authorization: Bearer {token}\r\n" if token else ""
     request = f"GET {path} HTTP/1.1\r\nHost: {host}\r\n{auth}\r\n".encode()
     phase = Phase(name, 0, seconds, [], 0)
     deadline = time.perf_counter() + seconds
+    cpu_before = cpu_seconds(pid)
     await asyncio.gather(*(_connection(host, int(port), request, deadline, phase) for _ in range(connections)))
+    phase.cpu_s = cpu_seconds(pid) - cpu_before
     return phase
 
 
@@ -79,7 +91,8 @@ def _report(phase: Phase, floor: Phase) -> None:
     print(
         f"{phase.name:<34} {phase.rate:7.0f} req/s  p50 {phase.percentile(50):5.1f} ms  "
         f"p99 {phase.percentile(99):5.1f} ms  errors {phase.errors}  "
-        f"({phase.rate / floor.rate:.2f}x the /healthz rate)"
+        f"({phase.rate / floor.rate:.2f}x the /healthz rate)  API CPU {phase.cpu_s / phase.requests * 1000:.2f} ms/req "
+        f"(= {phase.requests / phase.cpu_s:.0f} req/s per core)"
     )
 
 
@@ -124,14 +137,15 @@ def run(seconds: float, connections: int) -> None:
             job = client.post("/v1/jobs", json={**SPEC, "model_id": model["id"]}).json()
             while client.get(f"/v1/jobs/{job['id']}").json()["status"] not in ("succeeded", "failed"):
                 time.sleep(0.2)
-            floor = asyncio.run(load(url, "/healthz", None, seconds, connections, "GET /healthz (floor)"))
-            plain = asyncio.run(load(url, f"/v1/jobs/{job['id']}", token, seconds, connections, "GET /v1/jobs/{id}"))
+            floor = asyncio.run(load(url, "/healthz", None, seconds, connections, "GET /healthz (floor)", api.pid))
+            status = f"/v1/jobs/{job['id']}"
+            plain = asyncio.run(load(url, status, token, seconds, connections, "GET /v1/jobs/{id}", api.pid))
             slow = {"latency": {"batch_sizes": [1, 32], "runs": 10_000}}
             busy = client.post("/v1/jobs", json={**SPEC, "model_id": model["id"], "evaluate": slow}).json()
             while client.get(f"/v1/jobs/{busy['id']}").json()["status"] != "running":
                 time.sleep(0.2)
             running = asyncio.run(
-                load(url, f"/v1/jobs/{busy['id']}", token, seconds, connections, "GET /v1/jobs/{id}, a job running")
+                load(url, f"/v1/jobs/{busy['id']}", token, seconds, connections, "... while a job runs", api.pid)
             )
             still = client.get(f"/v1/jobs/{busy['id']}").json()["status"]
             client.post(f"/v1/jobs/{busy['id']}/cancel")
@@ -150,7 +164,7 @@ def run(seconds: float, connections: int) -> None:
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--seconds", type=float, default=10.0)
-    parser.add_argument("--connections", type=int, default=8)
+    parser.add_argument("--connections", type=int, default=4)
     args = parser.parse_args()
     run(args.seconds, args.connections)
 

@@ -5,8 +5,8 @@ costs more than the work of handing over an object from app.state. The tenant ch
 round trips (the key, the rate bucket) in one hop.
 """
 
-from collections.abc import AsyncIterator
-from typing import Annotated
+from collections.abc import AsyncIterator, Callable
+from typing import Annotated, TypeVar, cast
 
 from fastapi import Depends, Request
 from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
@@ -21,6 +21,8 @@ from app.services.keys import authenticate
 from app.services.ratelimit import RateLimiter, retry_after
 from app.settings import Settings
 from app.storage import Store
+
+T = TypeVar("T")
 
 
 async def get_settings(request: Request) -> Settings:
@@ -62,25 +64,46 @@ async def get_watcher(request: Request) -> JobWatcher:
 bearer = HTTPBearer(auto_error=False, description="an API key: `Authorization: Bearer sqz_...`")
 
 
-def _admit(session: Session, buckets: RateLimiter, token: str | None) -> tuple[str, float]:
-    """(tenant, seconds to wait) of the key behind `token`; raises Unauthorized for a bad key."""
-    key = authenticate(session, token)
-    return key.tenant, buckets.take(key.id)
+CredentialsDep = Annotated[HTTPAuthorizationCredentials | None, Depends(bearer)]
 
 
-async def current_tenant(
-    request: Request, session: SessionDep, credentials: Annotated[HTTPAuthorizationCredentials | None, Depends(bearer)]
-) -> str:
+class Admission:
+    """Lets a request in: its API key must be valid (401) and within its rate (429). `first` does that and
+    the route's first read in one thread hop, for the hottest route (the job status read)."""
+
+    def __init__(self, session: Session, buckets: RateLimiter, token: str | None) -> None:
+        self.session, self.buckets, self.token = session, buckets, token
+
+    async def tenant(self) -> str:
+        return await self.first(lambda _session, tenant: tenant)
+
+    async def first(self, read: Callable[[Session, str], T]) -> T:
+        """`read(session, tenant)` once the caller is admitted, in the same hop as the admission."""
+        wait, value = await run_in_threadpool(self._admit_and_read, read)
+        if wait:
+            raise RateLimited(
+                f"this API key made more than {self.buckets.burst} requests in a burst (sustained limit "
+                f"{self.buckets.rate:g}/s); retry after the Retry-After seconds",
+                headers={"Retry-After": retry_after(wait)},
+            )
+        return cast(T, value)
+
+    def _admit_and_read(self, read: Callable[[Session, str], T]) -> tuple[float, T | None]:
+        caller = authenticate(self.session, self.token)
+        wait = self.buckets.take(caller.key_id)
+        return wait, None if wait else read(self.session, caller.tenant)
+
+
+async def admission(request: Request, session: SessionDep, credentials: CredentialsDep) -> Admission:
+    return Admission(session, request.app.state.rate_limiter, credentials.credentials if credentials else None)
+
+
+AdmissionDep = Annotated[Admission, Depends(admission)]
+
+
+async def current_tenant(admit: AdmissionDep) -> str:
     """The caller's tenant, from its API key (401 otherwise); each key is also rate limited here (429)."""
-    buckets: RateLimiter = request.app.state.rate_limiter
-    tenant, wait = await run_in_threadpool(_admit, session, buckets, credentials.credentials if credentials else None)
-    if wait:
-        raise RateLimited(
-            f"this API key made more than {buckets.burst} requests in a burst (sustained limit "
-            f"{buckets.rate:g}/s); retry after the Retry-After seconds",
-            headers={"Retry-After": retry_after(wait)},
-        )
-    return tenant
+    return await admit.tenant()
 
 
 StoreDep = Annotated[Store, Depends(get_store)]

@@ -11,7 +11,7 @@ from fastapi import APIRouter, Header, Query, Request, Response
 from fastapi.responses import StreamingResponse
 from starlette.concurrency import run_in_threadpool
 
-from app.api.deps import PublisherDep, SessionDep, SettingsDep, StoreDep, TenantDep, WatcherDep
+from app.api.deps import AdmissionDep, PublisherDep, SessionDep, SettingsDep, StoreDep, TenantDep, WatcherDep
 from app.db.models import Job
 from app.db.session import session_scope
 from app.errors import MalformedRequest, NotFound, SqueezeError, ValidationFailed
@@ -152,9 +152,8 @@ KEEPALIVE_S = 15.0
 )
 async def read_job(
     job_id: str,
-    response: Response,
     session: SessionDep,
-    tenant: TenantDep,
+    admit: AdmissionDep,
     watcher: WatcherDep,
     wait: Annotated[
         float,
@@ -165,16 +164,16 @@ async def read_job(
     """The job's status, with its ETag. With `wait`, answers once it differs from the If-None-Match ETag
     (or, without one, from what it is now), at the latest after `wait` seconds; 304 when the If-None-Match
     ETag still holds."""
-    job = await run_in_threadpool(service.read_status, session, tenant, job_id)
+    job = await admit.first(lambda session, tenant: service.read_status(session, tenant, job_id))
     tag = job_tag(job)
     waits = wait and job.status not in service.TERMINAL and matches(if_none_match or tag, tag)
     if waits and await watcher.changed(job_id, tag, wait):
-        job = await run_in_threadpool(service.read_status, session, tenant, job_id)
+        job = await run_in_threadpool(service.read_status, session, job.tenant, job_id)
         tag = job_tag(job)
     if matches(if_none_match, tag):
         return Response(status_code=304, headers={"ETag": tag})
-    response.headers["ETag"] = tag
-    return job_out(job)
+    # Serialized here, once: FastAPI would validate the JobOut against response_model again first.
+    return Response(job_out(job).model_dump_json(), media_type="application/json", headers={"ETag": tag})
 
 
 @router.get(
@@ -185,24 +184,23 @@ async def read_job(
 async def job_events(
     job_id: str,
     request: Request,
-    session: SessionDep,
     settings: SettingsDep,
-    tenant: TenantDep,
+    admit: AdmissionDep,
     watcher: WatcherDep,
     last_event_id: Annotated[str | None, Header(max_length=1024)] = None,
 ) -> StreamingResponse:
     """Server-sent events: `status` with the job (JobOut) now and at every change, `end` with the job once it
     has ended, then the stream closes. Each event's id is the job's ETag; a client that reconnects with
     Last-Event-ID gets only what changed since."""
-    job = await run_in_threadpool(service.read_status, session, tenant, job_id)
-    events = _job_events(request, watcher, settings.effective_database_url, tenant, job, last_event_id)
+    job = await admit.first(lambda session, tenant: service.read_status(session, tenant, job_id))
+    events = _job_events(request, watcher, settings.effective_database_url, job, last_event_id)
     return StreamingResponse(
         events, media_type="text/event-stream", headers={"Cache-Control": "no-cache", "X-Accel-Buffering": "no"}
     )
 
 
 async def _job_events(
-    request: Request, watcher: JobWatcher, database_url: str, tenant: str, job: Job, last_event_id: str | None
+    request: Request, watcher: JobWatcher, database_url: str, job: Job, last_event_id: str | None
 ) -> AsyncIterator[bytes]:
     tag = job_tag(job)
     if not matches(last_event_id, tag) or job.status in service.TERMINAL:
@@ -215,7 +213,7 @@ async def _job_events(
             yield b": keep-alive\n\n"
             continue
         try:
-            job = await run_in_threadpool(_read_status, database_url, tenant, job.id)
+            job = await run_in_threadpool(_read_status, database_url, job.tenant, job.id)
         except NotFound:  # deleted while followed: nothing more will happen to it
             return
         tag = job_tag(job)
