@@ -3,6 +3,7 @@
 import asyncio
 import logging
 from collections.abc import AsyncIterator
+from concurrent.futures import ThreadPoolExecutor
 from contextlib import asynccontextmanager
 from typing import Any
 
@@ -29,6 +30,8 @@ from app.storage import open_store
 
 log = logging.getLogger(__name__)
 PROBLEM = "application/problem+json"
+ADMISSION_THREADS = 8
+"""Threads that check keys and rate buckets (each holds a database connection while it works)."""
 # Errors every authenticated route can answer, declared so the OpenAPI document tells clients (and
 # schemathesis) their shape.
 _PROBLEM_CONTENT = {PROBLEM: {"schema": {"$ref": "#/components/schemas/Problem"}}}
@@ -117,10 +120,11 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     settings = settings or get_settings()
 
     @asynccontextmanager
-    async def lifespan(_: FastAPI) -> AsyncIterator[None]:
+    async def lifespan(instance: FastAPI) -> AsyncIterator[None]:
         remove_stale(settings.tmp_dir)
         await asyncio.to_thread(isolation_state, settings.job_isolation)  # probed and logged once, at start
         yield
+        instance.state.admission_pool.shutdown(wait=False)
 
     app = offline_app(
         title="Squeeze",
@@ -149,6 +153,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         settings.rate_limit_per_s,
         settings.rate_limit_burst,
     )
+    app.state.admission_pool = ThreadPoolExecutor(ADMISSION_THREADS, thread_name_prefix="squeeze-admission")
     app.state.job_watcher = JobWatcher(settings.effective_database_url, settings.status_poll_s)
     app.state.metrics = Metrics(settings.effective_database_url)
     app.add_middleware(app.state.metrics.middleware)  # type: ignore[arg-type]
