@@ -16,6 +16,7 @@ ROUTES = [
     ("DELETE", "/v1/models/{model_id}"),
     ("GET", "/v1/jobs/{job_id}"),
     ("POST", "/v1/jobs/{job_id}/cancel"),
+    ("GET", "/v1/jobs/{job_id}/events"),
     ("GET", "/v1/jobs/{job_id}/report"),
     ("GET", "/v1/jobs/{job_id}/report.html"),
     ("GET", "/v1/jobs/{job_id}/compare?with={job_id}"),
