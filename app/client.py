@@ -11,6 +11,7 @@ the original); 4 the server could not be reached.
 """
 
 import io
+import time
 from collections.abc import Iterator
 from pathlib import Path
 from typing import IO, Any, cast
