@@ -26,7 +26,7 @@ import httpx
 from app.db.migrate import upgrade_to_head
 from tests.conftest import ISOLATED, create_api_key, start_api_process, start_worker
 
-SPEC = {"passes": [{"type": "quantize", "method": "dynamic"}], "input_shapes": {"x": [4, 64]}}
+SPEC = {"passes": [{"type": "quantize", "method": "dynamic"}], "input_shapes": {"x": [4, 64]}, "cache": False}
 
 
 @dataclass

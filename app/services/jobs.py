@@ -14,7 +14,7 @@ from typing import Any
 from pydantic import ValidationError
 from sqlalchemy import bindparam, func, select, update
 from sqlalchemy.exc import IntegrityError, SQLAlchemyError
-from sqlalchemy.orm import Session, defer
+from sqlalchemy.orm import Session
 
 from app.db.models import Artifact, Job, Model, Tenant, new_id, utcnow
 from app.db.transitions import mark_unpublished
@@ -239,7 +239,6 @@ def get_job(session: Session, tenant: str, job_id: str) -> Job:
 
 _STATUS_READ = (
     select(Job)
-    .options(defer(Job.report))
     .where(Job.id == bindparam("job_id"), Job.tenant == bindparam("tenant"))
     .execution_options(populate_existing=True)  # a second read in one session (after a wait) sees the new row
 )
@@ -247,8 +246,8 @@ _STATUS_READ = (
 
 
 def read_status(session: Session, tenant: str, job_id: str) -> Job:
-    """The job as a status read shows it (the report, which can be large, is left unloaded), with the
-    transaction ended: a request that then waits holds no connection, and its next read sees new commits."""
+    """The job as a status read shows it (its verdict comes from the report), with the transaction ended: a
+    request that then waits holds no connection, and its next read sees new commits."""
     job = session.scalar(_STATUS_READ, {"job_id": job_id, "tenant": tenant})
     session.commit()
     if job is None:

@@ -39,7 +39,12 @@ def heavy_id(stack: Stack, heavy_onnx: Path) -> str:
 
 
 def _submit(client: httpx.Client, model_id: str, runs: int) -> dict[str, Any]:
-    spec = {"model_id": model_id, "passes": QUANTIZE, "evaluate": {"samples": 16, "latency": {"runs": runs}}}
+    spec = {
+        "model_id": model_id,
+        "passes": QUANTIZE,
+        "evaluate": {"samples": 16, "latency": {"runs": runs}},
+        "cache": False,  # every job here must really run, whatever ran before in the session
+    }
     response = client.post("/v1/jobs", json=spec)
     assert response.status_code == 202, response.text
     return dict(response.json())
