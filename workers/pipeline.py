@@ -10,6 +10,7 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
+import torch
 
 from app.hashing import sha256_file
 from app.schemas.datasets import dataset_refs, eval_batch_size, shapes_from_dataset
@@ -22,11 +23,12 @@ from passes.registry import run_for
 from workers.context import PassContext
 from workers.datasets import batches as dataset_batches
 from workers.datasets import load_dataset
+from workers.evaluation import original_cache
 from workers.evaluation import report as reporting
 from workers.evaluation.fidelity import fidelity
 from workers.evaluation.footprint import footprint, weights
 from workers.evaluation.inputs import Feeds, make_batches, with_batch
-from workers.evaluation.latency import compare_latency, measure_compiled
+from workers.evaluation.latency import KnownTiming, LatencyComparison, compare_latency, measure_compiled
 from workers.evaluation.metrics import accuracy_report, top1
 from workers.runtime import ModelHandle, PassFailed, inline_weights, load_original, onnx_session, run
 
@@ -70,11 +72,12 @@ def run_pipeline(task: ChildTask, workdir: Path, emit: Emit) -> ChildSucceeded:
     started = time.perf_counter()
     total = len(task.plan.steps) + 2
     emit(Progress(progress=0.0, current="load"))
+    torch.set_num_threads(task.threads)  # exports and torch passes use the job's threads
     original = load_original(workdir / "upload", task.model, workdir, task.max_unpacked_bytes)
     inputs = prepare_inputs(task, original, workdir)
     emit(Progress(progress=0.5 / total, current="evaluate original"))
-    reference = outputs_of(original, inputs)
-    original_figures = measure_original(task, original, inputs)
+    known = original_cache.load(workdir)
+    reference, original_figures = known_or_measured(known, task, original, inputs)
     current = Current(original, reference)
     steps = []
     for planned in task.plan.steps:
@@ -86,7 +89,12 @@ def run_pipeline(task: ChildTask, workdir: Path, emit: Emit) -> ChildSucceeded:
     emit(Progress(progress=(total - 1) / total, current="evaluate result"))
     artifact = finish_artifact(current.handle, task.plan.artifact_format, workdir)
     delivered = deliver(current.handle, workdir / artifact.path, inputs)
-    result = measure_result(task, original, delivered, reference, steps[-1], original_figures, inputs, workdir)
+    timing = KnownTiming(known[0].latency, known[0].samples) if known is not None else None
+    result, measured = measure_result(
+        task, original, delivered, reference, steps[-1], original_figures, inputs, workdir, timing
+    )
+    if known is None:
+        original_cache.save(workdir, original_figures, original_timing(measured), measured.samples, reference)
     report = build_report(task, inputs, original_figures, steps, result, reference, delivered.outputs, started)
     emit(Progress(progress=0.99, current="store"))
     return ChildSucceeded(artifacts=[artifact], report=report)
@@ -142,16 +150,28 @@ def accuracy_of(outputs: Outputs, inputs: Inputs) -> float | None:
     return top1(outputs, inputs.scored, inputs.labels) if inputs.labels is not None else None
 
 
-def measure_original(task: ChildTask, handle: ModelHandle, inputs: Inputs) -> dict[str, Any]:
-    """The original's figures: the upload's own size and sha256, weights, compute, accuracy (its latency is
-    timed beside the result's, in measure_result)."""
+def known_or_measured(
+    known: tuple[original_cache.OriginalEntry, Outputs] | None, task: ChildTask, handle: ModelHandle, inputs: Inputs
+) -> tuple[Outputs, dict[str, Any]]:
+    """The original's outputs on the evaluation batches and its figures: those an earlier job measured on
+    this machine (the report says so), or measured now."""
+    if known is not None:
+        entry, reference = known
+        return reference, {**entry.figures, "reused": original_cache.reused(entry)}
+    reference = outputs_of(handle, inputs)
+    return reference, measure_original(task, handle, inputs, reference)
+
+
+def measure_original(task: ChildTask, handle: ModelHandle, inputs: Inputs, reference: Outputs) -> dict[str, Any]:
+    """The original's figures: the upload's own size and sha256, weights, compute, accuracy on its outputs
+    `reference` (its latency is timed beside the result's, in measure_result)."""
     return {
         **footprint(handle, inputs.shapes, inputs.batches[0]),
         "format": task.model.format,
         "size_bytes": task.model.size_bytes,
         "sha256": task.model.sha256,
         "param_count": task.model.param_count or weights(handle)["param_count"],
-        "accuracy": accuracy_of(outputs_of(handle, inputs), inputs),
+        "accuracy": accuracy_of(reference, inputs),
     }
 
 
@@ -279,9 +299,12 @@ def measure_result(
     original: dict[str, Any],
     inputs: Inputs,
     workdir: Path,
-) -> dict[str, Any]:
+    known: KnownTiming | None = None,
+) -> tuple[dict[str, Any], LatencyComparison]:
     """The delivered artifact's figures: fidelity and accuracy from its own outputs, its latency timed on the
-    artifact file interleaved with the original's (which this fills in on `original`), and the ratios."""
+    artifact file interleaved with the original's (which this fills in on `original`; with `known`, against
+    the original's rounds from an earlier job), and the ratios; and what was timed (the original's rounds go
+    to the cache)."""
     lat = task.spec.evaluate.latency
     handle, size = delivered.handle, last["size_bytes"]
     accuracy = accuracy_of(delivered.outputs, inputs)
@@ -309,6 +332,7 @@ def measure_result(
         task.spec.device,
         task.spec.seed + 1,
         workdir,
+        known,
     )
     original["latency"], original["latency_as_onnx"] = timing.original, timing.original_as_onnx
     result["latency"], result["latency_comparison"] = timing.result, timing.comparisons
@@ -316,7 +340,13 @@ def measure_result(
         for figures, model in ((original, original_handle), (result, handle)):
             figures["latency_compiled"] = measure_compiled(model, inputs.timing, lat.runs, lat.warmup, task.threads)
     result["speedup_p50"] = reporting.speedups(original["latency"], result["latency"])
-    return result
+    return result, timing
+
+
+def original_timing(timing: LatencyComparison) -> dict[str, list[dict[str, Any]]]:
+    """The original's latency rows by form, as the cache keeps them."""
+    rows = {"original": timing.original}
+    return rows | ({"original_as_onnx": timing.original_as_onnx} if timing.original_as_onnx else {})
 
 
 def zstd_size(path: Path) -> int:
@@ -396,9 +426,21 @@ def evaluation_section(
             "threads": task.threads,
             "device": spec.device,
             "batch_sizes": list(inputs.timing),
-            "notes": reporting.latency_notes(spec.device, original["latency"], result["latency"]),
+            "notes": reporting.latency_notes(spec.device, original["latency"], result["latency"])
+            + reuse_notes(original),
         },
     }
+
+
+def reuse_notes(original: dict[str, Any]) -> list[str]:
+    reused = original.get("reused")
+    if not reused:
+        return []
+    return [
+        f"the original's latency rounds were measured by job {reused['from_job']} at {reused['measured_at']} on "
+        "this machine and reused; the result was timed now, so the interval does not cover a change in the "
+        "machine's load between the two"
+    ]
 
 
 def dataset_section(task: ChildTask, dataset: DatasetRecord) -> dict[str, Any]:

@@ -34,6 +34,7 @@ from app.settings import Settings, get_settings
 from app.storage import Store, open_store
 from passes.planner import Plan, plan
 from workers.celery_app import celery
+from workers.evaluation import original_cache
 from workers.leases import Heartbeat, maintenance_loop, publish_or_leave
 from workers.sandbox import Outcome, run_child
 from workers.webhooks import notify_job_ended
@@ -136,7 +137,10 @@ def _run(claim: transitions.Claim, settings: Settings, store: Store, workdir: Pa
     datasets = _fetch_datasets(claim, settings, store, workdir)
     if isinstance(datasets, Outcome):
         return datasets
-    (workdir / "task.json").write_text(child_task(claim, datasets, settings).model_dump_json())
+    task = child_task(claim, datasets, settings)
+    (workdir / "task.json").write_text(task.model_dump_json())
+    if original_cache.fetch(store, original_cache.cache_key(task, claim.tenant, original_cache.fingerprint()), workdir):
+        log.info("job %s: the original's figures were measured by an earlier job on this machine", claim.job_id)
 
     def on_start(pid: int) -> None:
         log.info("job %s: attempt %d runs in pipeline process %d", claim.job_id, claim.attempt, pid)
@@ -339,8 +343,21 @@ def _record_success(
         for key in keys:
             store.delete(key)
         return
+    keep_original_figures(claim, store, workdir)
     # An earlier attempt killed between storing its files and committing left them unregistered: remove them.
     names = [meta["name"] for _, meta in files]
     for earlier in range(1, claim.attempt):
         for name in names:
             store.delete(f"jobs/{claim.job_id}/attempt-{earlier}/{name}")
+
+
+def keep_original_figures(claim: transitions.Claim, store: Store, workdir: Path) -> None:
+    """Store what the child measured of the original (workers.evaluation.original_cache) for later jobs."""
+    task = ChildTask.model_validate_json((workdir / "task.json").read_text())
+    machine = original_cache.fingerprint()
+    key = original_cache.cache_key(task, claim.tenant, machine)
+    try:
+        if original_cache.keep(store, key, workdir, claim.job_id, machine):
+            log.info("job %s: the original's figures are kept for later jobs on this model", claim.job_id)
+    except Exception:  # the cache is an optimisation: a store failure here must not touch the recorded job
+        log.exception("job %s: could not store the original's figures for reuse", claim.job_id)

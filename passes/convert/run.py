@@ -13,6 +13,7 @@ from onnx import version_converter
 
 from app.schemas.errors import JobErrorCode
 from passes.convert.config import Config
+from passes.convert.transformer_export import export_form
 from workers.context import PassContext
 from workers.runtime import ModelHandle, PassFailed
 
@@ -55,21 +56,22 @@ def export_to_onnx(handle: ModelHandle, ctx: PassContext, opset: int) -> ModelHa
                 dynamic_axes={n: handle.dynamic_axes.get(n, []) for n in handle.input_names},
             )
         else:
-            torch.onnx.export(
-                handle.module,
-                tuple(args),
-                str(path),
-                input_names=handle.input_names,
-                output_names=handle.output_names,
-                opset_version=opset,
-                dynamo=True,
-                external_data=False,
-                dynamic_shapes=shapes,
-                # torch 2.13's graph optimizer folds an LSTM/GRU/RNN's sequence length into a constant
-                # (the model then refuses any other length); without it the axis stays dynamic
-                optimize=not any(isinstance(m, torch.nn.RNNBase) for m in handle.module.modules()),
-                verbose=False,
-            )
+            with export_form(handle.module, ctx.example) as module:
+                torch.onnx.export(
+                    module,
+                    tuple(args),
+                    str(path),
+                    input_names=handle.input_names,
+                    output_names=handle.output_names,
+                    opset_version=opset,
+                    dynamo=True,
+                    external_data=False,
+                    dynamic_shapes=shapes,
+                    # torch 2.13's graph optimizer folds an LSTM/GRU/RNN's sequence length into a constant
+                    # (the model then refuses any other length); without it the axis stays dynamic
+                    optimize=not any(isinstance(m, torch.nn.RNNBase) for m in handle.module.modules()),
+                    verbose=False,
+                )
     except Exception as exc:  # the exporter raises many types; all mean "this model did not export"
         root: BaseException = exc
         while root.__cause__ is not None:

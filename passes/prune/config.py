@@ -5,13 +5,30 @@ from typing import Annotated, Literal
 
 from pydantic import Field, model_validator
 
-from passes.base import PassConfig
+from passes.base import Part, PassConfig
 from passes.finetune import FinetuneConfig
+
+
+class BatchNormConfig(Part):
+    """Re-estimate BatchNorm running statistics after pruning, on a dataset of the model's inputs: forward
+    passes only, no training (digits CNN at 70% magnitude sparsity: see the README)."""
+
+    dataset_id: str = Field(
+        description="arrays named after the model's inputs; with `labels`, the step reports "
+        "top-1 on these samples before and after"
+    )
+    samples: int = Field(512, ge=1, le=100_000, description="samples averaged over")
+    batch_size: int = Field(64, ge=1, le=4096)
 
 
 class _Prune(PassConfig):
     type: Literal["prune"]
     finetune: FinetuneConfig | None = Field(None, description="train after pruning, the zeros kept")
+    batchnorm: BatchNormConfig | None = Field(
+        None,
+        description="re-estimate BatchNorm statistics after pruning (before `finetune`, when given) without "
+        "training: recovers most of what pruning lost on a CNN, in seconds",
+    )
 
 
 class Magnitude(_Prune):

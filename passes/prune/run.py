@@ -16,6 +16,7 @@ import torch
 from torch import nn
 
 from app.schemas.errors import JobErrorCode
+from passes.prune.batchnorm import reestimate
 from passes.prune.config import Config, Magnitude, Structured, Threshold
 from workers.context import PassContext
 from workers.runtime import ModelHandle, PassFailed
@@ -84,6 +85,8 @@ def run(config: Config, handle: ModelHandle, ctx: PassContext) -> ModelHandle:
         ctx.metrics["channels"] = remove_channels(module, config, handle, ctx, finetuner)
     else:
         after_step = zero_weights(module, config)
+    if config.batchnorm is not None:
+        ctx.metrics["batchnorm"] = reestimate(module, handle.module, config.batchnorm, handle, ctx.datasets)
     finetuned = finetuner.run(module, after_step)
     if finetuned:
         ctx.metrics["finetune"] = finetuned

@@ -285,6 +285,18 @@ class LatencyComparison:
     original is not"""
     result: list[dict[str, Any]] = field(default_factory=list)
     comparisons: list[dict[str, Any]] = field(default_factory=list)
+    samples: dict[str, dict[int, list[list[float]]]] = field(default_factory=dict)
+    """the per-round samples of the original (and original_as_onnx) by batch size: what a later job on the
+    same model reuses (workers.evaluation.original_cache)"""
+
+
+@dataclass
+class KnownTiming:
+    """The original's timing from an earlier job on the same model, settings and machine: its rows and
+    per-round samples by name (original, original_as_onnx) and batch size."""
+
+    rows: dict[str, list[dict[str, Any]]]
+    samples: dict[str, dict[int, list[list[float]]]]
 
 
 def onnx_baseline(original: ModelHandle, example: Feeds, workdir: Path) -> ModelHandle | None:
@@ -305,24 +317,36 @@ def onnx_baseline(original: ModelHandle, example: Feeds, workdir: Path) -> Model
 
 
 def _comparison(
-    batch_size: int, baseline: str, timers: dict[str, Runner], samples: dict[str, list[list[float]]], seed: int
+    batch_size: int, baseline: str, rows: dict[str, dict[str, Any]], samples: dict[str, list[list[float]]], seed: int
 ) -> dict[str, Any]:
     """One batch size's speedup of the result over `baseline`; the headline is the like-for-like one."""
     ratio, low, high = speedup_interval(samples[baseline], samples["result"], seed)
     return {
         "batch_size": batch_size,
-        "device": timers["result"].describe["device"],
+        "device": rows["result"]["device"],
         "baseline": baseline,
-        "baseline_runtime": timers[baseline].describe["runtime"],
-        "result_runtime": timers["result"].describe["runtime"],
-        "like_for_like": timers[baseline].describe["runtime"] == timers["result"].describe["runtime"],
-        "headline": baseline == ("original_as_onnx" if "original_as_onnx" in timers else "original"),
+        "baseline_runtime": rows[baseline]["runtime"],
+        "result_runtime": rows["result"]["runtime"],
+        "like_for_like": rows[baseline]["runtime"] == rows["result"]["runtime"],
+        "headline": baseline == ("original_as_onnx" if "original_as_onnx" in rows else "original"),
         "speedup": ratio,
         "speedup_ci95": {"low": low, "high": high},
         "reading": reading(ratio, low, high),
         "rounds": len(samples["result"]),
         "method": f"ratio of medians, {BOOTSTRAP}-resample paired bootstrap over interleaved rounds",
     }
+
+
+def original_timers(
+    original: ModelHandle, result: ModelHandle, example: Feeds, threads: int, device: str, warmup: int, workdir: Path
+) -> dict[str, Runner]:
+    """The original on its own runtime and, with a torch original and an ONNX result, exported to ONNX."""
+    timers = {"original": runner(original, threads, device, warmup)}
+    if result.kind == "onnx" and original.kind != "onnx":
+        exported = onnx_baseline(original, example, workdir)
+        if exported is not None:
+            timers["original_as_onnx"] = runner(exported, threads, device, warmup)
+    return timers
 
 
 def compare_latency(
@@ -335,17 +359,17 @@ def compare_latency(
     device: str,
     seed: int,
     workdir: Path,
+    known: KnownTiming | None = None,
 ) -> LatencyComparison:
     """The original and the result timed interleaved at every batch size; with a torch original and an
-    ONNX result, the original exported to ONNX too, and its comparison first (the headline)."""
-    timers = {"original": runner(original, threads, device, warmup), "result": runner(result, threads, device, warmup)}
-    if result.kind == "onnx" and original.kind != "onnx":
-        exported = onnx_baseline(original, next(iter(batches.values())), workdir)
-        if exported is not None:
-            timers["original_as_onnx"] = runner(exported, threads, device, warmup)
+    ONNX result, the original exported to ONNX too, and its comparison first (the headline). With `known`
+    (the original timed by an earlier job on this machine) only the result is timed, against those rounds."""
+    timers = {"result": runner(result, threads, device, warmup)}
+    if known is None:
+        timers |= original_timers(original, result, next(iter(batches.values())), threads, device, warmup, workdir)
     found = LatencyComparison()
     try:
-        for batch_size, feeds in batches.items():
+        for index, (batch_size, feeds) in enumerate(batches.items()):
             measured = interleaved(timers, feeds, runs, warmup, seed + batch_size)
             rows = {
                 name: {
@@ -355,12 +379,18 @@ def compare_latency(
                 }
                 for name, timer in timers.items()
             }
+            samples = measured["samples"]
+            if known is not None:
+                rows |= {name: known.rows[name][index] for name in known.rows}
+                samples = {**{name: known.samples[name][batch_size] for name in known.rows}, **samples}
+            for name in set(rows) - {"result"}:
+                found.samples.setdefault(name, {})[batch_size] = samples[name]
             found.original.append(rows["original"])
             found.result.append(rows["result"])
             if "original_as_onnx" in rows:
                 found.original_as_onnx.append(rows["original_as_onnx"])
-            for baseline in sorted(set(timers) - {"result"}, key=lambda n: n != "original_as_onnx"):
-                found.comparisons.append(_comparison(batch_size, baseline, timers, measured["samples"], seed))
+            for baseline in sorted(set(rows) - {"result"}, key=lambda n: n != "original_as_onnx"):
+                found.comparisons.append(_comparison(batch_size, baseline, rows, samples, seed))
     finally:
         for timer in timers.values():
             timer.close()
