@@ -5,6 +5,7 @@ figure is never read back."""
 from app.schemas.common import TensorInfo
 from app.schemas.jobs import JobSpec
 from app.schemas.tasks import ChildTask, ModelRecord
+from app.settings import Settings
 from passes.planner import plan
 from workers.evaluation.original_cache import cache_key, fingerprint
 
@@ -29,7 +30,13 @@ def _task(sha256: str = "a" * 64, runs: int = 10, threads: int = 1) -> ChildTask
         param_count=16,
     )
     return ChildTask(
-        spec=spec, plan=plan(spec.passes, model.format), model=model, datasets={}, threads=threads, max_unpacked_bytes=1
+        spec=spec,
+        plan=plan(spec.passes, model.format),
+        model=model,
+        datasets={},
+        threads=threads,
+        max_unpacked_bytes=1,
+        floors=Settings().fidelity_floors,
     )
 
 
