@@ -224,11 +224,15 @@ def apply_step(
         **weights(handle),
         "metrics": ctx.metrics,
         "sensitivity": ctx.sensitivity,
-        "fidelity": fidelity(names, reference, outputs),
+        "fidelity": fidelity(names, reference, outputs, inputs.batches),
         "accuracy": accuracy_of(outputs, inputs),
     }
     if config.converts:
-        own = step["fidelity"] if current.outputs is reference else fidelity(names, current.outputs, outputs)
+        own = (
+            step["fidelity"]
+            if current.outputs is reference
+            else fidelity(names, current.outputs, outputs, inputs.batches)
+        )
         step["conversion_fidelity"] = own
         check_conversion(planned, own, task.spec.evaluate.min_conversion_cosine)
     return Current(handle, outputs), step
@@ -316,7 +320,7 @@ def measure_result(
         "size_ratio": task.model.size_bytes / size if size else None,
         "size_zstd_bytes": zstd_size(delivered.path),
         "how_to_load": HOW_TO_LOAD[task.plan.artifact_format],
-        "fidelity": fidelity(handle.output_names, reference, delivered.outputs),
+        "fidelity": fidelity(handle.output_names, reference, delivered.outputs, inputs.batches),
         "accuracy": accuracy,
         "accuracy_drop": (
             None if original["accuracy"] is None or accuracy is None else original["accuracy"] - accuracy

@@ -222,7 +222,8 @@ def _score(
 ) -> Attempt:
     """The result's mean cosine to the float model on the evaluation batches, recorded as the next attempt."""
     assert result.path is not None
-    cosine = fidelity(source.output_names, reference, _outputs(result.path, source, ctx.evaluation)).get("cosine_mean")
+    outputs = _outputs(result.path, source, ctx.evaluation)
+    cosine = fidelity(source.output_names, reference, outputs, ctx.evaluation).get("cosine_mean")
     met = cosine is not None and bool(np.isfinite(cosine)) and cosine >= recovery.floor
     attempt = Attempt(len(recovery.attempts), list(kept), None if cosine is None else float(cosine), met)
     recovery.attempts.append(attempt)

@@ -116,3 +116,16 @@ def test_sqnr_and_fidelity_top1_agreement() -> None:
     cand = np.eye(4, dtype=np.float32)[[0, 1, 2, 0]]
     fid = fidelity(["logits"], [[ref]], [[cand]])
     assert fid["output"] == "logits" and fid["top1_agreement"] == 0.75 and fid["sqnr_db"] is not None
+
+
+def test_text_fidelity_counts_the_real_tokens_only() -> None:
+    """Hidden states [batch, sequence, hidden]: what a model writes at padded positions is read by no one."""
+    generator = np.random.default_rng(0)
+    ref = generator.standard_normal((2, 6, 8)).astype(np.float32)
+    cand = ref.copy()
+    cand[:, 4:] = -ref[:, 4:]  # the result differs only where both samples are padding
+    mask = np.array([[1, 1, 1, 1, 0, 0], [1, 1, 1, 0, 0, 0]], dtype=np.int64)
+    unmasked = fidelity(["hidden"], [[ref]], [[cand]])
+    masked = fidelity(["hidden"], [[ref]], [[cand]], [{"input_ids": mask, "attention_mask": mask}])
+    assert unmasked["cosine_mean"] < 0.9, "without the mask the padded positions count"
+    assert masked["cosine_mean"] == pytest.approx(1.0) and masked["max_abs_error"] == 0.0
