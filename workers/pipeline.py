@@ -21,6 +21,7 @@ from app.schemas.tasks import ArtifactFile, ChildSucceeded, ChildTask, DatasetRe
 from passes.planner import PlannedStep
 from passes.registry import run_for
 from workers.context import PassContext
+from workers.conversion.canonical import canonicalise
 from workers.datasets import batches as dataset_batches
 from workers.datasets import load_dataset
 from workers.evaluation import original_cache
@@ -78,7 +79,7 @@ def run_pipeline(task: ChildTask, workdir: Path, emit: Emit) -> ChildSucceeded:
     emit(Progress(progress=0.5 / total, current="evaluate original"))
     known = original_cache.load(workdir)
     reference, original_figures = known_or_measured(known, task, original, inputs)
-    current = Current(original, reference)
+    current, canonical = canonical_form(original, reference, inputs, task, workdir)
     steps = []
     for planned in task.plan.steps:
         emit(Progress(progress=(1 + planned.index) / total, current=planned.label))
@@ -95,7 +96,9 @@ def run_pipeline(task: ChildTask, workdir: Path, emit: Emit) -> ChildSucceeded:
     )
     if known is None:
         original_cache.save(workdir, original_figures, original_timing(measured), measured.samples, reference)
-    report = build_report(task, inputs, original_figures, steps, result, reference, delivered.outputs, started)
+    report = build_report(
+        task, inputs, original_figures, canonical, steps, result, reference, delivered.outputs, started
+    )
     emit(Progress(progress=0.99, current="store"))
     return ChildSucceeded(artifacts=[artifact], report=report)
 
@@ -185,6 +188,22 @@ def interim_of(step: dict[str, Any], original_figures: dict[str, Any]) -> Interi
     )
 
 
+def canonical_form(
+    original: ModelHandle, reference: Outputs, inputs: Inputs, task: ChildTask, workdir: Path
+) -> tuple[Current, dict[str, Any] | None]:
+    """An ONNX upload in canonical form (workers.conversion.canonical), checked against the upload like any
+    conversion, with what changed for the report; a torch upload as it is."""
+    if original.kind != "onnx" or original.path is None:
+        return Current(original, reference), None
+    path = workdir / "canonical.onnx"
+    section = canonicalise(original.path, path)
+    handle = original.with_onnx(path)
+    outputs = outputs_of(handle, inputs)
+    section["fidelity"] = fidelity(handle.output_names, reference, outputs, inputs.batches)
+    check_conversion("canonicalising the upload", section["fidelity"], task.spec.evaluate.min_conversion_cosine)
+    return Current(handle, outputs), section
+
+
 def apply_step(
     planned: PlannedStep,
     current: Current,
@@ -234,16 +253,16 @@ def apply_step(
             else fidelity(names, current.outputs, outputs, inputs.batches)
         )
         step["conversion_fidelity"] = own
-        check_conversion(planned, own, task.spec.evaluate.min_conversion_cosine)
+        check_conversion(f"step {planned.index} ({planned.label})", own, task.spec.evaluate.min_conversion_cosine)
     return Current(handle, outputs), step
 
 
-def check_conversion(planned: PlannedStep, own: dict[str, Any], threshold: float) -> None:
+def check_conversion(what: str, own: dict[str, Any], threshold: float) -> None:
     cosine = own.get("cosine_min")
     if cosine is None or cosine < threshold:
         raise PassFailed(
             JobErrorCode.conversion_mismatch,
-            f"step {planned.index} ({planned.label}) changed the model's outputs: min cosine {cosine} < "
+            f"{what} changed the model's outputs: min cosine {cosine} < "
             f"{threshold} on output {own.get('output')!r} against the model it converted; the converted model "
             "would be wrong",
         )
@@ -365,6 +384,7 @@ def build_report(
     task: ChildTask,
     inputs: Inputs,
     original: dict[str, Any],
+    canonical: dict[str, Any] | None,
     steps: list[dict[str, Any]],
     result: dict[str, Any],
     reference: Outputs,
@@ -394,6 +414,7 @@ def build_report(
             "evaluation": evaluation_section(task, inputs, original, result, scored_name),
             "datasets": [dataset_section(task, d) for d in task.datasets.values()],
             "original": original,
+            "canonical": canonical,
             "steps": steps,
             "result": result,
             "accuracy": statistics,

@@ -10,6 +10,7 @@ import numpy as np
 from pydantic import BaseModel, Field
 
 from app.schemas.common import TensorInfo
+from app.schemas.shapes import dimension_name
 
 DatasetFormat = Literal["npz", "safetensors", "text"]
 LABELS = "labels"
@@ -50,7 +51,8 @@ def dataset_refs(spec: Any, path: str = "") -> list[tuple[str, str]]:
 def check_fit(dataset: Mapping[str, Any], model: Mapping[str, Any]) -> list[str]:
     """What keeps `dataset` from feeding `model` (empty when it fits): array names equal to the model's
     input names (plus optional integer `labels`), same dtypes and ranks, fixed dimensions equal, and one
-    size per symbolic dimension. A text dataset needs a Hugging Face model that ships its tokenizer."""
+    size per named dimension (each unnamed one fits on its own). A text dataset needs a Hugging Face model
+    that ships its tokenizer."""
     inputs = {str(i["name"]): i for i in model["inputs"]}
     if dataset["format"] == "text":
         if model["format"] == "hf_folder" and model.get("details", {}).get("has_tokenizer"):
@@ -100,11 +102,11 @@ def check_fit(dataset: Mapping[str, Any], model: Mapping[str, Any]) -> list[str]
                     f"array {name!r} has size {size} on axis {axis}, but the model's input "
                     f"{name!r} is fixed to {model_dim} there (shape {shape})"
                 )
-            elif isinstance(model_dim, str):
-                seen = symbols.setdefault(model_dim, (size, name))
+            elif (symbol := dimension_name(model_dim)) is not None:
+                seen = symbols.setdefault(symbol, (size, name))
                 if seen[0] != size:
                     problems.append(
-                        f"arrays {seen[1]!r} and {name!r} disagree on dimension {model_dim!r}: {seen[0]} vs {size}"
+                        f"arrays {seen[1]!r} and {name!r} disagree on dimension {symbol!r}: {seen[0]} vs {size}"
                     )
     labels = arrays.get(LABELS)
     if labels is not None and (len(labels["shape"]) != 1 or np.dtype(labels["dtype"]).kind not in "iu"):

@@ -161,6 +161,27 @@ class Step(_Open):
     )
 
 
+class VersionChange(BaseModel):
+    before: int
+    after: int
+
+
+class Canonical(_Open):
+    """What canonicalising an ONNX upload changed before the first step (workers.conversion.canonical)."""
+
+    changed: bool = Field(description="the versions moved, or initializers / Constant weights were rewritten")
+    ir_version: VersionChange
+    opset: VersionChange = Field(description="the default-domain opset; brought up to 13 when below it")
+    initializers_removed_from_inputs: int = Field(description="initializers that were also listed as graph inputs")
+    constants_to_initializers: int = Field(description="Constant nodes whose tensors became initializers")
+    shape_inference: str = Field(
+        description="which inference typed the graph (symbolic (onnxruntime), onnx), or why its types were dropped"
+    )
+    notes: list[str] = Field(default_factory=list, description="what could not be done, and why")
+    tools: list[str] = Field(default_factory=list, description="the libraries that did the work, with versions")
+    fidelity: Fidelity = Field(description="the canonical model against the upload, on the evaluation inputs")
+
+
 class Accuracy(_Open):
     task: Literal["classification", "regression", "embedding"]
     output: str = Field(description="the model output the figures are for")
@@ -212,6 +233,7 @@ class Report(_Open):
     plan: Plan | None = Field(None, description="the steps planned at submit, which the worker ran")
     evaluation: dict[str, Any] = Field(default_factory=dict)
     original: ModelFigures
+    canonical: Canonical | None = Field(None, description="an ONNX upload: what canonicalising it changed")
     steps: list[Step] = Field(default_factory=list)
     result: ResultFigures
     accuracy: Accuracy | None = Field(None, description="on the labelled evaluation set, when labels are given")

@@ -1,9 +1,19 @@
 """Fix a model's dynamic dimensions from a job's `input_shapes`: checked at submit by the API, used by the
 worker to build evaluation inputs. Dimensions sharing a symbolic name (e.g. `batch`) take one value, so
-giving `input_ids: [8, 64]` also fixes `attention_mask: [batch, sequence]`."""
+giving `input_ids: [8, 64]` also fixes `attention_mask: [batch, sequence]`. An unnamed dimension (no name, or the
+placeholders exporters write for one, such as Paddle2ONNX's `?`) is its own dimension, independent of every
+other."""
 
 from collections.abc import Mapping, Sequence
 from typing import Any
+
+UNNAMED = frozenset({"", "?", "-1", "None"})
+"""dim_param values that exporters write for a dimension they did not name"""
+
+
+def dimension_name(dim: Any) -> str | None:
+    """The symbolic name that ties `dim` to other dimensions, or None for a fixed or unnamed one."""
+    return dim if isinstance(dim, str) and dim not in UNNAMED else None
 
 
 class ShapeError(ValueError):
@@ -40,8 +50,9 @@ def resolve_input_shapes(
                     f"input {name!r} has fixed size {model_dim} on axis {axis}, but input_shapes gives {value}",
                     f"input_shapes.{name}",
                 )
-            if isinstance(model_dim, str):
-                bound.setdefault(model_dim, value)
+            symbol = dimension_name(model_dim)
+            if symbol is not None:
+                bound.setdefault(symbol, value)
     resolved: dict[str, list[int]] = {}
     for item in inputs:
         name, shape = str(item["name"]), item.get("shape")
@@ -57,7 +68,7 @@ def resolve_input_shapes(
         for axis, model_dim in enumerate(shape):
             if isinstance(model_dim, int) and model_dim > 0:
                 dims.append(model_dim)
-            elif isinstance(model_dim, str) and model_dim in bound:
+            elif dimension_name(model_dim) in bound:
                 dims.append(bound[model_dim])
             else:
                 unknown.append(f"axis {axis} ({model_dim or 'unnamed'})")

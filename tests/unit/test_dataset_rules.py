@@ -51,6 +51,22 @@ def test_symbolic_dimensions_must_agree_across_arrays() -> None:
     assert len(problems) == 1 and "'sequence'" in problems[0] and "12 vs 16" in problems[0]
 
 
+def test_unnamed_dimensions_fit_each_on_its_own() -> None:
+    for unnamed in (None, "?"):
+        model = {
+            "format": "onnx",
+            "details": {},
+            "inputs": [{"name": "x", "dtype": "float32", "shape": [unnamed, 3, unnamed, unnamed]}],
+        }
+        dataset = {
+            "id": "ds_x",
+            "format": "npz",
+            "samples": 8,
+            "arrays": [{"name": "x", "dtype": "float32", "shape": [8, 3, 48, 192]}],
+        }
+        assert check_fit(dataset, model) == [], f"a (8, 3, 48, 192) dataset fits [{unnamed}, 3, {unnamed}, {unnamed}]"
+
+
 def test_a_dataset_gives_the_shapes_a_dynamic_model_lacks() -> None:
     dataset = _arrays(input_ids=[4, 16], attention_mask=[4, 16])
     assert shapes_from_dataset(TEXT_MODEL["inputs"], None, dataset) == {

@@ -59,3 +59,10 @@ def test_defaults_favour_fidelity() -> None:
     spec = parse_spec({"model_id": "m", "passes": [{"type": "quantize", "method": "dynamic"}]})
     assert spec.passes[0].per_channel is True  # type: ignore[attr-defined]
     assert spec.device == "cpu" and spec.evaluate.latency.runs == 50
+
+
+def test_unnamed_dimensions_take_their_own_sizes() -> None:
+    inputs = [{"name": "x", "dtype": "float32", "shape": ["?", 3, "?", "?"]}]
+    assert resolve_input_shapes(inputs, {"x": [8, 3, 48, 192]}) == {"x": [8, 3, 48, 192]}
+    with pytest.raises(ShapeError, match="axis 0"):
+        resolve_input_shapes(inputs + [{"name": "y", "dtype": "float32", "shape": ["?", 4]}], {"x": [8, 3, 48, 192]})
