@@ -40,8 +40,8 @@ ARTIFACT_NAMES = {"onnx": "model.onnx", "pt2": "model.pt2", "torchscript": "mode
 GENERATED_SAMPLES = 32
 HOW_TO_LOAD = {
     "onnx": "onnxruntime.InferenceSession('model.onnx', providers=[...])",
-    "pt2": "torch.export.load('model.pt2').module() (a model of GPU kernels loads on a CUDA machine; call it with "
-    "float32 inputs on any device)",
+    "pt2": "torch.export.load('model.pt2').module() (a model of GPU kernels loads on a CUDA machine and takes "
+    "its float32 inputs on the GPU; any other on the CPU)",
     "torchscript": "torch.jit.load('model.torchscript.pt')",
 }
 

@@ -181,13 +181,27 @@ class HuggingFaceModule(torch.nn.Module):
         return outputs[0]
 
 
+def device_of(module: Any) -> torch.device:
+    """Where a torch module's weights live (the CPU for one without any): where its inputs go."""
+    for tensor in (*module.parameters(), *module.buffers()):
+        return torch.device(tensor.device)
+    return torch.device("cpu")
+
+
+def torch_inputs(handle: ModelHandle, feeds: Feeds) -> list[torch.Tensor]:
+    """The batch as the torch model takes it: in input order, on its weights' device (a GPU method's .pt2 is
+    a program of CUDA tensors)."""
+    device = device_of(handle.module)
+    return [torch.from_numpy(feeds[n]).to(device) for n in handle.input_names]
+
+
 def run(handle: ModelHandle, feeds: Feeds, session: Any = None) -> list[np.ndarray]:
     """Outputs of the model on one batch, as numpy arrays in output order."""
     if handle.kind == "onnx":
         sess = session or onnx_session(handle.path, threads=1)
         return [np.asarray(o) for o in sess.run(None, {n: feeds[n] for n in handle.input_names})]
     with torch.inference_mode():
-        result = handle.module(*[torch.from_numpy(feeds[n]) for n in handle.input_names])
+        result = handle.module(*torch_inputs(handle, feeds))
     tensors = result if isinstance(result, list | tuple) else [result]
     return [t.detach().float().cpu().numpy() if t.dtype.is_floating_point else t.cpu().numpy() for t in tensors]
 

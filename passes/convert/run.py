@@ -15,7 +15,7 @@ from app.schemas.errors import JobErrorCode
 from passes.convert.config import Config
 from passes.convert.transformer_export import export_form
 from workers.context import PassContext
-from workers.runtime import ModelHandle, PassFailed
+from workers.runtime import ModelHandle, PassFailed, device_of
 
 log = logging.getLogger(__name__)
 DEFAULT_OPSET = 18
@@ -119,7 +119,8 @@ def export_torch_artifact(handle: ModelHandle, ctx: PassContext, to: str) -> Mod
     with contextlib.suppress(NotImplementedError):  # a module from torch.export keeps its exported mode
         module = module.eval()
     try:
-        if to == "pt2":
+        if to == "pt2":  # traced on its weights' device: a GPU method's program takes CUDA tensors
+            args = tuple(arg.to(device_of(module)) for arg in args)
             path = ctx.path("model.pt2")
             params = list(inspect.signature(module.forward).parameters.values())
             if len(params) == 1 and params[0].kind is inspect.Parameter.VAR_POSITIONAL:

@@ -127,9 +127,11 @@ def test_gpu_jobs_through_the_api(gpu_api: httpx.Client, tmp_path: Path) -> None
         artifact = next(a for a in gpu_api.get(f"/v1/jobs/{job_id}/artifacts").json() if a["kind"] == "model")
         content = gpu_api.get(f"/v1/artifacts/{artifact['id']}/content").content
         loaded = torch.export.load(io.BytesIO(content)).module()
-        ids = torch.randint(0, 2000, (2, 128))
+        # a GPU program takes CUDA tensors; fp8 keeps _scaled_mm's rule that the rows (batch x sequence) be a
+        # multiple of 16, so it is called at the job's batch
+        ids = torch.randint(0, 2000, (16, 128), device="cuda")
         out = loaded(ids, torch.zeros_like(ids), torch.ones_like(ids))  # the folder's inputs, in order
-        assert out.shape == (2, 128, 256) and out.dtype == torch.float32
+        assert out.shape == (16, 128, 256) and out.dtype == torch.float32
         if "finetune" in name:
             finetune = report["steps"][0]["metrics"]["finetune"]
             assert finetune["device"] == "cuda" and finetune["epoch_losses"][-1] < finetune["epoch_losses"][0]

@@ -14,7 +14,7 @@ import numpy as np
 import onnx
 from onnx import numpy_helper, shape_inference
 
-from workers.runtime import Feeds
+from workers.runtime import Feeds, device_of
 
 # FLOPs per output element for ops that are not multiply-accumulates.
 ELEMENTWISE_FLOPS = {
@@ -169,7 +169,7 @@ def torch_compute(module: Any, feeds: Feeds, input_names: list[str]) -> dict[str
     import torch
     from torch.utils.flop_counter import FlopCounterMode
 
-    tensors = [torch.from_numpy(feeds[n]) for n in input_names]
+    tensors = [torch.from_numpy(feeds[n]).to(device_of(module)) for n in input_names]
     counter = FlopCounterMode(display=False)
     with counter, torch.inference_mode():
         module(*tensors)
