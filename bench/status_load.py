@@ -22,9 +22,11 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import httpx
+import torch
 
 from app.db.migrate import upgrade_to_head
 from tests.conftest import ISOLATED, create_api_key, start_api_process, start_worker
+from workers.examples import export_onnx, small_mlp
 
 SPEC = {"passes": [{"type": "quantize", "method": "dynamic"}], "input_shapes": {"x": [4, 64]}, "cache": False}
 
@@ -96,23 +98,6 @@ def _report(phase: Phase, floor: Phase) -> None:
     )
 
 
-def _mlp_onnx(path: Path) -> None:
-    """A small MLP with a dynamic batch, as the tests build it."""
-    import torch
-
-    model = torch.nn.Sequential(torch.nn.Linear(64, 256), torch.nn.ReLU(), torch.nn.Linear(256, 10)).eval()
-    torch.onnx.export(
-        model,
-        (torch.randn(2, 64),),
-        str(path),
-        input_names=["x"],
-        output_names=["logits"],
-        dynamo=True,
-        external_data=False,
-        dynamic_shapes=({0: torch.export.Dim("batch")},),
-    )
-
-
 def run(seconds: float, connections: int) -> None:
     home = Path(tempfile.mkdtemp(prefix="squeeze-status-"))
     (home / "logs").mkdir()
@@ -130,7 +115,7 @@ def run(seconds: float, connections: int) -> None:
     worker = start_worker(env, home / "logs" / "worker.log")
     try:
         token = create_api_key(database_url, "bench")
-        _mlp_onnx(home / "mlp.onnx")
+        export_onnx(small_mlp(), torch.randn(2, 64), home / "mlp.onnx", "logits")
         with httpx.Client(base_url=url, headers={"Authorization": f"Bearer {token}"}, timeout=60) as client:
             with (home / "mlp.onnx").open("rb") as fh:
                 model = client.post("/v1/models", files={"file": ("mlp.onnx", fh)}).json()

@@ -9,9 +9,9 @@ import hashlib
 import json
 import logging
 from collections.abc import Callable
-from typing import Any
+from typing import Any, TypeVar
 
-from pydantic import ValidationError
+from pydantic import BaseModel, ValidationError
 from sqlalchemy import bindparam, func, select, update
 from sqlalchemy.exc import IntegrityError, SQLAlchemyError
 from sqlalchemy.orm import Session
@@ -37,6 +37,8 @@ from app.services.webhooks import check_url
 from app.settings import Settings
 from passes.planner import Plan, PlanError, plan
 
+Spec = TypeVar("Spec", bound=BaseModel)
+
 log = logging.getLogger(__name__)
 
 Publisher = Callable[[str, str], None]
@@ -59,13 +61,18 @@ def validation_errors(exc: ValidationError, prefix: str = "") -> list[dict[str, 
     return found
 
 
-def parse_spec(raw: Any) -> JobSpec:
+def validated(schema: type[Spec], raw: Any, what: str) -> Spec:
+    """`raw` as `schema`, or a 422 naming each field that is wrong (the first five in its message)."""
     try:
-        return JobSpec.model_validate(raw)
+        return schema.model_validate(raw)
     except ValidationError as exc:
         errors = validation_errors(exc)
         summary = "; ".join(f"{e['field']}: {e['message']}" for e in errors[:5])
-        raise ValidationFailed(f"the job spec is not valid: {summary}", errors=errors) from exc
+        raise ValidationFailed(f"the {what} is not valid: {summary}", errors=errors) from exc
+
+
+def parse_spec(raw: Any) -> JobSpec:
+    return validated(JobSpec, raw, "job spec")
 
 
 def submit_job(

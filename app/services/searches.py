@@ -33,6 +33,7 @@ from app.services.jobs import (
     build_job,
     publish_queued,
     reserve_active_slot,
+    validated,
     validation_errors,
 )
 from app.services.models import get_model
@@ -45,12 +46,7 @@ CUT: Final = "cut"
 
 
 def parse_search(raw: Any) -> SearchSpec:
-    try:
-        return SearchSpec.model_validate(raw)
-    except ValidationError as exc:
-        errors = validation_errors(exc)
-        summary = "; ".join(f"{e['field']}: {e['message']}" for e in errors[:5])
-        raise ValidationFailed(f"the search spec is not valid: {summary}", errors=errors) from exc
+    return validated(SearchSpec, raw, "search spec")
 
 
 def choose_space(spec: SearchSpec, model_details: dict[str, Any]) -> SpaceRecord:
