@@ -25,7 +25,7 @@ FROM base AS worker
 # profiles relaxed (docker-compose.yml: security_opt), or it cannot create namespaces.
 RUN apt-get update && apt-get install -y --no-install-recommends bubblewrap && rm -rf /var/lib/apt/lists/*
 # torch first and pinned, from the CPU index: the default PyPI wheel is the multi-GB CUDA build.
-RUN pip install torch==2.13.0 --index-url https://download.pytorch.org/whl/cpu && pip install '.[worker]'
+RUN pip install torch==2.13.0 --index-url https://download.pytorch.org/whl/cpu && pip install '.[worker,formats]'
 USER squeeze
 ENV HF_HUB_OFFLINE=1
 CMD ["squeeze", "worker", "--queues", "cpu"]
@@ -34,7 +34,7 @@ FROM base AS worker-gpu
 RUN apt-get update && apt-get install -y --no-install-recommends bubblewrap && rm -rf /var/lib/apt/lists/*
 # torch's default PyPI wheel is the CUDA build (fp8, packed int4 and cuSPARSELt 2:4 kernels included);
 # onnxruntime-gpu replaces onnxruntime (same module), so ONNX results of cuda jobs are timed on the GPU.
-RUN pip install torch==2.13.0 && pip install '.[worker]' \
+RUN pip install torch==2.13.0 && pip install '.[worker,formats]' \
     && pip uninstall -y onnxruntime && pip install '.[gpu]'
 USER squeeze
 ENV HF_HUB_OFFLINE=1
