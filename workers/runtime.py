@@ -17,6 +17,7 @@ import torch
 
 from app.archives import safe_extract
 from app.schemas.errors import JobErrorCode
+from app.schemas.models import is_causal_lm
 from app.schemas.tasks import ModelRecord
 
 Feeds = dict[str, np.ndarray]
@@ -33,6 +34,27 @@ class PassFailed(Exception):
         self.message = message
 
 
+@dataclass(frozen=True)
+class KvCache:
+    """The cache inputs and outputs of a causal LM exported to ONNX with one (passes.convert.causal_lm_export):
+    `past_key_values.{i}.key|value` in, `present.{i}.key|value` out, each [batch, kv_heads, length, head_dim]."""
+
+    layers: int
+    kv_heads: int
+    head_dim: int
+
+    def past(self) -> list[str]:
+        return [f"past_key_values.{i}.{kind}" for i in range(self.layers) for kind in ("key", "value")]
+
+    def present(self) -> list[str]:
+        return [f"present.{i}.{kind}" for i in range(self.layers) for kind in ("key", "value")]
+
+    def empty(self, batch: int) -> dict[str, np.ndarray]:
+        """The cache before the first token: every past of length 0."""
+        empty = np.zeros((batch, self.kv_heads, 0, self.head_dim), np.float32)
+        return dict.fromkeys(self.past(), empty)
+
+
 @dataclass
 class ModelHandle:
     kind: Literal["onnx", "torch"]
@@ -44,6 +66,8 @@ class ModelHandle:
     vocab_size: int | None = None
     origin: str = "onnx"
     details: dict[str, Any] = field(default_factory=dict)
+    kv_cache: KvCache | None = None
+    """an ONNX causal LM's cache; the pipeline feeds its prompt with an empty one and reads `logits` only"""
 
     def with_onnx(self, path: Path, output_names: list[str] | None = None) -> "ModelHandle":
         return replace(self, kind="onnx", path=path, module=None, output_names=output_names or self.output_names)
@@ -51,7 +75,7 @@ class ModelHandle:
     def with_torch(self, module: Any, path: Path | None = None) -> "ModelHandle":
         """A torch module; `path` only when the module was loaded back from an exported file (pt2,
         TorchScript) that is still exactly this model."""
-        return replace(self, kind="torch", module=module, path=path)
+        return replace(self, kind="torch", module=module, path=path, kv_cache=None)
 
 
 def _dynamic(inputs: list[dict[str, Any]]) -> dict[str, list[int]]:
@@ -175,9 +199,12 @@ class HuggingFaceModule(torch.nn.Module):
             str(root), use_safetensors=True, trust_remote_code=False, local_files_only=True
         ).eval()
         self.input_names = input_names
+        self.causal_lm = is_causal_lm(config)
+        self.root = root
 
     def forward(self, *tensors: Any) -> Any:
-        outputs = self.model(**dict(zip(self.input_names, tensors, strict=True)), return_dict=True)
+        extra = {"use_cache": False} if self.causal_lm else {}
+        outputs = self.model(**dict(zip(self.input_names, tensors, strict=True)), return_dict=True, **extra)
         return outputs[0]
 
 
@@ -199,11 +226,20 @@ def run(handle: ModelHandle, feeds: Feeds, session: Any = None) -> list[np.ndarr
     """Outputs of the model on one batch, as numpy arrays in output order."""
     if handle.kind == "onnx":
         sess = session or onnx_session(handle.path, threads=1)
-        return [np.asarray(o) for o in sess.run(None, {n: feeds[n] for n in handle.input_names})]
+        return [np.asarray(o) for o in sess.run(handle.output_names, session_feeds(handle, feeds))]
     with torch.inference_mode():
         result = handle.module(*torch_inputs(handle, feeds))
     tensors = result if isinstance(result, list | tuple) else [result]
     return [t.detach().float().cpu().numpy() if t.dtype.is_floating_point else t.cpu().numpy() for t in tensors]
+
+
+def session_feeds(handle: ModelHandle, feeds: Feeds) -> Feeds:
+    """What an onnxruntime session of `handle` is fed for one batch: its inputs, plus an empty cache for a
+    causal LM exported with one (the whole batch is the prompt)."""
+    inputs = {n: feeds[n] for n in handle.input_names}
+    if handle.kv_cache is not None:
+        inputs |= handle.kv_cache.empty(len(feeds[handle.input_names[0]]))
+    return inputs
 
 
 def onnx_session(path: Path | None, threads: int, device: str = "cpu") -> Any:

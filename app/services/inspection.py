@@ -25,6 +25,7 @@ from onnx.helper import tensor_dtype_to_np_dtype
 
 from app.archives import UnsafeArchive, check_zip
 from app.errors import FormatMismatch, ModelLimitsExceeded, UnsafeModelFormat, UnsupportedModelFormat
+from app.schemas.models import is_causal_lm
 from app.services.onnx_skeleton import MAX_SKELETON_BYTES, Skeleton, SkeletonError, SkeletonTooLarge, read_skeleton
 
 SAFE_FORMATS = (
@@ -405,6 +406,12 @@ def _inspect_hf(zf: zipfile.ZipFile, names: list[str], filename: str) -> ModelIn
             "Convert the weights with `model.save_pretrained(dir, safe_serialization=True)`."
         )
     config = _read_json(zf, config_member)
+    if "auto_map" in config:
+        raise UnsafeModelFormat(
+            f"{filename!r}'s config.json has an `auto_map`: it names model code shipped in the folder, and Squeeze "
+            "never runs an upload's code (no trust_remote_code). Remove `auto_map` when the architecture is one "
+            "transformers ships (Llama, Qwen2, Mistral, GPT-2, BERT...), or upload the model as ONNX."
+        )
     tokenizer_config: dict[str, Any] = {}
     tok_member = str(root / "tokenizer_config.json") if str(root) != "." else "tokenizer_config.json"
     if tok_member in names:
@@ -416,12 +423,6 @@ def _inspect_hf(zf: zipfile.ZipFile, names: list[str], filename: str) -> ModelIn
     )
     inputs = [{"name": n, "dtype": "int64", "shape": ["batch", "sequence"]} for n in input_names]
     architecture = (config.get("architectures") or ["AutoModel"])[0]
-    output = "logits" if "For" in architecture else "last_hidden_state"
-    out_shape: list[int | str | None] = (
-        ["batch", config.get("num_labels", None)]
-        if output == "logits"
-        else ["batch", "sequence", config.get("hidden_size")]
-    )
     params = sum(_safetensors_params(zf, w) for w in weights)
     details = {
         "architecture": architecture,
@@ -431,4 +432,29 @@ def _inspect_hf(zf: zipfile.ZipFile, names: list[str], filename: str) -> ModelIn
         "has_tokenizer": tok_member in names,
         "root": str(root),
     }
+    if is_causal_lm(config):
+        details["causal_lm"] = causal_lm_details(config, params)
+        logits = {"name": "logits", "dtype": "float32", "shape": ["batch", "sequence", config.get("vocab_size")]}
+        return ModelInfo("hf_folder", inputs, [logits], params, details)
+    output = "logits" if "For" in architecture else "last_hidden_state"
+    out_shape: list[int | str | None] = (
+        ["batch", config.get("num_labels", None)]
+        if output == "logits"
+        else ["batch", "sequence", config.get("hidden_size")]
+    )
     return ModelInfo("hf_folder", inputs, [{"name": output, "dtype": "float32", "shape": out_shape}], params, details)
+
+
+def causal_lm_details(config: dict[str, Any], params: int) -> dict[str, Any]:
+    """What a user checks first on an LLM upload: architecture, size, context length, vocabulary, layers."""
+    return {
+        "architecture": (config.get("architectures") or [""])[0],
+        "model_type": config.get("model_type"),
+        "param_count": params,
+        "context_length": config.get("max_position_embeddings") or config.get("n_positions"),
+        "vocab_size": config.get("vocab_size"),
+        "layers": config.get("num_hidden_layers") or config.get("n_layer"),
+        "hidden_size": config.get("hidden_size") or config.get("n_embd"),
+        "attention_heads": config.get("num_attention_heads") or config.get("n_head"),
+        "kv_heads": config.get("num_key_value_heads") or config.get("num_attention_heads") or config.get("n_head"),
+    }

@@ -5,6 +5,7 @@ dynamo exporter, keeping dynamic axes dynamic; an ONNX model to another opset; a
 import contextlib
 import inspect
 import logging
+from dataclasses import replace
 from typing import Any
 
 import onnx
@@ -12,6 +13,7 @@ import torch
 from onnx import version_converter
 
 from app.schemas.errors import JobErrorCode
+from passes.convert.causal_lm_export import export_causal_lm, is_causal_lm
 from passes.convert.config import Config
 from passes.convert.transformer_export import export_form
 from workers.context import PassContext
@@ -22,7 +24,10 @@ DEFAULT_OPSET = 18
 
 
 def export_to_onnx(handle: ModelHandle, ctx: PassContext, opset: int) -> ModelHandle:
-    """torch.onnx.export(dynamo=True) with the handle's dynamic axes; weights kept inside the file."""
+    """torch.onnx.export(dynamo=True) with the handle's dynamic axes; weights kept inside the file. A causal
+    LM exports with its KV cache (passes.convert.causal_lm_export)."""
+    if is_causal_lm(handle.module):
+        return export_causal_lm_handle(handle, ctx, opset)
     args = []
     dynamic_shapes = []
     for name in handle.input_names:
@@ -81,6 +86,21 @@ def export_to_onnx(handle: ModelHandle, ctx: PassContext, opset: int) -> ModelHa
         ) from exc
     model = onnx.load(str(path), load_external_data=False)
     return handle.with_onnx(path, [o.name for o in model.graph.output])
+
+
+def export_causal_lm_handle(handle: ModelHandle, ctx: PassContext, opset: int) -> ModelHandle:
+    path = ctx.path("model.onnx")
+    try:
+        cache = export_causal_lm(handle.module, path, opset)
+    except Exception as exc:  # the exporter raises many types; all mean "this model did not export"
+        root: BaseException = exc
+        while root.__cause__ is not None:
+            root = root.__cause__
+        raise PassFailed(
+            JobErrorCode.conversion_failed,
+            f"the causal LM did not export with a KV cache: {type(root).__name__}: {str(root)[:800]}",
+        ) from exc
+    return replace(handle.with_onnx(path, ["logits"]), kv_cache=cache)
 
 
 def _trace_args(handle: ModelHandle, ctx: PassContext) -> tuple[tuple[torch.Tensor, ...], tuple[Any, ...]]:

@@ -26,7 +26,7 @@ from typing import Any
 import numpy as np
 import torch
 
-from workers.runtime import Feeds, ModelHandle, PassFailed, onnx_session
+from workers.runtime import Feeds, ModelHandle, PassFailed, onnx_session, session_feeds
 
 log = logging.getLogger(__name__)
 _CLEAR_REFS = Path("/proc/self/clear_refs")
@@ -142,9 +142,9 @@ class Runner:
 
     def call(self, feeds: Feeds) -> Call:
         if self.session is not None:
-            inputs = {n: feeds[n] for n in self.handle.input_names}
-            session = self.session
-            return lambda: session.run(None, inputs)
+            inputs = session_feeds(self.handle, feeds)
+            session, names = self.session, self.handle.output_names
+            return lambda: session.run(names, inputs)
         where = "cuda" if self.on_cuda else "cpu"
         tensors = [torch.from_numpy(feeds[n]).to(where) for n in self.handle.input_names]
         module = self.module
