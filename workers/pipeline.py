@@ -26,11 +26,13 @@ from workers.datasets import batches as dataset_batches
 from workers.datasets import load_dataset
 from workers.evaluation import original_cache
 from workers.evaluation import report as reporting
+from workers.evaluation.causal_lm import causal_lm_section, is_causal_lm, losses_of
 from workers.evaluation.fidelity import fidelity
 from workers.evaluation.footprint import footprint, weights
 from workers.evaluation.inputs import Feeds, make_batches, with_batch
 from workers.evaluation.latency import KnownTiming, LatencyComparison, compare_latency, measure_compiled
 from workers.evaluation.metrics import accuracy_report, top1
+from workers.evaluation.perplexity import perplexity
 from workers.runtime import ModelHandle, PassFailed, inline_weights, load_original, onnx_session, run
 
 Emit = Callable[[Progress], None]
@@ -59,6 +61,11 @@ class Inputs:
     """the output accuracy reads"""
     datasets: dict[str, Feeds]
     evaluation: DatasetRecord | None
+
+    @property
+    def text(self) -> bool:
+        """Evaluated on text lines: for a causal LM, perplexity is measured on them."""
+        return self.evaluation is not None and self.evaluation.format == "text"
 
 
 @dataclass
@@ -96,8 +103,9 @@ def run_pipeline(task: ChildTask, workdir: Path, emit: Emit) -> ChildSucceeded:
     )
     if known is None:
         original_cache.save(workdir, original_figures, original_timing(measured), measured.samples, reference)
+    llm = causal_lm_figures(task, original, delivered, reference, inputs) if is_causal_lm(original) else None
     report = build_report(
-        task, inputs, original_figures, canonical, steps, result, reference, delivered.outputs, started
+        task, inputs, original_figures, canonical, steps, result, reference, delivered.outputs, started, llm
     )
     emit(Progress(progress=0.99, current="store"))
     return ChildSucceeded(artifacts=[artifact], report=report)
@@ -246,6 +254,8 @@ def apply_step(
         "fidelity": fidelity(names, reference, outputs, inputs.batches),
         "accuracy": accuracy_of(outputs, inputs),
     }
+    if is_causal_lm(original) and inputs.text:
+        step["perplexity"] = perplexity(losses_of(outputs, inputs.batches), task.spec.seed)
     if config.converts:
         own = (
             step["fidelity"]
@@ -372,6 +382,26 @@ def original_timing(timing: LatencyComparison) -> dict[str, list[dict[str, Any]]
     return rows | ({"original_as_onnx": timing.original_as_onnx} if timing.original_as_onnx else {})
 
 
+def causal_lm_figures(
+    task: ChildTask, original: ModelHandle, delivered: Delivered, reference: Outputs, inputs: Inputs
+) -> dict[str, Any]:
+    """The LLM section: perplexity from the outputs already computed, generation measured now."""
+    losses = (
+        (losses_of(reference, inputs.batches), losses_of(delivered.outputs, inputs.batches)) if inputs.text else None
+    )
+    spec = task.spec
+    return causal_lm_section(
+        original,
+        delivered.handle,
+        losses,
+        inputs.batches,
+        spec.evaluate.generation,
+        task.threads,
+        spec.device,
+        spec.seed,
+    )
+
+
 def zstd_size(path: Path) -> int:
     """The artifact's size compressed with zstd: where unstructured sparsity shows in a dense file."""
     import zstandard
@@ -390,6 +420,7 @@ def build_report(
     reference: Outputs,
     final: Outputs,
     started: float,
+    causal_lm: dict[str, Any] | None = None,
 ) -> Report:
     """The report, validated against its schema here: a report that does not fit is our bug, raised now."""
     spec = task.spec
@@ -418,6 +449,7 @@ def build_report(
             "steps": steps,
             "result": result,
             "accuracy": statistics,
+            "causal_lm": causal_lm,
             "constraints": reporting.constraints_verdict(spec, result, statistics, task.fidelity_floor()),
             "versions": reporting.versions(),
             "machine": reporting.machine(),

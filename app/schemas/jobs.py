@@ -21,6 +21,20 @@ class LatencySpec(BaseModel):
     warmup: int = Field(5, ge=0, le=1_000)
 
 
+class GenerationSpec(BaseModel):
+    """How a causal LM's generation is measured and shown (other models ignore it)."""
+
+    model_config = ConfigDict(extra="forbid")
+    prompts: list[str] | None = Field(
+        None,
+        max_length=16,
+        description="prompts for the greedy samples; default: the first 8 tokens of the first 8 evaluation documents",
+    )
+    new_tokens: int = Field(20, ge=1, le=512, description="greedy tokens per sample and per speed round")
+    prompt_length: int = Field(32, ge=1, le=8192, description="prompt tokens for time to first token")
+    batch_size: int = Field(1, ge=1, le=256, description="prompts generated together for tokens/s")
+
+
 class EvaluateSpec(BaseModel):
     model_config = ConfigDict(extra="forbid")
     samples: int | None = Field(
@@ -39,6 +53,7 @@ class EvaluateSpec(BaseModel):
         None, description="the output accuracy reads (argmax of its last axis); default: the first"
     )
     latency: LatencySpec = Field(default_factory=LatencySpec)
+    generation: GenerationSpec = Field(default_factory=GenerationSpec)
     min_conversion_cosine: float = Field(
         0.99, ge=0, le=1, description="a conversion whose outputs fall below this cosine fails the job"
     )

@@ -225,6 +225,51 @@ class Reproducibility(_Open):
     output_sha256: str | None = None
 
 
+class Perplexity(_Open):
+    perplexity: float = Field(description="exp(total next-token NLL / tokens) on the evaluation text")
+    ci95: Interval = Field(description="bootstrap over documents")
+    documents: int
+    tokens: int
+    method: str
+
+
+class GenerationSpeed(_Open):
+    prompt_length: int
+    batch_size: int
+    new_tokens: int
+    time_to_first_token_ms: float = Field(description="the prompt read and its first token chosen (median)")
+    decode_tokens_per_s: float = Field(description="batch x new tokens / decode seconds (median)")
+    kv_cache: bool = Field(description="generated on a KV cache; false: the whole sequence re-read each step")
+    runtime: str
+
+
+class LlmFigures(_Open):
+    perplexity: Perplexity | None = Field(None, description="null without a text evaluation dataset")
+    weight_memory_bytes: int = Field(description="bytes of the weight tensors as stored (packed int4 counts 4 bits)")
+    generation: GenerationSpeed
+
+
+class Sample(_Open):
+    prompt: str
+    original: str
+    result: str
+    identical_first_tokens: bool
+
+
+class CausalLm(_Open):
+    """A decoder-only language model's figures, original beside result."""
+
+    original: LlmFigures
+    result: LlmFigures
+    perplexity_change: dict[str, Any] | None = Field(
+        None, description="result / original perplexity - 1 and its paired bootstrap interval"
+    )
+    greedy_agreement: dict[str, Any] = Field(
+        description="prompts whose first greedy tokens the result generates exactly as the original"
+    )
+    samples: list[Sample] = Field(default_factory=list, description="greedy continuations of the fixed prompts")
+
+
 class Report(_Open):
     job_id: str | None = None
     attempt: int | None = Field(None, description="the attempt whose result this is")
@@ -237,6 +282,7 @@ class Report(_Open):
     steps: list[Step] = Field(default_factory=list)
     result: ResultFigures
     accuracy: Accuracy | None = Field(None, description="on the labelled evaluation set, when labels are given")
+    causal_lm: CausalLm | None = Field(None, description="a decoder-only LLM: perplexity, generation speed, samples")
     constraints: Verdict
     versions: dict[str, str | None] = Field(default_factory=dict)
     machine: Machine = Field(default_factory=Machine)

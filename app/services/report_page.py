@@ -464,6 +464,68 @@ def _kept_in_float(report: Report) -> str:
     return f"<h2>Kept in float</h2>{''.join(parts)}" if parts else ""
 
 
+def _causal_lm(report: Report) -> str:
+    """A decoder-only LLM: perplexity, weight memory and generation speed side by side, then the greedy
+    samples from the fixed prompts, original beside result."""
+    llm = report.causal_lm
+    if llm is None:
+        return ""
+    o, r = llm.original, llm.result
+    rows = [
+        _row(
+            "perplexity",
+            _num(o.perplexity.perplexity if o.perplexity else None, 4),
+            _num(r.perplexity.perplexity if r.perplexity else None, 4),
+            _change(
+                o.perplexity.perplexity if o.perplexity else None,
+                r.perplexity.perplexity if r.perplexity else None,
+                True,
+            ),
+        ),
+        _row(
+            "weight memory",
+            _bytes(o.weight_memory_bytes),
+            _bytes(r.weight_memory_bytes),
+            _change(o.weight_memory_bytes, r.weight_memory_bytes, True),
+        ),
+        _row(
+            "time to first token (ms)",
+            _num(o.generation.time_to_first_token_ms),
+            _num(r.generation.time_to_first_token_ms),
+            _change(o.generation.time_to_first_token_ms, r.generation.time_to_first_token_ms, True),
+        ),
+        _row(
+            "decode tokens/s",
+            _num(o.generation.decode_tokens_per_s, 1),
+            _num(r.generation.decode_tokens_per_s, 1),
+            _change(o.generation.decode_tokens_per_s, r.generation.decode_tokens_per_s, False),
+        ),
+    ]
+    change = llm.perplexity_change
+    interval = (
+        f"<p>perplexity change {change['relative']:+.2%} (95% CI {change['ci95']['low']:+.2%} to "
+        f"{change['ci95']['high']:+.2%}, paired bootstrap over documents)</p>"
+        if change
+        else ""
+    )
+    agreement = llm.greedy_agreement
+    left = '<td style="text-align:left">'
+    samples = "".join(
+        f"<tr>{left}{escape(s.prompt)}</td>{left}{escape(s.original)}</td>{left}{escape(s.result)}</td>"
+        f"<td>{'same' if s.identical_first_tokens else 'differs'}</td></tr>"
+        for s in llm.samples
+    )
+    g = o.generation
+    return (
+        "<h2>Language model</h2><table><thead><tr><th></th><th>original</th><th>result</th><th>change</th></tr>"
+        f"</thead><tbody>{''.join(rows)}</tbody></table>{interval}"
+        f"<p>generation at prompt {g.prompt_length} tokens, batch {g.batch_size}, {g.new_tokens} new tokens; greedy "
+        f"tokens identical on {agreement.get('identical')}/{agreement.get('prompts')} prompts</p>"
+        "<table><thead><tr><th>prompt</th><th>original</th><th>result</th><th></th></tr></thead>"
+        f"<tbody>{samples}</tbody></table>"
+    )
+
+
 def _reproduce(report: Report) -> str:
     machine = report.machine
     facts = {
@@ -512,6 +574,7 @@ def render_report(report: Report) -> str:
         f"<h2>Latency</h2>{_latency_table(report)}{notes}"
         f"<h2>Steps</h2>{_steps_table(report)}"
         f"{_kept_in_float(report)}"
+        f"{_causal_lm(report)}"
         f"<h2>Reproduce</h2>{_reproduce(report)}"
     )
     return _page(f"Squeeze report {report.job_id}", body)

@@ -1,6 +1,6 @@
 """quantize: post-training quantization. Each method is its own type with only its own settings:
-onnxruntime.quantization on ONNX (dynamic, static, int4, fp16), half precision on PyTorch for GPUs (fp16
-with `representation: torch`, bf16)."""
+onnxruntime.quantization on ONNX (dynamic, static, int4 by rtn, gptq or hqq, int8_blocks, fp16), half precision
+on PyTorch for GPUs (fp16 with `representation: torch`, bf16)."""
 
 from collections.abc import Sequence
 from typing import Annotated, Any, Literal
@@ -67,10 +67,17 @@ class Static(_Int8):
         return data
 
 
-class Int4(_Quantize):
-    """4-bit weight-only MatMul (MatMulNBits) and embedding Gather (GatherBlockQuantized), in blocks."""
+class TextCalibration(Part):
+    """The text GPTQ measures each layer's inputs on: lines tokenized with the model's own tokenizer."""
 
-    method: Literal["int4"]
+    dataset_id: str = Field(description="a text dataset (one document a line) or arrays of the model's inputs")
+    samples: int = Field(32, ge=1, le=10_000, description="the first N documents are run")
+
+
+class _Blocks(_Quantize):
+    """Weight-only MatMul in blocks (MatMulNBits): activations stay float, each block of `block_size` weights
+    along the input has its own scale (and zero point)."""
+
     block_size: int = Field(32, ge=16, le=256, description="weights per scale, a power of two")
     symmetric: bool = Field(
         False, description="symmetric blocks drop the zero points (MiniLM: 2% smaller, cosine 0.960 vs 0.971)"
@@ -78,15 +85,7 @@ class Int4(_Quantize):
     accuracy_level: Literal[0, 1, 2, 3, 4] | None = Field(
         None, description="MatMulNBits compute type (0 unset, 1 fp32, 2 fp16, 3 bf16, 4 int8)"
     )
-    embeddings: bool = Field(
-        True,
-        description="also quantize embedding tables (Gather -> GatherBlockQuantized); often half a text model's "
-        "weights",
-    )
     nodes_to_exclude: list[str] = Field(default_factory=list, description="node names left in float")
-
-    def fidelity_floor(self, floors: FidelityFloors) -> float | None:
-        return floors.int4
 
     @field_validator("block_size")
     @classmethod
@@ -94,6 +93,51 @@ class Int4(_Quantize):
         if value & (value - 1):
             raise ValueError(f"block_size {value} is not a power of two (16, 32, 64, 128 or 256)")
         return value
+
+
+class Int4(_Blocks):
+    """4-bit weight-only MatMul (MatMulNBits) and embedding Gather (GatherBlockQuantized), in blocks. The
+    MatMul weights are rounded by `algorithm`: rtn (round to nearest), gptq (error-compensating, calibrated
+    on text or inputs) or hqq (half-quadratic, no data), all onnxruntime.quantization's."""
+
+    method: Literal["int4"]
+    algorithm: Literal["rtn", "gptq", "hqq"] = Field(
+        "rtn",
+        description="rtn: round each block to nearest; gptq: quantize column by column, correcting the rest "
+        "of the block for the error on calibration activations (needs `calibration`); hqq: fit scales and "
+        "zeros by half-quadratic optimisation, no data",
+    )
+    calibration: TextCalibration | None = Field(
+        None, description='gptq: the data it measures layer inputs on, e.g. {"dataset_id": "ds_...", "samples": 32}'
+    )
+    embeddings: bool = Field(
+        True,
+        description="also quantize embedding tables (Gather -> GatherBlockQuantized, round to nearest); often "
+        "half a text model's weights",
+    )
+
+    def fidelity_floor(self, floors: FidelityFloors) -> float | None:
+        return floors.int4
+
+    @model_validator(mode="after")
+    def _gptq_calibrated(self) -> "Int4":
+        if self.algorithm == "gptq" and self.calibration is None:
+            raise ValueError(
+                'algorithm \'gptq\' needs calibration data: add "calibration": {"dataset_id": "ds_...", "samples": 32}'
+            )
+        if self.algorithm != "gptq" and self.calibration is not None:
+            raise ValueError(f"calibration applies to algorithm 'gptq' only, not {self.algorithm!r}")
+        return self
+
+
+class Int8Blocks(_Blocks):
+    """8-bit weight-only MatMul (MatMulNBits, bits 8), rounded to nearest per block: for an LLM, half the
+    weight memory of fp16 and near-lossless."""
+
+    method: Literal["int8_blocks"]
+
+    def fidelity_floor(self, floors: FidelityFloors) -> float | None:
+        return floors.int8
 
 
 class _TorchHalf(_Quantize):
@@ -141,4 +185,4 @@ class Bf16(_TorchHalf):
         return floors.fp16
 
 
-Config = Annotated[Dynamic | Static | Int4 | Fp16 | Bf16, Field(discriminator="method")]
+Config = Annotated[Dynamic | Static | Int4 | Int8Blocks | Fp16 | Bf16, Field(discriminator="method")]

@@ -31,17 +31,22 @@ from onnxruntime.quantization import (
     quantize_dynamic,
     quantize_static,
 )
-from onnxruntime.quantization.matmul_nbits_quantizer import MatMulNBitsQuantizer
+from onnxruntime.quantization.matmul_nbits_quantizer import (
+    GPTQWeightOnlyQuantConfig,
+    HQQWeightOnlyQuantConfig,
+    MatMulNBitsQuantizer,
+    WeightOnlyQuantConfig,
+)
 from onnxruntime.quantization.shape_inference import quant_pre_process
 from onnxruntime.transformers.float16 import DEFAULT_OP_BLOCK_LIST, convert_float_to_float16
 from onnxruntime.transformers.onnx_model import OnnxModel
 
 from app.schemas.errors import JobErrorCode
-from passes.quantize.config import Bf16, Config, Dynamic, Fp16, Int4, Static
+from passes.quantize.config import Bf16, Config, Dynamic, Fp16, Int4, Int8Blocks, Static
 from passes.quantize.sensitivity import PREPROCESSED, within_floor
 from workers.context import PassContext
 from workers.datasets import batches
-from workers.runtime import Feeds, ModelHandle, PassFailed
+from workers.runtime import Feeds, ModelHandle, PassFailed, session_feeds
 
 log = logging.getLogger(__name__)
 CALIBRATION = {
@@ -105,7 +110,9 @@ def quantized(config: Config, handle: ModelHandle, ctx: PassContext) -> ModelHan
         fp16(config, handle.path, path, ctx)  # checks its own output: it retries with Transposes in float32
         return handle.with_onnx(path)
     if isinstance(config, Int4):
-        int4(config, handle.path, path)
+        int4(config, handle.path, path, handle, ctx)
+    elif isinstance(config, Int8Blocks):
+        int8_blocks(config, handle.path, path)
     elif isinstance(config, Static):
         static(config, preprocessed(handle.path, ctx), path, handle, ctx)
     elif isinstance(config, Dynamic):
@@ -208,30 +215,72 @@ def dynamic(config: Dynamic, source: Path, target: Path) -> None:
         )
 
 
-def int4(config: Int4, source: Path, target: Path) -> None:
+def int4(config: Int4, source: Path, target: Path, handle: ModelHandle, ctx: PassContext) -> None:
     """4-bit blocks for MatMul (and embedding Gather) weights, on the model brought to opset 21 first: the
-    int4 type needs it, and the quantizer only relabels the opset, which leaves older operators invalid."""
-    op_types = ("MatMul", "Gather") if config.embeddings else ("MatMul",)
-    with library_refusal("int4"):
-        quantizer = MatMulNBitsQuantizer(
-            at_opset(onnx.load(str(source)), INT4_OPSET),
-            bits=4,
-            block_size=config.block_size,
-            is_symmetric=config.symmetric,
-            accuracy_level=config.accuracy_level,
-            nodes_to_exclude=config.nodes_to_exclude,
-            op_types_to_quantize=op_types,
-            quant_axes=(("MatMul", 0), ("Gather", 1)),
-        )
-        quantizer.process()
-    quantized = quantizer.model.model
-    if not any(n.op_type in ("MatMulNBits", "GatherBlockQuantized") for n in quantized.graph.node):
+    int4 type needs it, and the quantizer only relabels the opset, which leaves older operators invalid.
+    gptq and hqq round the MatMul weights; the embedding tables are then rounded to nearest."""
+    model = at_opset(onnx.load(str(source)), INT4_OPSET)
+    with library_refusal(f"int4 {config.algorithm}"):
+        if config.algorithm == "rtn":
+            model = matmul_nbits(config, model, 4, ("MatMul", "Gather") if config.embeddings else ("MatMul",))
+        else:
+            model = matmul_nbits(config, model, 4, ("MatMul",), algorithm_config(config, handle, ctx))
+            if config.embeddings:
+                model = matmul_nbits(config, model, 4, ("Gather",))
+    if not any(n.op_type in ("MatMulNBits", "GatherBlockQuantized") for n in model.graph.node):
         raise PassFailed(
             JobErrorCode.nothing_to_quantize,
             "int4 found no MatMul with a constant weight (nor embedding Gather) whose size fits the block size "
             "(a Gemm is not a MatMul); use method 'dynamic'",
         )
-    onnx.save(quantized, str(target))
+    onnx.save(model, str(target))
+
+
+def int8_blocks(config: Int8Blocks, source: Path, target: Path) -> None:
+    """8-bit blocks for MatMul weights (MatMulNBits bits 8), rounded to nearest."""
+    with library_refusal("int8_blocks"):
+        model = matmul_nbits(config, onnx.load(str(source)), 8, ("MatMul",))
+    if not any(n.op_type == "MatMulNBits" for n in model.graph.node):
+        raise PassFailed(
+            JobErrorCode.nothing_to_quantize,
+            "int8_blocks found no MatMul with a constant weight whose size fits the block size (a Gemm is not a "
+            "MatMul); use method 'dynamic'",
+        )
+    onnx.save(model, str(target))
+
+
+def matmul_nbits(
+    config: Int4 | Int8Blocks,
+    model: onnx.ModelProto,
+    bits: int,
+    op_types: tuple[str, ...],
+    algorithm: WeightOnlyQuantConfig | None = None,
+) -> onnx.ModelProto:
+    """onnxruntime's MatMulNBits quantizer over `op_types`, by `algorithm` (round to nearest when None)."""
+    quantizer = MatMulNBitsQuantizer(
+        model,
+        bits=bits,
+        block_size=config.block_size,
+        is_symmetric=config.symmetric,
+        accuracy_level=config.accuracy_level,
+        nodes_to_exclude=config.nodes_to_exclude,
+        op_types_to_quantize=op_types,
+        quant_axes=(("MatMul", 0), ("Gather", 1)),
+        algo_config=algorithm,
+    )
+    quantizer.process()
+    return quantizer.model.model
+
+
+def algorithm_config(config: Int4, handle: ModelHandle, ctx: PassContext) -> WeightOnlyQuantConfig:
+    """GPTQ fed the calibration documents one at a time (a causal LM's with an empty cache), or HQQ."""
+    if config.algorithm == "hqq":
+        return HQQWeightOnlyQuantConfig(block_size=config.block_size, bits=4, op_types_to_quantize=("MatMul",))
+    assert config.calibration is not None  # the config refuses gptq without it
+    data = ctx.datasets[config.calibration.dataset_id]
+    cut = batches(data, handle.input_names, 1, config.calibration.samples, per_batch_padding=True)
+    feeds = [session_feeds(handle, f) for f, _ in cut]
+    return GPTQWeightOnlyQuantConfig(calibration_data_reader=DatasetReader(feeds), op_types_to_quantize=("MatMul",))
 
 
 def at_opset(model: onnx.ModelProto, opset: int) -> onnx.ModelProto:

@@ -13,6 +13,7 @@ from typing import Any
 import numpy as np
 import onnx
 from onnx import numpy_helper, shape_inference
+from onnx.helper import tensor_dtype_to_np_dtype
 
 from workers.runtime import Feeds, device_of
 
@@ -238,3 +239,27 @@ def footprint(handle: Any, shapes: dict[str, list[int]], example: Feeds) -> dict
         at = {**shapes, **{name: list(array.shape) for name, array in example.items() if name in shapes}}
         return {**weights(handle), **onnx_compute(handle.path, at)}
     return {**weights(handle), **torch_compute(handle.module, example, handle.input_names)}
+
+
+def weight_memory_bytes(handle: Any) -> int:
+    """Bytes the weights take as stored: ONNX initializers at their element size (int4 and uint4 half a byte;
+    MatMulNBits keeps its packed blocks as uint8), a torch module's parameters and buffers."""
+    if handle.kind == "onnx":
+        model = onnx.load(str(handle.path), load_external_data=False)
+        total = 0.0
+        for tensor in _all_initializers(model.graph):
+            count = math.prod(tensor.dims)
+            half = tensor.data_type in (onnx.TensorProto.INT4, onnx.TensorProto.UINT4)
+            total += count / 2 if half else count * tensor_dtype_to_np_dtype(tensor.data_type).itemsize
+        return int(total)
+    tensors = {t.data_ptr(): t for t in (*handle.module.parameters(), *handle.module.buffers())}
+    return sum(t.numel() * t.element_size() for t in tensors.values())
+
+
+def _all_initializers(graph: onnx.GraphProto) -> list[onnx.TensorProto]:
+    found = list(graph.initializer)
+    for node in graph.node:
+        for attribute in node.attribute:
+            if attribute.type == onnx.AttributeProto.GRAPH:
+                found += _all_initializers(attribute.g)
+    return found
