@@ -15,7 +15,8 @@ from torch import nn
 from app.schemas.errors import JobErrorCode
 from passes.distill.config import Config
 from workers.context import PassContext
-from workers.runtime import ModelHandle, PassFailed
+from workers.layers import deepest_stack, keep_layers
+from workers.runtime import ModelHandle
 from workers.training import Loss, dataset, fit, is_logits, predict
 
 
@@ -23,42 +24,22 @@ def drop_layers(module: nn.Module) -> tuple[nn.Module, list[int], int]:
     """A copy of a transformer keeping every other layer of its deepest stack of layers (the last one kept):
     MiniLM's 6 encoder layers become 3. Returns the copy, the kept indices and the original depth."""
     student = copy.deepcopy(module)
-    stacks = [
-        (name, m)
-        for name, m in student.named_modules()
-        if isinstance(m, nn.ModuleList)
-        and len(m) >= 2
-        and name.split(".")[-1] in ("layer", "layers", "h")
-        and len({type(x) for x in m}) == 1
-    ]
-    if not stacks:
-        raise PassFailed(
-            JobErrorCode.distill_unsupported,
-            "student 'drop_layers' needs a transformer with a stack of "
-            "layers (e.g. a Hugging Face BERT-like model); use student 'current' instead",
-        )
-    name, stack = max(stacks, key=lambda item: len(item[1]))
+    name, stack = deepest_stack(
+        student,
+        JobErrorCode.distill_unsupported,
+        "student 'drop_layers' needs a transformer with a stack of layers (e.g. a Hugging Face BERT-like model); "
+        "use student 'current' instead",
+    )
     depth = len(stack)
     kept = list(range(depth))[1::2] if depth % 2 == 0 else list(range(depth))[::2]
-    parent_name, _, attr = name.rpartition(".")
-    setattr(
-        student.get_submodule(parent_name) if parent_name else student,
-        attr,
-        nn.ModuleList([stack[i] for i in kept]),
-    )
-    for sub in student.modules():
-        config = getattr(sub, "config", None)
-        if config is not None and hasattr(config, "num_hidden_layers"):
-            config.num_hidden_layers = len(kept)
-    for position, layer in enumerate(stack[i] for i in kept):
-        for sub in layer.modules():  # transformers numbers each attention by its layer (caches, masks)
-            if hasattr(sub, "layer_idx"):
-                sub.layer_idx = position  # type: ignore[assignment]
+    keep_layers(student, name, kept)
     return student, kept, depth
 
 
 def distill_loss(teacher: torch.Tensor, labels: torch.Tensor | None, config: Config, device: str) -> Loss:
     temperature = config.temperature
+    if is_token_logits(teacher):
+        return token_kl(teacher, temperature, device)
     if is_logits(teacher):
         soft = F.softmax(teacher / temperature, dim=1)
 
@@ -86,6 +67,23 @@ def distill_loss(teacher: torch.Tensor, labels: torch.Tensor | None, config: Con
     return mse
 
 
+def is_token_logits(output: torch.Tensor) -> bool:
+    """A language model's next-token logits at every position: [batch, sequence, vocab]."""
+    return output.dim() == 3 and output.shape[-1] > 1
+
+
+def token_kl(teacher: torch.Tensor, temperature: float, device: str) -> Loss:
+    """KL divergence of the student's next-token distribution from the teacher's at every position."""
+    soft = F.softmax(teacher / temperature, dim=-1)
+
+    def kd(out: torch.Tensor, index: torch.Tensor) -> torch.Tensor:
+        log_p = F.log_softmax(out.float() / temperature, dim=-1).flatten(0, 1)
+        target = soft[index].to(device).flatten(0, 1)
+        return F.kl_div(log_p, target, reduction="batchmean") * temperature**2
+
+    return kd
+
+
 def run(config: Config, handle: ModelHandle, ctx: PassContext) -> ModelHandle:
     teacher: ModelHandle = ctx.original
     data = dataset(ctx.datasets, config.dataset_id, handle.input_names)
@@ -104,7 +102,11 @@ def run(config: Config, handle: ModelHandle, ctx: PassContext) -> ModelHandle:
     labels = torch.from_numpy(data["labels"]).long() if "labels" in data else None
     loss = distill_loss(targets, labels, config, ctx.device)
     metrics["loss"] = (
-        "kl" + ("+alpha*ce" if labels is not None else "") if is_logits(targets) else config.embedding_loss
+        "kl per token"
+        if is_token_logits(targets)
+        else "kl" + ("+alpha*ce" if labels is not None else "")
+        if is_logits(targets)
+        else config.embedding_loss
     )
     metrics["epoch_losses"] = fit(
         student,

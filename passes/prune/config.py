@@ -75,4 +75,16 @@ class Structured(_Prune):
         return self
 
 
-Config = Annotated[Magnitude | Threshold | Structured, Field(discriminator="method")]
+class Depth(PassConfig):
+    """Drop a `ratio` of a decoder's layers, those that change their input least: importance is 1 - the
+    cosine between a layer's input and output hidden states on `dataset_id` (padding excluded). A Hugging
+    Face causal LM; follow with `distill` (teacher = the original) to recover."""
+
+    type: Literal["prune"]
+    method: Literal["depth"]
+    ratio: float = Field(0.25, gt=0, lt=1, description="share of the decoder layers removed (at least one kept)")
+    dataset_id: str = Field(description="text (or arrays of the model's inputs) the importance is measured on")
+    samples: int = Field(32, ge=1, le=10_000, description="the first N documents are run")
+
+
+Config = Annotated[Magnitude | Threshold | Structured | Depth, Field(discriminator="method")]

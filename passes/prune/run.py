@@ -17,7 +17,8 @@ from torch import nn
 
 from app.schemas.errors import JobErrorCode
 from passes.prune.batchnorm import reestimate
-from passes.prune.config import Config, Magnitude, Structured, Threshold
+from passes.prune.config import Config, Depth, Magnitude, Structured, Threshold
+from passes.prune.depth import run_depth
 from workers.context import PassContext
 from workers.runtime import ModelHandle, PassFailed
 from workers.training import Finetuner, forward
@@ -78,6 +79,8 @@ def last_layer(module: nn.Module, example: list[torch.Tensor]) -> nn.Module:
 
 
 def run(config: Config, handle: ModelHandle, ctx: PassContext) -> ModelHandle:
+    if isinstance(config, Depth):
+        return run_depth(config, handle, ctx)
     finetuner = Finetuner(config.finetune, handle, ctx.datasets, ctx.device)
     module = copy.deepcopy(handle.module).eval()
     after_step = None

@@ -14,7 +14,7 @@ import pytest
 
 from tests.conftest import Stack, upload
 from tests.e2e.test_compression_cnn import run_job
-from tests.llm_models import TrainedLM, evaluation_text
+from tests.llm_models import TrainedLM, corpus, evaluation_text
 
 pytestmark = pytest.mark.e2e
 MAX_INT8_INCREASE = 0.03
@@ -37,6 +37,7 @@ def spec(ids: dict[str, str], passes: list[dict]) -> dict:
     return {
         "model_id": ids["model"],
         "evaluate": {"dataset_id": ids["text"], "latency": {"runs": 5, "warmup": 1}},
+        "input_shapes": {"input_ids": [8, 64], "attention_mask": [8, 64]},
         "passes": passes,
     }
 
@@ -114,3 +115,28 @@ def test_weight_only_int8_and_int4(client: httpx.Client, stack: Stack, ids: dict
         reports["int8_blocks"]["result"]["weight_memory_bytes"],
     )
     assert memory[0] < memory[1] < reports["int8_blocks"]["original"]["weight_memory_bytes"]
+
+
+def test_depth_pruning_then_distillation(
+    client: httpx.Client, stack: Stack, ids: dict[str, str], tmp_path_factory: pytest.TempPathFactory
+) -> None:
+    train = tmp_path_factory.mktemp("llm-train") / "train.txt"
+    train.write_text("\n".join(corpus(128, 11)) + "\n", encoding="utf-8")
+    response = client.post("/v1/datasets", files={"file": ("train.txt", train.read_bytes())})
+    assert response.status_code == 201, response.text
+    passes = [
+        {"type": "prune", "method": "depth", "ratio": 0.25, "dataset_id": ids["text"]},
+        {"type": "distill", "dataset_id": response.json()["id"], "epochs": 1, "lr": 3e-4, "batch_size": 16},
+    ]
+    report, _, _ = run_job(client, stack, spec(ids, passes))
+    pruned, distilled = (step["perplexity"]["perplexity"] for step in report["steps"][:2])
+    original = ppl(report["causal_lm"]["original"])
+    metrics = report["steps"][0]["metrics"]
+    print(
+        f"\ndepth pruning 25% (dropped layers {metrics['layers_dropped']} of 4, importance "
+        f"{[round(i, 3) for i in metrics['importance']]}): perplexity {original:.4f} -> {pruned:.4f} after pruning "
+        f"-> {distilled:.4f} after 1 epoch of distillation; delivered {ppl(report['causal_lm']['result']):.4f}"
+    )
+    assert len(metrics["layers_kept"]) == 3, "a quarter of the 4 layers is dropped"
+    assert pruned > original, "dropping a layer costs perplexity"
+    assert distilled - original < (pruned - original) / 2, "distillation recovers most of what pruning lost"
