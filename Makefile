@@ -5,7 +5,7 @@ BIN := $(VENV)/bin
 TORCH_VERSION ?= 2.13.0
 PORT ?= 8000
 
-.PHONY: install browser bwrap examples run test test-unit test-faults test-gpu lint bench soak upload-rss search-fanout status-load clean
+.PHONY: install browser bwrap examples run test test-unit test-faults test-gpu lint bench soak upload-rss search-fanout status-load bench-llm clean
 
 $(BIN)/.installed: pyproject.toml
 	test -x $(BIN)/python || $(PY) -m venv $(VENV)
@@ -62,6 +62,9 @@ lint: install
 
 bench: install
 	$(BIN)/python -m bench.minilm
+
+bench-llm: install
+	$(BIN)/python -m bench.llm
 
 soak: install
 	$(BIN)/python -m bench.soak

@@ -27,6 +27,7 @@ def keep_layers(module: nn.Module, name: str, kept: list[int]) -> None:
     """Keep only the layers `kept` of the stack `name` in `module` (in place), renumbering what transformers
     numbers by layer (each attention's layer_idx, for caches and masks) and the configs' layer counts."""
     stack = module.get_submodule(name)
+    assert isinstance(stack, nn.ModuleList)  # named by deepest_stack
     parent_name, _, attr = name.rpartition(".")
     layers = [stack[i] for i in kept]
     setattr(module.get_submodule(parent_name) if parent_name else module, attr, nn.ModuleList(layers))
