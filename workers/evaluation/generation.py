@@ -30,16 +30,17 @@ class Stepper:
     def __post_init__(self) -> None:
         if self.handle.kind == "onnx":
             self.session = onnx_session(self.handle.path, self.threads, self.device)
+        self.lm = causal_lm_of(self.handle.module)
 
     @property
     def cached(self) -> bool:
-        return self.handle.kv_cache is not None or isinstance(self.handle.module, HuggingFaceModule)
+        return self.handle.kv_cache is not None or self.lm is not None
 
     def start(self, ids: np.ndarray) -> np.ndarray:
         self.state = {"ids": ids, "mask": np.ones_like(ids)}
         if self.handle.kv_cache is not None:
             return self._onnx(ids, self.handle.kv_cache.empty(len(ids)))
-        if isinstance(self.handle.module, HuggingFaceModule):
+        if self.lm is not None:
             return self._torch(ids, None)
         return self._whole()
 
@@ -49,7 +50,7 @@ class Stepper:
         self.state["mask"] = np.ones_like(self.state["ids"])
         if self.handle.kv_cache is not None:
             return self._onnx(column, self.state["past"])
-        if isinstance(self.handle.module, HuggingFaceModule):
+        if self.lm is not None:
             return self._torch(column, self.state["past"])
         return self._whole()
 
@@ -61,7 +62,7 @@ class Stepper:
         return np.asarray(outputs[0][:, -1])
 
     def _torch(self, ids: np.ndarray, past: Any) -> np.ndarray:
-        model = self.handle.module.model
+        model = self.lm
         where = device_of(model)
         mask = torch.from_numpy(self.state["mask"]).to(where)
         with torch.inference_mode():
@@ -78,6 +79,14 @@ class Stepper:
     def _whole(self) -> np.ndarray:
         feeds = {"input_ids": self.state["ids"], "attention_mask": self.state["mask"]}
         return run(self.handle, {n: feeds[n] for n in self.handle.input_names})[0][:, -1]
+
+
+def causal_lm_of(module: Any) -> Any:
+    """The transformers causal LM inside a pipeline module: the Hugging Face module's, or that of one a GPU or
+    half-precision method wrapped (workers.gpu.OnGpu, ReducedPrecision), so it generates on its own cache;
+    None for anything else."""
+    inner = module if isinstance(module, HuggingFaceModule) else getattr(module, "module", None)
+    return inner.model if isinstance(inner, HuggingFaceModule) and inner.causal_lm else None
 
 
 def greedy(stepper: Stepper, prompt: list[int], new_tokens: int) -> list[int]:
