@@ -76,7 +76,8 @@ def _start_maintenance(**_: Any) -> None:
     settings = get_settings()
     isolation_state(settings.job_isolation)  # probed and logged at start, not at the first job
     PRESTART.remove_leftovers(settings.home / "work")
-    PRESTART.start(settings.home / "work", child_limits("cpu", settings), settings.home)
+    if settings.prestart_children:
+        PRESTART.start(settings.home / "work", child_limits("cpu", settings), settings.home)
     threading.Thread(
         target=maintenance_loop, args=(settings, publish, pending, _maintenance_stop), name="maintenance", daemon=True
     ).start()
@@ -132,7 +133,7 @@ def execute(job_id: str, settings: Settings) -> None:
             workdir.parent.rmdir()
     notify_job_ended(job_id, settings)
     advance_search(claim.search_id, url)
-    if _shutdown_deadline is None:
+    if settings.prestart_children and _shutdown_deadline is None:
         PRESTART.start(settings.home / "work", limits, settings.home)  # the next job's child
 
 
