@@ -76,7 +76,7 @@ class Current:
     outputs: Outputs
 
 
-def run_pipeline(task: ChildTask, workdir: Path, emit: Emit) -> ChildSucceeded:
+def run_pipeline(task: ChildTask, workdir: Path, emit: Emit, imports_s: float | None = None) -> ChildSucceeded:
     started = time.perf_counter()
     total = len(task.plan.steps) + 2
     emit(Progress(progress=0.0, current="load"))
@@ -105,7 +105,17 @@ def run_pipeline(task: ChildTask, workdir: Path, emit: Emit) -> ChildSucceeded:
         original_cache.save(workdir, original_figures, original_timing(measured), measured.samples, reference)
     llm = causal_lm_figures(task, original, delivered, reference, inputs) if is_causal_lm(original) else None
     report = build_report(
-        task, inputs, original_figures, canonical, steps, result, reference, delivered.outputs, started, llm
+        task,
+        inputs,
+        original_figures,
+        canonical,
+        steps,
+        result,
+        reference,
+        delivered.outputs,
+        started,
+        imports_s,
+        llm,
     )
     emit(Progress(progress=0.99, current="store"))
     return ChildSucceeded(artifacts=[artifact], report=report)
@@ -420,6 +430,7 @@ def build_report(
     reference: Outputs,
     final: Outputs,
     started: float,
+    imports_s: float | None,
     causal_lm: dict[str, Any] | None = None,
 ) -> Report:
     """The report, validated against its schema here: a report that does not fit is our bug, raised now."""
@@ -453,6 +464,7 @@ def build_report(
             "constraints": reporting.constraints_verdict(spec, result, statistics, task.fidelity_floor()),
             "versions": reporting.versions(),
             "machine": reporting.machine(),
+            "startup": {"prestarted": task.prestarted, "imports_s": imports_s},
             "reproducibility": {
                 "seeds": {"evaluation_inputs": spec.seed, "latency_inputs": spec.seed + 1, "bootstrap": spec.seed},
                 "input_sha256": task.model.sha256,
