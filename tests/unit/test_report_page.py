@@ -111,3 +111,32 @@ def test_nodes_kept_in_float_are_listed_with_each_attempt() -> None:
     assert "<h2>Kept in float</h2>" in html and "head&lt;b&gt;" in html, "the node is named, escaped"
     assert "adds relative error 0.631" in html and "0.498" in html and "0.99993" in html, "why, before and after"
     assert "Kept in float" not in render_report(report(None)), "no section for a step not held to a floor"
+
+
+def test_a_language_model_shows_perplexity_and_samples_side_by_side() -> None:
+    speed = {"prompt_length": 32, "batch_size": 1, "new_tokens": 20, "kv_cache": True, "runtime": "onnxruntime"}
+    side = {
+        "weight_memory_bytes": 10_000_000,
+        "perplexity": {
+            "perplexity": 1.85,
+            "ci95": {"low": 1.8, "high": 1.9},
+            "documents": 48,
+            "tokens": 3000,
+            "method": "bootstrap",
+        },
+        "generation": {**speed, "time_to_first_token_ms": 4.0, "decode_tokens_per_s": 480.0},
+    }
+    page = report(None).model_dump()
+    page["causal_lm"] = {
+        "original": side,
+        "result": {**side, "weight_memory_bytes": 1_700_000},
+        "perplexity_change": {"relative": 0.0018, "ci95": {"low": 0.0004, "high": 0.0033}},
+        "greedy_agreement": {"identical": 5, "prompts": 8, "first_tokens": 20},
+        "samples": [
+            {"prompt": "Anna <went>", "original": " home.", "result": " away.", "identical_first_tokens": False}
+        ],
+    }
+    html = render_report(Report.model_validate(page))
+    assert "Language model" in html and "perplexity change +0.18%" in html
+    assert "Anna &lt;went&gt;" in html and " away." in html, "the prompt (escaped) and both continuations"
+    assert "identical on 5/8 prompts" in html
