@@ -9,10 +9,14 @@ import time
 from collections import Counter
 from dataclasses import dataclass
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import torch
 
 from workers.examples import zip_folder
+
+if TYPE_CHECKING:  # transformers loads inside the builders
+    from transformers import LlamaConfig, PreTrainedTokenizerFast
 
 NAMES = ["Anna", "Ben", "Clara", "David", "Emma", "Felix", "Grace", "Hugo", "Iris", "Jonas", "Kate", "Leo"]
 PLACES = ["the market", "the station", "the library", "the harbour", "the museum", "the garden", "the office"]
@@ -57,7 +61,7 @@ def corpus(documents: int, seed: int) -> list[str]:
     return [" ".join(sentence(rng) for _ in range(rng.randint(3, 5))) for _ in range(documents)]
 
 
-def train_tokenizer(texts: list[str], folder: Path) -> "PreTrainedTokenizerFast":  # type: ignore[name-defined]  # noqa: F821
+def train_tokenizer(texts: list[str], folder: Path) -> "PreTrainedTokenizerFast":
     """A byte-level BPE of VOCAB tokens trained on `texts`, saved in `folder` as AutoTokenizer loads it."""
     from tokenizers import Tokenizer, decoders, models, pre_tokenizers, trainers
     from transformers import PreTrainedTokenizerFast
@@ -95,7 +99,7 @@ class TrainedLM:
     seconds: float
 
 
-def _token_stream(tokenizer: "PreTrainedTokenizerFast", texts: list[str]) -> torch.Tensor:  # type: ignore[name-defined]  # noqa: F821
+def _token_stream(tokenizer: "PreTrainedTokenizerFast", texts: list[str]) -> torch.Tensor:
     ids: list[int] = []
     for text in texts:
         ids += [tokenizer.bos_token_id, *tokenizer(text)["input_ids"], tokenizer.eos_token_id]
@@ -116,7 +120,7 @@ def _perplexity(model: torch.nn.Module, stream: torch.Tensor) -> float:
     return math.exp(float(loss))
 
 
-def llama_config(layers: int = 4, hidden: int = 256) -> "LlamaConfig":  # type: ignore[name-defined]  # noqa: F821
+def llama_config(layers: int = 4, hidden: int = 256) -> "LlamaConfig":
     from transformers import LlamaConfig
 
     return LlamaConfig(
