@@ -32,9 +32,9 @@ class Stepper:
         if self.handle.kind == "onnx":
             self.session = onnx_session(self.handle.path, self.threads, self.device)
         self.lm = causal_lm_of(self.handle.module)
-        if self.lm is not None and self.device == "cuda" and torch.cuda.is_available():
-            if device_of(self.lm).type == "cpu":  # a cuda job times the original on the GPU too
-                self.lm = copy.deepcopy(self.lm).to("cuda")
+        on_cpu = self.lm is not None and device_of(self.lm).type == "cpu"
+        if on_cpu and self.device == "cuda" and torch.cuda.is_available():  # a cuda job's original on the GPU too
+            self.lm = copy.deepcopy(self.lm).to("cuda")
 
     @property
     def cached(self) -> bool:
