@@ -14,7 +14,8 @@ class _Open(BaseModel):
 
 class LatencyRow(_Open):
     batch_size: int
-    runtime: str = Field(description="onnxruntime or torch")
+    runtime: str = Field(description="what timed it: onnxruntime, torch, openvino or litert")
+    runtime_version: str | None = Field(None, description="that runtime's version, e.g. 1.23.2")
     device: str = Field("cpu", description="cpu or cuda: where it ran")
     timer: str = Field("perf_counter", description="perf_counter (wall clock) or cuda_events")
     threads: int | None = Field(None, description="intra-op threads, fixed for the measurement")
