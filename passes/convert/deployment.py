@@ -98,12 +98,13 @@ def channels_last(rank: int) -> list[int]:
 
 def layout(original: tuple[int, ...], converted: list[int | None]) -> list[int] | None:
     """The axes order taking an input of shape `original` to the converted model's (`converted`, None or -1
-    where dynamic): channels-last when only it fits, or when both fit and the rank is 3 to 5 (onnx2tf's rule:
-    it moves the channels of every 3-D to 5-D input last); None when the layout is unchanged."""
+    where dynamic; the batch axis is not compared): channels-last when only it fits, or when both fit and the
+    rank is 3 to 5 (onnx2tf's rule: it moves the channels of every 3-D to 5-D input last); None when the
+    layout is unchanged."""
 
-    def fits(order: list[int]) -> bool:
+    def fits(order: list[int]) -> bool:  # the batch axis aside: a converter may fix it to 1
         return len(converted) == len(original) and all(
-            c is None or c < 0 or c == original[axis] for axis, c in zip(order, converted, strict=True)
+            c is None or c < 0 or c == original[axis] for axis, c in zip(order[1:], converted[1:], strict=True)
         )
 
     rank = len(original)
