@@ -1,5 +1,6 @@
-"""Deployment formats through the API: the PyTorch digits CNN delivered as an OpenVINO IR (float32, and int8 from
-NNCF) and as TFLite (float16, int8), and MiniLM as an OpenVINO IR. Each artifact is downloaded and run here in
+"""Deployment formats through the API: the PyTorch digits CNN (its ONNX export) delivered as an OpenVINO IR and as
+TFLite (float16, int8), NNCF's int8 beside onnxruntime's in one search (as ONNX and as an OpenVINO IR), and
+MiniLM as an OpenVINO IR. Each artifact is downloaded and run here in
 its own runtime (openvino.Core, the LiteRT interpreter), the report's latency rows name that runtime and its
 version, and sizes and latencies are printed (pytest -s) for the README."""
 
@@ -20,6 +21,7 @@ from tests.conftest import Stack, upload
 from tests.e2e.test_compression_cnn import LATENCY, onnx_accuracy, run_job, upload_dataset
 from tests.e2e.test_minilm import _mean_pool
 from tests.e2e.test_quantize_datasets import SENTENCES, _dataset
+from tests.e2e.test_search_cnn import run_search
 from workers.examples import Digits
 
 pytestmark = pytest.mark.e2e
@@ -51,7 +53,8 @@ def openvino_model(artifact: bytes, folder: Path) -> ov.CompiledModel:
 def tflite_accuracy(artifact: bytes, digits: Digits, layout: list[int] | None) -> float:
     """The downloaded TFLite model in the LiteRT interpreter on the test digits, fed in the layout the report
     names."""
-    runner = Interpreter(model_content=artifact).get_signature_runner()
+    interpreter = Interpreter(model_content=artifact)
+    runner = interpreter.get_signature_runner()
     x = np.ascontiguousarray(digits.x_test.transpose(layout)) if layout else digits.x_test
     logits = next(iter(runner(x=x).values()))
     return float((logits.argmax(1) == digits.y_test).mean())
@@ -94,28 +97,6 @@ def test_digits_cnn_as_openvino_ir(
     print(summary("OpenVINO IR float32", report, accuracy, baseline))
 
 
-def test_digits_cnn_nncf_int8_as_openvino_ir(
-    client: httpx.Client, stack: Stack, ids: dict[str, str], digits: Digits, baseline: float, tmp_path: Path
-) -> None:
-    spec = {
-        "model_id": ids["onnx"],
-        "evaluate": {"dataset_id": ids["test"], "latency": LATENCY},
-        "passes": [
-            {"type": "quantize", "method": "nncf", "calibration": {"dataset_id": ids["train"], "samples": 256}},
-            {"type": "convert", "to": "openvino"},
-        ],
-    }
-    report, _, artifact = run_job(client, stack, spec)
-    compiled = openvino_model(artifact, tmp_path)
-    ops = {op.get_type_name() for op in ov.Core().read_model(str(tmp_path / "model.xml")).get_ops()}
-    assert "FakeQuantize" in ops, f"the IR quantizes its activations: {sorted(ops)}"
-    accuracy = float((compiled(digits.x_test)[0].argmax(1) == digits.y_test).mean())
-    assert abs(baseline - accuracy) <= 0.01, f"accuracy {baseline:.4f} -> {accuracy:.4f}"
-    assert report["steps"][0]["metrics"]["nncf"]["version"] == version("nncf"), report["steps"][0]["metrics"]
-    check_rows(report, "openvino", ov.get_version())
-    print(summary("NNCF int8 OpenVINO IR", report, accuracy, baseline))
-
-
 @pytest.mark.parametrize("precision", ["float16", "int8"])
 def test_digits_cnn_as_tflite(
     client: httpx.Client, stack: Stack, ids: dict[str, str], digits: Digits, baseline: float, precision: str
@@ -133,6 +114,8 @@ def test_digits_cnn_as_tflite(
     layout = report["result"]["input_layout"]["inputs"]["x"]
     assert layout == [0, 2, 3, 1], f"the TFLite model takes NHWC images, and the report says so: {layout}"
     accuracy = tflite_accuracy(artifact, digits, layout)
+    types = {d["dtype"] for d in Interpreter(model_content=artifact).get_tensor_details()}
+    assert (np.int8 in types) == (precision == "int8") and (np.float16 in types) == (precision == "float16"), types
     assert abs(baseline - accuracy) <= 0.01, f"accuracy {baseline:.4f} -> {accuracy:.4f}"
     assert report["result"]["accuracy"] == pytest.approx(accuracy), "the report states the artifact's accuracy"
     check_rows(report, "litert", version("ai-edge-litert"))
@@ -173,3 +156,50 @@ def test_minilm_as_openvino_ir(stack: Stack, minilm_zip: Path, minilm_dir: Path,
         f"on openvino {ov.get_version()} (original on torch {report['original']['latency'][0]['p50_ms']:.2f} ms, "
         f"as ONNX on onnxruntime {report['original']['latency_as_onnx'][0]['p50_ms']:.2f} ms)"
     )
+
+
+def test_one_search_compares_nncf_int8_with_onnxruntimes(
+    stack: Stack, ids: dict[str, str], digits: Digits, baseline: float, tmp_path: Path
+) -> None:
+    """onnxruntime's static int8 and NNCF's, as ONNX on onnxruntime and as an OpenVINO IR on OpenVINO, in one
+    search; NNCF's IR is downloaded and run here."""
+    calibration = {"dataset_id": ids["train"], "samples": 256}
+    nncf = {"type": "quantize", "method": "nncf", "calibration": calibration}
+    body = {
+        "model_id": ids["onnx"],
+        "evaluate": {"dataset_id": ids["test"], "latency": LATENCY},
+        "constraints": {"max_accuracy_drop": 0.01},
+        "space": [
+            {
+                "label": "onnxruntime int8",
+                "passes": [{"type": "quantize", "method": "static", "calibration": calibration}],
+            },
+            {"label": "nncf int8", "passes": [nncf]},
+            {"label": "nncf int8 openvino", "passes": [nncf, {"type": "convert", "to": "openvino"}]},
+        ],
+    }
+    found = run_search(stack, body)
+    assert found["status"] == "succeeded", found["verdict"]
+    states = {c["label"]: c["state"] for c in found["candidates"]}
+    assert set(states.values()) == {"succeeded"}, states
+    assert all(c["point"] for c in found["candidates"]), "every candidate is a point of the comparison"
+    jobs = {c["label"]: c["job_id"] for c in found["candidates"]}
+    with stack.client() as client:
+        reports = {label: client.get(f"/v1/jobs/{job}/report").json() for label, job in jobs.items()}
+        listing = next(
+            a for a in client.get(f"/v1/jobs/{jobs['nncf int8 openvino']}/artifacts").json() if a["kind"] == "model"
+        )
+        artifact = client.get(listing["download_url"]).content
+    runtimes = {label: r["result"]["latency"][0]["runtime"] for label, r in reports.items()}
+    expected = {"onnxruntime int8": "onnxruntime", "nncf int8": "onnxruntime", "nncf int8 openvino": "openvino"}
+    assert runtimes == expected, "each candidate was timed in its own runtime"
+    report = reports["nncf int8 openvino"]
+    assert report["steps"][0]["metrics"]["nncf"]["version"] == version("nncf"), report["steps"][0]["metrics"]
+    check_rows(report, "openvino", ov.get_version())
+    compiled = openvino_model(artifact, tmp_path)
+    ops = {op.get_type_name() for op in ov.Core().read_model(str(tmp_path / "model.xml")).get_ops()}
+    assert "FakeQuantize" in ops, f"the IR quantizes its activations: {sorted(ops)}"
+    accuracy = float((compiled(digits.x_test)[0].argmax(1) == digits.y_test).mean())
+    assert abs(baseline - accuracy) <= 0.01, f"accuracy {baseline:.4f} -> {accuracy:.4f}"
+    for label, r in reports.items():
+        print(summary(label, r, r["result"]["accuracy"], baseline))
