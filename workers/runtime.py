@@ -8,6 +8,8 @@ evaluation compares any two handles.
 
 import json
 import os
+import re
+from collections.abc import Collection
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any, Literal
@@ -299,9 +301,17 @@ class LiteRtSession:
         self.interpreter = Interpreter(model_path=str(path), num_threads=threads)
         self.runner = self.interpreter.get_signature_runner()
 
+        self.keys = set(self.runner.get_input_details())
+
     def __call__(self, feeds: Feeds) -> list[np.ndarray]:
-        results = self.runner(**feeds)
+        results = self.runner(**{signature_key(name, self.keys): array for name, array in feeds.items()})
         return [np.array(results[key]) for key in sorted(results, key=signature_position)]
+
+
+def signature_key(name: str, keys: Collection[str]) -> str:
+    """The key of the ONNX model's input `name` among a TensorFlow signature's `keys`: the name itself, or as
+    TensorFlow spells it (`input.1` -> `input_1`)."""
+    return name if name in keys else re.sub(r"[^A-Za-z0-9_]", "_", name)
 
 
 def signature_position(key: str) -> tuple[int, str]:

@@ -14,7 +14,7 @@ from app.schemas.errors import JobErrorCode
 from passes.convert.config import Config
 from workers.context import PassContext
 from workers.datasets import batches
-from workers.runtime import Feeds, ModelHandle, PassFailed, run
+from workers.runtime import Feeds, ModelHandle, PassFailed, run, signature_key
 
 log = logging.getLogger(__name__)
 
@@ -60,7 +60,16 @@ def to_tflite(config: Config, handle: ModelHandle, ctx: PassContext) -> ModelHan
         )
     signature = tf.saved_model.load(str(folder)).signatures["serving_default"]
     specs = signature.structured_input_signature[1]
-    transposes = {n: p for n in handle.input_names if (p := layout(ctx.example[n].shape, specs[n].shape.as_list()))}
+    keys = {n: signature_key(n, specs) for n in handle.input_names}
+    missing = [n for n, key in keys.items() if key not in specs]
+    if missing:
+        raise PassFailed(
+            JobErrorCode.conversion_failed,
+            f"onnx2tf's model has no input for {missing} (it has {sorted(specs)}); deliver this model as ONNX or "
+            "OpenVINO instead",
+        )
+    shapes = {n: specs[keys[n]].shape.as_list() for n in handle.input_names}
+    transposes = {n: p for n in handle.input_names if (p := layout(ctx.example[n].shape, shapes[n]))}
     converter = tf.lite.TFLiteConverter.from_saved_model(str(folder))
     if config.precision == "float16":
         converter.optimizations = [tf.lite.Optimize.DEFAULT]
@@ -86,8 +95,8 @@ def to_tflite(config: Config, handle: ModelHandle, ctx: PassContext) -> ModelHan
 
 
 def representative(samples: list[tuple[Feeds, Any]], transposes: dict[str, list[int]]) -> Iterator[dict[str, Any]]:
-    """The calibration samples one at a time, in the TFLite model's layout: the converter's representative
-    dataset."""
+    """The calibration samples one at a time, in the TFLite model's layout, by input name (the converter keys
+    them by the tensors' own names, `input.1`, not the signature's `input_1`): its representative dataset."""
     for feeds, _ in samples:
         yield {n: np.ascontiguousarray(a.transpose(transposes[n]) if n in transposes else a) for n, a in feeds.items()}
 
