@@ -4,8 +4,8 @@ float16, or int8 with the calibration samples as its representative dataset)."""
 
 import contextlib
 import io
-import logging
 from collections.abc import Iterator
+from pathlib import Path
 from typing import Any
 
 import numpy as np
@@ -15,8 +15,6 @@ from passes.convert.config import Config
 from workers.context import PassContext
 from workers.datasets import batches
 from workers.runtime import Feeds, ModelHandle, PassFailed, run, signature_key
-
-log = logging.getLogger(__name__)
 
 
 @contextlib.contextmanager
@@ -58,27 +56,9 @@ def to_tflite(config: Config, handle: ModelHandle, ctx: PassContext) -> ModelHan
             output_signaturedefs=True,
             non_verbose=True,
         )
-    signature = tf.saved_model.load(str(folder)).signatures["serving_default"]
-    specs = signature.structured_input_signature[1]
-    keys = {n: signature_key(n, specs) for n in handle.input_names}
-    missing = [n for n, key in keys.items() if key not in specs]
-    if missing:
-        raise PassFailed(
-            JobErrorCode.conversion_failed,
-            f"onnx2tf's model has no input for {missing} (it has {sorted(specs)}); deliver this model as ONNX or "
-            "OpenVINO instead",
-        )
-    shapes = {n: specs[keys[n]].shape.as_list() for n in handle.input_names}
+    shapes = saved_model_shapes(folder, handle.input_names)
     transposes = {n: p for n in handle.input_names if (p := layout(ctx.example[n].shape, shapes[n]))}
-    converter = tf.lite.TFLiteConverter.from_saved_model(str(folder))
-    if config.precision == "float16":
-        converter.optimizations = [tf.lite.Optimize.DEFAULT]
-        converter.target_spec.supported_types = [tf.float16]
-    elif config.precision == "int8" and config.calibration is not None:
-        calibration = config.calibration
-        samples = batches(ctx.datasets[calibration.dataset_id], handle.input_names, 1, calibration.samples)
-        converter.optimizations = [tf.lite.Optimize.DEFAULT]
-        converter.representative_dataset = lambda: representative(samples, transposes)
+    converter = tflite_converter(config, folder, handle, ctx, transposes)
     path = ctx.path("model.tflite")
     with converter_failure("the TensorFlow Lite converter"):
         path.write_bytes(converter.convert())
@@ -92,6 +72,42 @@ def to_tflite(config: Config, handle: ModelHandle, ctx: PassContext) -> ModelHan
         "input_layout": {n: layout_name(len(ctx.example[n].shape), n in transposes) for n in handle.input_names},
     }
     return converted
+
+
+def saved_model_shapes(folder: Path, input_names: list[str]) -> dict[str, list[int | None]]:
+    """The shape of each ONNX input in onnx2tf's SavedModel signature (None where dynamic)."""
+    import tensorflow as tf
+
+    specs = tf.saved_model.load(str(folder)).signatures["serving_default"].structured_input_signature[1]
+    keys = {n: signature_key(n, specs) for n in input_names}
+    missing = [n for n, key in keys.items() if key not in specs]
+    if missing:
+        raise PassFailed(
+            JobErrorCode.conversion_failed,
+            f"onnx2tf's model has no input for {missing} (it has {sorted(specs)}); deliver this model as ONNX or "
+            "OpenVINO instead",
+        )
+    return {n: specs[keys[n]].shape.as_list() for n in input_names}
+
+
+def tflite_converter(
+    config: Config, folder: Path, handle: ModelHandle, ctx: PassContext, transposes: dict[str, list[int]]
+) -> Any:
+    """The TensorFlow Lite converter for the SavedModel at the config's precision: float16 weights, or int8
+    with the calibration samples as the representative dataset (float32 inputs and outputs kept; an op
+    without an int8 kernel stays float)."""
+    import tensorflow as tf
+
+    converter = tf.lite.TFLiteConverter.from_saved_model(str(folder))
+    if config.precision == "float16":
+        converter.optimizations = [tf.lite.Optimize.DEFAULT]
+        converter.target_spec.supported_types = [tf.float16]
+    elif config.precision == "int8" and config.calibration is not None:
+        calibration = config.calibration
+        samples = batches(ctx.datasets[calibration.dataset_id], handle.input_names, 1, calibration.samples)
+        converter.optimizations = [tf.lite.Optimize.DEFAULT]
+        converter.representative_dataset = lambda: representative(samples, transposes)
+    return converter
 
 
 def representative(samples: list[tuple[Feeds, Any]], transposes: dict[str, list[int]]) -> Iterator[dict[str, Any]]:

@@ -1,8 +1,6 @@
 """quantize nncf: nncf.quantize on the ONNX model with the calibration samples in the batches the model
 takes, saved as one ONNX file of QDQ nodes that onnxruntime and OpenVINO both run."""
 
-import logging
-
 import onnx
 
 from app.schemas.errors import JobErrorCode
@@ -10,8 +8,6 @@ from passes.quantize.nncf.config import Config
 from workers.context import PassContext
 from workers.datasets import batches
 from workers.runtime import ModelHandle, PassFailed
-
-log = logging.getLogger(__name__)
 
 
 def run(config: Config, handle: ModelHandle, ctx: PassContext) -> ModelHandle:
