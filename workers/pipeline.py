@@ -4,8 +4,9 @@ build the report. The plan (passes.planner) was made at submit; this module runs
 
 import shutil
 import time
+import zipfile
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
 
@@ -33,18 +34,29 @@ from workers.evaluation.inputs import Feeds, make_batches, with_batch
 from workers.evaluation.latency import KnownTiming, LatencyComparison, compare_latency, measure_compiled
 from workers.evaluation.metrics import accuracy_report, top1
 from workers.evaluation.perplexity import perplexity
-from workers.runtime import ModelHandle, PassFailed, inline_weights, load_original, onnx_session, run
+from workers.runtime import ModelHandle, PassFailed, inline_weights, load_original, run, session_for
 
 Emit = Callable[[Progress], None]
 Outputs = list[list[np.ndarray]]
 """outputs[b][o]: output o of the model on evaluation batch b"""
-ARTIFACT_NAMES = {"onnx": "model.onnx", "pt2": "model.pt2", "torchscript": "model.torchscript.pt"}
+ARTIFACT_NAMES = {
+    "onnx": "model.onnx",
+    "pt2": "model.pt2",
+    "torchscript": "model.torchscript.pt",
+    "openvino": "model.openvino.zip",
+    "tflite": "model.tflite",
+}
 GENERATED_SAMPLES = 32
 HOW_TO_LOAD = {
     "onnx": "onnxruntime.InferenceSession('model.onnx', providers=[...])",
     "pt2": "torch.export.load('model.pt2').module() (a model of GPU kernels loads on a CUDA machine and takes "
     "its float32 inputs on the GPU; any other on the CPU)",
     "torchscript": "torch.jit.load('model.torchscript.pt')",
+    "openvino": "unzip model.openvino.zip (model.xml, model.bin); openvino.Core().compile_model('model.xml', 'CPU', "
+    "{'INFERENCE_PRECISION_HINT': 'f32'}) (measured so; without the hint OpenVINO computes a float32 model in bf16 "
+    "on CPUs with AMX or AVX512-BF16)",
+    "tflite": "ai_edge_litert.interpreter.Interpreter(model_path='model.tflite').get_signature_runner()(**inputs): "
+    "image inputs channels-last (see result.input_layout)",
 }
 
 
@@ -163,7 +175,7 @@ def prepare_inputs(task: ChildTask, handle: ModelHandle, workdir: Path) -> Input
 
 
 def outputs_of(handle: ModelHandle, inputs: Inputs) -> Outputs:
-    session = onnx_session(handle.path, threads=1) if handle.kind == "onnx" else None
+    session = session_for(handle, threads=1) if handle.kind != "torch" else None
     return [run(handle, batch, session) for batch in inputs.batches]
 
 
@@ -266,7 +278,7 @@ def apply_step(
     }
     if is_causal_lm(original) and inputs.text:
         step["perplexity"] = perplexity(losses_of(outputs, inputs.batches), task.spec.seed)
-    if config.converts:
+    if config.checks_conversion():
         own = (
             step["fidelity"]
             if current.outputs is reference
@@ -289,9 +301,10 @@ def check_conversion(what: str, own: dict[str, Any], threshold: float) -> None:
 
 
 def handle_format(handle: ModelHandle) -> str:
-    """onnx; pt2 or torchscript for a torch model loaded back from its exported file; else torch."""
-    if handle.kind == "onnx":
-        return "onnx"
+    """onnx, openvino or tflite; pt2 or torchscript for a torch model loaded back from its exported file; else
+    torch."""
+    if handle.kind != "torch":
+        return handle.kind
     if handle.path is not None:
         return "pt2" if handle.path.suffix == ".pt2" else "torchscript"
     return "torch"
@@ -305,6 +318,11 @@ def finish_artifact(handle: ModelHandle, fmt: str, workdir: Path) -> ArtifactFil
     (workdir / "out").mkdir(exist_ok=True)
     target = workdir / "out" / name
     if fmt == "onnx" and inline_weights(handle.path, target) == target:
+        return ArtifactFile(path=f"out/{name}", name=name, kind="model", format=fmt)
+    if fmt == "openvino":  # the .xml and its .bin, in one archive
+        with zipfile.ZipFile(target, "w", zipfile.ZIP_DEFLATED) as archive:
+            archive.write(handle.path, "model.xml")
+            archive.write(handle.path.with_suffix(".bin"), "model.bin")
         return ArtifactFile(path=f"out/{name}", name=name, kind="model", format=fmt)
     shutil.copyfile(handle.path, target)
     return ArtifactFile(path=f"out/{name}", name=name, kind="model", format=fmt)  # type: ignore[arg-type]
@@ -323,7 +341,12 @@ class Delivered:
 def deliver(handle: ModelHandle, artifact: Path, inputs: Inputs) -> Delivered:
     """An ONNX result is the downloaded file itself (out/model.onnx), loaded the way a user loads it: an
     InferenceSession with default options, not the pipeline's fixed-thread one. A torch result is the module
-    loaded back from the file it was saved as, which finish_artifact copied."""
+    loaded back from the file it was saved as, which finish_artifact copied. An OpenVINO result is the IR
+    unpacked from the downloaded zip; a TFLite result the downloaded file."""
+    if handle.kind in ("openvino", "tflite"):
+        path = unpacked_openvino(artifact) if handle.kind == "openvino" else artifact
+        delivered = replace(handle, path=path)
+        return Delivered(artifact, delivered, outputs_of(delivered, inputs))
     if handle.kind != "onnx":
         return Delivered(artifact, handle, outputs_of(handle, inputs))
     import onnxruntime as ort
@@ -331,6 +354,14 @@ def deliver(handle: ModelHandle, artifact: Path, inputs: Inputs) -> Delivered:
     delivered = handle.with_onnx(artifact)
     session = ort.InferenceSession(str(artifact), providers=["CPUExecutionProvider"])
     return Delivered(artifact, delivered, [run(delivered, batch, session) for batch in inputs.batches])
+
+
+def unpacked_openvino(artifact: Path) -> Path:
+    """The IR's .xml, unpacked from the artifact beside it (the archive is ours, written by finish_artifact)."""
+    folder = artifact.parent.parent / "delivered-openvino"
+    with zipfile.ZipFile(artifact) as archive:
+        archive.extractall(folder)
+    return folder / "model.xml"
 
 
 def measure_result(
@@ -359,6 +390,7 @@ def measure_result(
         "size_ratio": task.model.size_bytes / size if size else None,
         "size_zstd_bytes": zstd_size(delivered.path),
         "how_to_load": HOW_TO_LOAD[task.plan.artifact_format],
+        "input_layout": input_layout(handle, inputs),
         "fidelity": fidelity(handle.output_names, reference, delivered.outputs, inputs.batches),
         "accuracy": accuracy,
         "accuracy_drop": (
@@ -384,6 +416,19 @@ def measure_result(
             figures["latency_compiled"] = measure_compiled(model, inputs.timing, lat.runs, lat.warmup, task.threads)
     result["speedup_p50"] = reporting.speedups(original["latency"], result["latency"])
     return result, timing
+
+
+def input_layout(handle: ModelHandle, inputs: Inputs) -> dict[str, Any] | None:
+    """A TFLite result's inputs and outputs that are laid out otherwise than the original's: the axes order
+    from the original's layout to the artifact's (what a user feeding original-layout arrays transposes by)."""
+    if handle.kind != "tflite":
+        return None
+    return {
+        "inputs": {n: handle.input_transposes.get(n) for n in handle.input_names},
+        "outputs_to_original": {n: handle.output_transposes.get(n) for n in handle.output_names},
+        "note": "null: the original's layout; else numpy.transpose(array, axes) takes the original's array to the "
+        "artifact's (inputs) or the artifact's output back to the original's",
+    }
 
 
 def original_timing(timing: LatencyComparison) -> dict[str, list[dict[str, Any]]]:

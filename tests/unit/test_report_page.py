@@ -140,3 +140,11 @@ def test_a_language_model_shows_perplexity_and_samples_side_by_side() -> None:
     assert "Language model" in html and "perplexity change +0.18%" in html
     assert "Anna &lt;went&gt;" in html and " away." in html, "the prompt (escaped) and both continuations"
     assert "identical on 5/8 prompts" in html
+
+
+def test_each_latency_row_names_its_runtime_and_version() -> None:
+    held = report(None).model_dump(mode="json")
+    held["result"]["latency"] = [{**row, "runtime": "openvino", "runtime_version": "2026.4.1"} for row in latency(1.0)]
+    html = render_report(Report.model_validate(held))
+    assert "<td>openvino 2026.4.1 / cpu</td>" in html, "the result's rows say OpenVINO timed them, and which"
+    assert "<td>onnxruntime / cpu</td>" in html, "a row from an older report, without a version, still shows"
