@@ -7,7 +7,7 @@ from pydantic import BaseModel, Field
 
 from app.schemas.common import TensorInfo
 
-ModelFormat = Literal["onnx", "onnx_zip", "pt2", "torchscript", "hf_folder"]
+ModelFormat = Literal["onnx", "onnx_zip", "pt2", "torchscript", "hf_folder", "keras", "savedmodel"]
 
 
 class ModelOut(BaseModel):
