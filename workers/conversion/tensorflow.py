@@ -116,12 +116,12 @@ def load_saved_model(upload: Path, model: ModelRecord, workdir: Path, max_unpack
     except SqueezeError as exc:
         raise _refused(exc) from exc
     tf = _tensorflow(torch.get_num_threads())
-    signature = tf.saved_model.load(str(root)).signatures[SERVING_SIGNATURE]
+    loaded = tf.saved_model.load(str(root))  # referenced below: its variables live as long as it does
     names = [i.name for i in model.inputs]
     keys = [o.name for o in model.outputs]
 
     def call(*tensors: Any) -> list[Any]:
-        outputs = signature(**dict(zip(names, tensors, strict=True)))
+        outputs = loaded.signatures[SERVING_SIGNATURE](**dict(zip(names, tensors, strict=True)))
         return [outputs[k] for k in keys]
 
     function = tf.function(call, input_signature=_input_signature(tf, model))
