@@ -226,3 +226,36 @@ def test_worker_refuses_them_again(tmp_path: Path, write_file_savedmodel: tuple[
         load_saved_model(tmp_path / "upload", record, tmp_path, 1 << 30)
     assert refused.value.code == "unsafe_model_format" and "WriteFile" in refused.value.message
     assert not canary.exists(), "the worker ran the SavedModel's WriteFile"
+
+
+def test_worker_refuses_a_lambda_layer_again(tmp_path: Path) -> None:
+    """The worker's loader checks a stored `.keras` again (and loads with safe_mode=True): a Lambda layer
+    never runs there either."""
+    from app.schemas.tasks import ModelRecord
+    from workers.conversion.tensorflow import load_keras
+    from workers.runtime import PassFailed
+
+    canary = tmp_path / "lambda-ran"
+
+    def touch(x: Any) -> Any:
+        canary.write_text("the Lambda layer ran")
+        return x
+
+    model = keras.Sequential([keras.Input((4,), name="x"), keras.layers.Lambda(touch), keras.layers.Dense(2)])
+    model.save(tmp_path / "upload.keras")
+    canary.unlink()
+    (tmp_path / "upload.keras").rename(tmp_path / "upload")
+    record = ModelRecord(
+        id="mdl_x",
+        format="keras",
+        inputs=[{"name": "x", "dtype": "float32", "shape": ["batch", 4]}],  # type: ignore[list-item]
+        outputs=[{"name": "dense", "dtype": "float32", "shape": ["batch", 2]}],  # type: ignore[list-item]
+        details={},
+        size_bytes=1,
+        sha256="0" * 64,
+        param_count=None,
+    )
+    with pytest.raises(PassFailed) as refused:
+        load_keras(tmp_path / "upload", record, tmp_path, 1 << 30)
+    assert refused.value.code == "unsafe_model_format" and "Lambda" in refused.value.message
+    assert not canary.exists(), "the worker ran the Lambda layer"
