@@ -80,7 +80,7 @@ _SAFETENSORS_DTYPES = {"F64", "F32", "F16", "BF16", "I64", "I32", "I16", "I8", "
 # What a file name's extension claims; a file whose bytes are another format is refused (422).
 CLAIMED_FORMATS = {
     ".onnx": {"onnx"},
-    ".zip": {"onnx_zip", "hf_folder", "torchscript", "savedmodel"},
+    ".zip": {"onnx_zip", "hf_folder", "torchscript", "savedmodel", "keras"},
     ".keras": {"keras"},
 }
 MAX_SAVED_MODEL_PB_BYTES = 64 << 20

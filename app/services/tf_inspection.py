@@ -242,7 +242,7 @@ def inspect_keras(config: dict[str, Any], filename: str) -> TensorFlowModel:
     inputs = [
         {
             "name": str((layer.get("config") or {}).get("name")),
-            "dtype": str((layer.get("config") or {}).get("dtype") or "float32"),
+            "dtype": _dtype(layer),
             "shape": _dims(_batch_shape(layer)),
         }
         for layer in inputs_layers
@@ -253,6 +253,14 @@ def inspect_keras(config: dict[str, Any], filename: str) -> TensorFlowModel:
     ]
     details = {"keras_class": config.get("class_name"), "layers": len(layers)}
     return TensorFlowModel("keras", inputs, outputs, details)
+
+
+def _dtype(layer: dict[str, Any]) -> str:
+    """An InputLayer's dtype: a name, or a serialized DTypePolicy holding one."""
+    dtype = (layer.get("config") or {}).get("dtype") or "float32"
+    if isinstance(dtype, dict):
+        dtype = (dtype.get("config") or {}).get("name") or "float32"
+    return str(dtype)
 
 
 def _layer_refs(value: Any) -> list[list[Any]]:
