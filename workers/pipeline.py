@@ -475,9 +475,20 @@ def evaluation_section(
             "device": spec.device,
             "batch_sizes": list(inputs.timing),
             "notes": reporting.latency_notes(spec.device, original["latency"], result["latency"])
-            + reuse_notes(original),
+            + reuse_notes(original)
+            + source_notes(task),
         },
     }
+
+
+def source_notes(task: ChildTask) -> list[str]:
+    """A TensorFlow upload runs as TensorFlow only for its outputs: what was timed is its ONNX conversion."""
+    if task.model.format not in ("keras", "savedmodel"):
+        return []
+    return [
+        f"the original ({task.model.format}) was timed as its tf2onnx conversion in onnxruntime; its outputs and "
+        "accuracy are TensorFlow's"
+    ]
 
 
 def reuse_notes(original: dict[str, Any]) -> list[str]:

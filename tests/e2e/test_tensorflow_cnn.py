@@ -120,6 +120,8 @@ def test_tensorflow_upload_to_onnx_static_int8(
     assert conversion["fidelity"]["cosine_min"] > 0.9999, "tf2onnx's ONNX computes what TensorFlow computes"
     assert "tf2onnx" in conversion["tools"]
     assert report["original"]["accuracy"] == pytest.approx(keras_accuracy), "the original is TensorFlow's"
+    notes = report["evaluation"]["latency"]["notes"]
+    assert any("tf2onnx conversion in onnxruntime" in n for n in notes), "the report says what timed the original"
     session = ort.InferenceSession(artifact, providers=["CPUExecutionProvider"])
     logits = session.run(None, {"x": nhwc(digits.x_test)})[0]
     accuracy = float((logits.argmax(1) == digits.y_test).mean())
@@ -203,24 +205,32 @@ def test_legacy_h5_is_refused(client: httpx.Client, keras_cnn: Any, tmp_path: Pa
     assert ".keras" in problem["detail"]
 
 
+def model_record(fmt: str, output: str, details: dict[str, Any]) -> Any:
+    """The stored model as the worker's child gets it, for a model of one (batch, 4) input `x`."""
+    from app.schemas.tasks import ModelRecord
+
+    return ModelRecord.model_validate(
+        {
+            "id": "mdl_x",
+            "format": fmt,
+            "inputs": [{"name": "x", "dtype": "float32", "shape": ["batch", 4]}],
+            "outputs": [{"name": output, "dtype": "float32", "shape": ["batch", 4]}],
+            "details": details,
+            "size_bytes": 1,
+            "sha256": "0" * 64,
+            "param_count": None,
+        }
+    )
+
+
 def test_worker_refuses_them_again(tmp_path: Path, write_file_savedmodel: tuple[Path, Path], digits: Digits) -> None:
     """Defence in depth: a stored upload that escaped the API's rules is refused by the worker's loader
     before tensorflow loads it (the same WriteFile SavedModel, given to the loader directly)."""
-    from app.schemas.tasks import ModelRecord
     from workers.conversion.tensorflow import load_saved_model
     from workers.runtime import PassFailed
 
     archive, canary = write_file_savedmodel
-    record = ModelRecord(
-        id="mdl_x",
-        format="savedmodel",
-        inputs=[{"name": "x", "dtype": "float32", "shape": ["batch", 4]}],  # type: ignore[list-item]
-        outputs=[{"name": "output_0", "dtype": "float32", "shape": ["batch", 4]}],  # type: ignore[list-item]
-        details={"root": "writer"},
-        size_bytes=archive.stat().st_size,
-        sha256="0" * 64,
-        param_count=None,
-    )
+    record = model_record("savedmodel", "output_0", {"root": "writer"})
     shutil.copyfile(archive, tmp_path / "upload")
     with pytest.raises(PassFailed) as refused:
         load_saved_model(tmp_path / "upload", record, tmp_path, 1 << 30)
@@ -231,7 +241,6 @@ def test_worker_refuses_them_again(tmp_path: Path, write_file_savedmodel: tuple[
 def test_worker_refuses_a_lambda_layer_again(tmp_path: Path) -> None:
     """The worker's loader checks a stored `.keras` again (and loads with safe_mode=True): a Lambda layer
     never runs there either."""
-    from app.schemas.tasks import ModelRecord
     from workers.conversion.tensorflow import load_keras
     from workers.runtime import PassFailed
 
@@ -245,16 +254,7 @@ def test_worker_refuses_a_lambda_layer_again(tmp_path: Path) -> None:
     model.save(tmp_path / "upload.keras")
     canary.unlink()
     (tmp_path / "upload.keras").rename(tmp_path / "upload")
-    record = ModelRecord(
-        id="mdl_x",
-        format="keras",
-        inputs=[{"name": "x", "dtype": "float32", "shape": ["batch", 4]}],  # type: ignore[list-item]
-        outputs=[{"name": "dense", "dtype": "float32", "shape": ["batch", 2]}],  # type: ignore[list-item]
-        details={},
-        size_bytes=1,
-        sha256="0" * 64,
-        param_count=None,
-    )
+    record = model_record("keras", "dense", {})
     with pytest.raises(PassFailed) as refused:
         load_keras(tmp_path / "upload", record, tmp_path, 1 << 30)
     assert refused.value.code == "unsafe_model_format" and "Lambda" in refused.value.message
