@@ -107,3 +107,22 @@ def test_attribute_nesting_is_bounded() -> None:
     nested = func_attr("top", "f", nested)
     with pytest.raises(GraphFormatError, match="nest"):
         read_saved_model(saved_model(node("n", "NoOp", attrs=nested), b"", b""))
+
+
+def test_mutated_bytes_parse_or_are_malformed_never_anything_else() -> None:
+    """Any byte flipped or cut: the reader answers a graph or GraphFormatError (a 422), never another error."""
+    import random
+
+    data = sample()
+    rng = random.Random(0)
+    outcomes = {"parsed": 0, "malformed": 0}
+    for _ in range(2000):
+        mutated = bytearray(data)
+        for _ in range(rng.randint(1, 4)):
+            mutated[rng.randrange(len(mutated))] = rng.randrange(256)
+        try:
+            read_saved_model(bytes(mutated[: rng.randint(1, len(mutated))]))
+            outcomes["parsed"] += 1
+        except GraphFormatError:
+            outcomes["malformed"] += 1
+    assert outcomes["parsed"] and outcomes["malformed"], outcomes

@@ -1,10 +1,14 @@
 """The upload rules for Keras and SavedModel files, on configs and graphs built here (no tensorflow)."""
 
+import json
+import zipfile
+from pathlib import Path
 from typing import Any
 
 import pytest
 
 from app.errors import UnsafeModelFormat, UnsupportedModelFormat
+from app.services.inspection import inspect_model
 from app.services.tf_inspection import inspect_keras, inspect_saved_model
 from tests.unit.services.test_saved_model_graph import func_attr, function, message, node, saved_model, tensor_info
 
@@ -97,3 +101,28 @@ def test_a_savedmodel_without_serving_signature_is_unsupported() -> None:
     data = saved_model(node("x", "Placeholder"), b"", b"")
     with pytest.raises(UnsupportedModelFormat, match="serving_default"):
         inspect_saved_model(data, "m.zip", "sm")
+
+
+def test_a_zipped_savedmodel_with_a_malformed_graph_is_a_422(tmp_path: Path) -> None:
+    path = tmp_path / "broken.zip"
+    with zipfile.ZipFile(path, "w") as zf:
+        zf.writestr("sm/saved_model.pb", b"\x12\xff\xff\xff\x0f")
+        zf.writestr("sm/variables/variables.index", b"")
+    with pytest.raises(UnsupportedModelFormat, match="malformed"):
+        inspect_model(path, "broken.zip", 1 << 30)
+
+
+def test_a_legacy_h5_file_is_refused_by_its_bytes(tmp_path: Path) -> None:
+    path = tmp_path / "model.bin"
+    path.write_bytes(b"\x89HDF\r\n\x1a\n" + b"\x00" * 64)
+    with pytest.raises(UnsafeModelFormat, match=r"model\.save\('model\.keras'\)"):
+        inspect_model(path, "model.bin", 1 << 30)
+
+
+def test_a_keras_zip_is_told_apart_from_a_hugging_face_folder(tmp_path: Path) -> None:
+    path = tmp_path / "m.keras"
+    with zipfile.ZipFile(path, "w") as zf:
+        zf.writestr("config.json", json.dumps(sequential(layer("Dense", "logits", units=3))))
+        zf.writestr("metadata.json", json.dumps({"keras_version": "3.15.1"}))
+        zf.writestr("model.weights.h5", b"\x89HDF\r\n\x1a\n")
+    assert inspect_model(path, "m.keras", 1 << 30).format == "keras"
