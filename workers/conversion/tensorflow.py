@@ -92,17 +92,17 @@ def load_keras(upload: Path, model: ModelRecord, workdir: Path, max_unpacked: in
     names = [i.name for i in model.inputs]
 
     def call(*tensors: Any) -> list[Any]:
-        outputs = loaded(list(tensors) if len(tensors) > 1 else tensors[0], training=False)
-        return (
-            list(outputs.values())
-            if isinstance(outputs, dict)
-            else list(outputs)
-            if isinstance(outputs, list | tuple)
-            else [outputs]
-        )
+        return _in_order(loaded(list(tensors) if len(tensors) > 1 else tensors[0], training=False))
 
     function = tf.function(call, input_signature=_input_signature(tf, model))
     return TensorFlowSource(function, names, f"keras {keras.__version__} (safe_mode), tensorflow {tf.__version__}")
+
+
+def _in_order(outputs: Any) -> list[Any]:
+    """A Keras model's outputs as a list in its output order (one tensor, a list, or a dict by name)."""
+    if isinstance(outputs, dict):
+        return list(outputs.values())
+    return list(outputs) if isinstance(outputs, list | tuple) else [outputs]
 
 
 def load_saved_model(upload: Path, model: ModelRecord, workdir: Path, max_unpacked: int) -> TensorFlowSource:
