@@ -7,6 +7,7 @@ The upload rules (app/services/tf_inspection.py) are checked again here before a
 stored before a rule existed, or a rule the API was bypassed for, still never runs.
 """
 
+import contextlib
 import json
 import zipfile
 from dataclasses import dataclass
@@ -46,8 +47,10 @@ def _tensorflow(threads: int) -> Any:
     """tensorflow, imported with the job's threads (it reads them once, at its first op)."""
     import tensorflow as tf
 
-    tf.config.threading.set_intra_op_parallelism_threads(threads)
-    tf.config.threading.set_inter_op_parallelism_threads(1)
+    # RuntimeError: tensorflow already ran in this process (not in a job's child), so it keeps its threads
+    with contextlib.suppress(RuntimeError):
+        tf.config.threading.set_intra_op_parallelism_threads(threads)
+        tf.config.threading.set_inter_op_parallelism_threads(1)
     return tf
 
 
