@@ -18,7 +18,8 @@ RUN apt-get update && apt-get install -y --no-install-recommends bubblewrap && r
 RUN pip install .
 USER squeeze
 EXPOSE 8000
-CMD ["sh", "-c", "squeeze migrate && uvicorn --factory app.main:create_app --host 0.0.0.0 --port 8000"]
+# API_PROCESSES uvicorn processes on the port (2 by default: README, status reads).
+CMD ["sh", "-c", "squeeze migrate && exec uvicorn --factory app.main:create_app --host 0.0.0.0 --port 8000 --workers ${API_PROCESSES:-2}"]
 
 FROM base AS worker
 # bubblewrap isolates each job's child (JOB_ISOLATION); it needs the container's seccomp and AppArmor

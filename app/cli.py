@@ -145,7 +145,7 @@ def local_key() -> str:
         return ensure_local_key(session, settings.local_key_file)
 
 
-def serve(host: str, port: int, workers: int) -> int:
+def serve(host: str, port: int, workers: int, api_processes: int) -> int:
     """API in this process, workers as children; Ctrl-C or SIGTERM stops them all."""
     import uvicorn
 
@@ -160,7 +160,9 @@ def serve(host: str, port: int, workers: int) -> int:
 
     signal.signal(signal.SIGTERM, stop)
     print(
-        f"Squeeze: API on http://{host}:{port} (docs at /docs), {workers} worker(s), home {settings.home}", flush=True
+        f"Squeeze: API on http://{host}:{port} (docs at /docs, {api_processes} process(es)), {workers} worker(s), "
+        f"home {settings.home}",
+        flush=True,
     )
     print(
         f"Squeeze: API key of tenant 'local' (kept in {settings.local_key_file}):\n  {token}\n"
@@ -168,7 +170,7 @@ def serve(host: str, port: int, workers: int) -> int:
         flush=True,
     )
     try:
-        uvicorn.run("app.main:create_app", factory=True, host=host, port=port, log_level="info")
+        uvicorn.run("app.main:create_app", factory=True, host=host, port=port, workers=api_processes, log_level="info")
     except KeyboardInterrupt:
         pass
     finally:
@@ -239,6 +241,12 @@ def build_parser() -> argparse.ArgumentParser:
     p_serve.add_argument("--host", default=os.environ.get("HOST", "127.0.0.1"), help="address to listen on")
     p_serve.add_argument("--port", type=int, default=get_settings().port, help="port to listen on (default: $PORT)")
     p_serve.add_argument("--workers", type=int, default=1, help="Celery worker processes to start beside the API")
+    p_serve.add_argument(
+        "--api-processes",
+        type=int,
+        default=get_settings().api_processes,
+        help="API processes on the port (default: $API_PROCESSES, 2)",
+    )
     p_worker = sub.add_parser("worker", help="run one Celery worker")
     p_worker.add_argument("--queues", default="cpu", help="comma-separated: cpu, gpu")
     p_worker.add_argument("--name", default="worker@%h", help="the Celery node name (%%h: the host name)")
@@ -309,7 +317,7 @@ def main() -> int:
             print(path)
         return 0
     if args.command == "serve":
-        return serve(args.host, args.port, args.workers)
+        return serve(args.host, args.port, args.workers, args.api_processes)
     if args.command == "keys":
         return keys(args)
     if args.command == "worker":

@@ -1,5 +1,8 @@
-"""Entry point of the sandboxed child: `python -m workers.child WORKDIR`. Reads WORKDIR/task.json (a
-ChildTask), runs the pipeline, prints Progress lines as JSON, writes WORKDIR/result.json (a ChildResult).
+"""Entry point of the sandboxed child: `python -m workers.child WORKDIR`. Loads the pipeline's libraries,
+waits for the worker's line on stdin that says the task is in place (the worker may start the child before
+its job arrives: workers.sandbox.Prestart), reads WORKDIR/task.json (a ChildTask), runs the pipeline, prints
+Progress lines as JSON, writes WORKDIR/result.json (a ChildResult). Stdin closed with no line: the worker
+discarded the child, which exits without a result.
 
 How a failure reads: a PassFailed keeps its code and message (written for the user); running out of
 memory is `out_of_memory`; an error raised by our own code (a TypeError, KeyError, a schema that does not
@@ -9,6 +12,7 @@ traceback always goes to the child's log, never into the message a user reads.
 
 import logging
 import sys
+import time
 import traceback
 from pathlib import Path
 
@@ -73,15 +77,30 @@ def failure(exc: Exception, workdir: Path) -> ChildFailed:
     )
 
 
+def load_libraries() -> float:
+    """Import the pipeline and every pass's run (torch, onnxruntime, transformers...): the seconds it took."""
+    started = time.perf_counter()
+    import workers.pipeline  # noqa: F401
+    from passes.registry import configs, has_run, run_of
+
+    for name in configs():
+        if has_run(name):
+            run_of(name)
+    return time.perf_counter() - started
+
+
 def main() -> int:
     logging.basicConfig(level=logging.WARNING, stream=sys.stderr)
     workdir = Path(sys.argv[1])
     outcome: ChildResult
     try:
+        imports_s = load_libraries()
+        if not sys.stdin.readline():
+            return 0  # a prestarted child the worker discarded: no job came
         task = ChildTask.model_validate_json((workdir / "task.json").read_text())
         from workers.pipeline import run_pipeline
 
-        outcome = run_pipeline(task, workdir, emit)
+        outcome = run_pipeline(task, workdir, emit, imports_s)
     except PassFailed as exc:
         outcome = ChildFailed.of(exc.code, exc.message)
     except Exception as exc:  # the process boundary: every failure becomes a result, the worker lives on

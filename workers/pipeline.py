@@ -69,7 +69,7 @@ class Current:
     outputs: Outputs
 
 
-def run_pipeline(task: ChildTask, workdir: Path, emit: Emit) -> ChildSucceeded:
+def run_pipeline(task: ChildTask, workdir: Path, emit: Emit, imports_s: float | None = None) -> ChildSucceeded:
     started = time.perf_counter()
     total = len(task.plan.steps) + 2
     emit(Progress(progress=0.0, current="load"))
@@ -97,7 +97,7 @@ def run_pipeline(task: ChildTask, workdir: Path, emit: Emit) -> ChildSucceeded:
     if known is None:
         original_cache.save(workdir, original_figures, original_timing(measured), measured.samples, reference)
     report = build_report(
-        task, inputs, original_figures, canonical, steps, result, reference, delivered.outputs, started
+        task, inputs, original_figures, canonical, steps, result, reference, delivered.outputs, started, imports_s
     )
     emit(Progress(progress=0.99, current="store"))
     return ChildSucceeded(artifacts=[artifact], report=report)
@@ -413,6 +413,7 @@ def build_report(
     reference: Outputs,
     final: Outputs,
     started: float,
+    imports_s: float | None,
 ) -> Report:
     """The report, validated against its schema here: a report that does not fit is our bug, raised now."""
     spec = task.spec
@@ -444,6 +445,7 @@ def build_report(
             "constraints": reporting.constraints_verdict(spec, result, statistics, task.fidelity_floor()),
             "versions": reporting.versions(),
             "machine": reporting.machine(),
+            "startup": {"prestarted": task.prestarted, "imports_s": imports_s},
             "reproducibility": {
                 "seeds": {"evaluation_inputs": spec.seed, "latency_inputs": spec.seed + 1, "bootstrap": spec.seed},
                 "input_sha256": task.model.sha256,

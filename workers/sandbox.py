@@ -15,7 +15,9 @@ import logging
 import os
 import queue
 import resource
+import shutil
 import signal
+import socket
 import subprocess
 import sys
 import threading
@@ -103,6 +105,93 @@ def _command(workdir: Path, isolated: bool, squeeze_home: Path) -> list[str]:
     return bwrap_command([sys.executable, "-m", "workers.child", str(JOB_DIR)], workdir, squeeze_home)
 
 
+@dataclass(frozen=True)
+class ChildLimits:
+    """What a child is started with. A prestarted child serves only a job that needs the same."""
+
+    memory_bytes: int | None
+    """None sets no address-space limit: a CUDA job's driver reserves virtual address space far beyond
+    what it uses, and fails to start under RLIMIT_AS."""
+    threads: int
+    isolation: str
+    """JOB_ISOLATION"""
+
+
+def spawn(folder: Path, limits: ChildLimits, squeeze_home: Path) -> subprocess.Popen[bytes]:
+    """A child for the job in `folder`. It loads the pipeline's libraries, then waits for the line that says
+    its task is in place (`hand_over`); its stderr goes to folder/child.log."""
+    active = isolation_state(limits.isolation).active
+    (folder / "tmp").mkdir(exist_ok=True)
+    with (folder / "child.log").open("wb") as stderr:
+        return subprocess.Popen(
+            _command(folder, active, squeeze_home),
+            cwd=str(folder),
+            env=_child_env(JOB_DIR if active else folder, limits.threads, active),
+            stdin=subprocess.PIPE,
+            stdout=subprocess.PIPE,
+            stderr=stderr,
+            start_new_session=True,
+            preexec_fn=_limits(limits.memory_bytes),
+        )  # noqa: PLW1509 (plain syscalls only)
+
+
+def hand_over(proc: subprocess.Popen[bytes]) -> None:
+    """Tell the child its task.json is written: it starts the job."""
+    assert proc.stdin is not None
+    with contextlib.suppress(BrokenPipeError):  # it died waiting: its exit status says how
+        proc.stdin.write(b"go\n")
+        proc.stdin.close()
+
+
+class Prestart:
+    """The next job's child, started while the worker waits: a fresh interpreter in a sandbox of its own
+    as ever, with the libraries already imported (seconds of every job's start). Isolated children only:
+    inside bubblewrap the child's folder is /job whatever its host path, so the prestarted folder becomes
+    the job's by a rename (the bind mount follows the folder); an unisolated child names its host path."""
+
+    def __init__(self) -> None:
+        self._child: tuple[subprocess.Popen[bytes], Path, ChildLimits] | None = None
+
+    def start(self, work_root: Path, limits: ChildLimits, squeeze_home: Path) -> None:
+        self.discard()
+        if not isolation_state(limits.isolation).active:
+            return
+        folder = work_root / f".prestart-{socket.gethostname()}-{os.getpid()}"
+        shutil.rmtree(folder, ignore_errors=True)
+        folder.mkdir(parents=True)
+        self._child = (spawn(folder, limits, squeeze_home), folder, limits)
+
+    def claim(self, workdir: Path, limits: ChildLimits) -> subprocess.Popen[bytes] | None:
+        """The prestarted child, its folder now `workdir` (which must not exist), if it is alive and was
+        started with these limits; else None (and it is discarded)."""
+        if self._child is None:
+            return None
+        proc, folder, started_with = self._child
+        if proc.poll() is not None or started_with != limits:
+            self.discard()
+            return None
+        self._child = None
+        workdir.parent.mkdir(parents=True, exist_ok=True)
+        folder.rename(workdir)
+        return proc
+
+    @staticmethod
+    def remove_leftovers(work_root: Path) -> None:
+        """The folders of prestarted children whose worker process on this host is gone."""
+        host = socket.gethostname()
+        for folder in work_root.glob(f".prestart-{host}-*"):
+            pid = folder.name.rsplit("-", 1)[1]
+            if pid.isdigit() and not Path(f"/proc/{pid}").exists():
+                shutil.rmtree(folder, ignore_errors=True)
+
+    def discard(self) -> None:
+        if self._child is not None:
+            proc, folder, _ = self._child
+            self._child = None
+            kill_group(proc)
+            shutil.rmtree(folder, ignore_errors=True)
+
+
 def _signal_of(returncode: int, isolated: bool) -> int | None:
     """The signal that ended the child: bwrap reports its child's death by signal N as exit status 128 + N."""
     if returncode < 0:
@@ -116,68 +205,56 @@ def run_child(
     workdir: Path,
     *,
     timeout_s: float,
-    memory_bytes: int | None,
-    threads: int,
+    limits: ChildLimits,
     on_event: Callable[[Progress], None],
     should_stop: Callable[[], str | None],
-    isolation: str,
     squeeze_home: Path,
+    prestarted: subprocess.Popen[bytes] | None = None,
     on_start: Callable[[int], None] = lambda pid: None,
     poll_s: float = 0.5,
 ) -> Outcome:
-    """Run the pipeline for WORKDIR/task.json; returns how it ended. Never raises for the child's faults.
+    """Run the pipeline for WORKDIR/task.json in `prestarted` (a child already working in WORKDIR, from
+    Prestart.claim) or a new child; returns how it ended. Never raises for the child's faults.
 
     `should_stop` is polled every `poll_s`: `cancelled` ends the job as cancelled; any other reason kills
-    the pipeline and returns status `stopped` with that reason as the code. `isolation` is JOB_ISOLATION;
-    `squeeze_home` is kept out of the child's view. `memory_bytes` None sets no address-space limit: a CUDA
-    job's driver reserves virtual address space far beyond what it uses, and fails to start under RLIMIT_AS."""
-    state = isolation_state(isolation)
+    the pipeline and returns status `stopped` with that reason as the code. `squeeze_home` is kept out of
+    the child's view."""
+    state = isolation_state(limits.isolation)
     if state.unavailable:
         return Outcome("failed", code="isolation_unavailable", message=f"JOB_ISOLATION=bwrap: {state.detail}")
-    log_path = workdir / "child.log"
-    (workdir / "tmp").mkdir(exist_ok=True)
-    with log_path.open("wb") as stderr:
-        proc = subprocess.Popen(
-            _command(workdir, state.active, squeeze_home),
-            cwd=str(workdir),
-            env=_child_env(JOB_DIR if state.active else workdir, threads, state.active),
-            stdout=subprocess.PIPE,
-            stderr=stderr,
-            stdin=subprocess.DEVNULL,
-            start_new_session=True,
-            preexec_fn=_limits(memory_bytes),
-        )  # noqa: PLW1509 (plain syscalls only)
-        on_start(proc.pid)
-        events: queue.Queue[Progress] = queue.Queue()
+    proc = prestarted or spawn(workdir, limits, squeeze_home)
+    hand_over(proc)
+    on_start(proc.pid)
+    events: queue.Queue[Progress] = queue.Queue()
 
-        def read() -> None:
-            assert proc.stdout is not None
-            for line in proc.stdout:
-                try:
-                    events.put(Progress.model_validate_json(line))
-                except ValidationError:
-                    continue  # stray output from a library; progress lines are Progress JSON
+    def read() -> None:
+        assert proc.stdout is not None
+        for line in proc.stdout:
+            try:
+                events.put(Progress.model_validate_json(line))
+            except ValidationError:
+                continue  # stray output from a library; progress lines are Progress JSON
 
-        reader = threading.Thread(target=read, daemon=True)
-        reader.start()
-        deadline = time.monotonic() + timeout_s
-        stopped: str | None = None
-        next_check = 0.0
-        while proc.poll() is None:
-            _drain(events, on_event)
-            now = time.monotonic()
-            if now > deadline:
-                stopped = "timeout"
-            elif now >= next_check:
-                next_check = now + poll_s
-                stopped = should_stop()
-            if stopped:
-                _kill_group(proc)
-                break
-            time.sleep(0.05)
-        reader.join(timeout=5)
+    reader = threading.Thread(target=read, daemon=True)
+    reader.start()
+    deadline = time.monotonic() + timeout_s
+    stopped: str | None = None
+    next_check = 0.0
+    while proc.poll() is None:
         _drain(events, on_event)
-    _kill_group(proc)  # the pipeline's own subprocesses, if it left any
+        now = time.monotonic()
+        if now > deadline:
+            stopped = "timeout"
+        elif now >= next_check:
+            next_check = now + poll_s
+            stopped = should_stop()
+        if stopped:
+            kill_group(proc)
+            break
+        time.sleep(0.05)
+    reader.join(timeout=5)
+    _drain(events, on_event)
+    kill_group(proc)  # the pipeline's own subprocesses, if it left any
     if stopped == "cancelled":
         return Outcome("cancelled", code="cancelled", message="cancelled by the client")
     if stopped == "timeout":
@@ -223,7 +300,7 @@ def _drain(events: "queue.Queue[Progress]", on_event: Callable[[Progress], None]
         on_event(latest)
 
 
-def _kill_group(proc: subprocess.Popen[bytes]) -> None:
+def kill_group(proc: subprocess.Popen[bytes]) -> None:
     """SIGKILL the child's whole process group: the pipeline and anything it started."""
     with contextlib.suppress(ProcessLookupError, PermissionError):
         os.killpg(proc.pid, signal.SIGKILL)

@@ -9,6 +9,7 @@ import logging
 import os
 import shutil
 import socket
+import subprocess
 import threading
 import time
 from collections.abc import Callable
@@ -36,7 +37,7 @@ from passes.planner import Plan, plan
 from workers.celery_app import celery
 from workers.evaluation import original_cache
 from workers.leases import Heartbeat, maintenance_loop, publish_or_leave
-from workers.sandbox import Outcome, run_child
+from workers.sandbox import ChildLimits, Outcome, Prestart, kill_group, run_child
 from workers.webhooks import notify_job_ended
 
 log = logging.getLogger(__name__)
@@ -52,6 +53,8 @@ T = TypeVar("T")
 _shutdown_deadline: float | None = None
 """Set (from a signal handler: a plain float, no locks) when the worker was asked to stop."""
 _maintenance_stop = threading.Event()
+PRESTART = Prestart()
+"""This worker process's next child (workers.sandbox.Prestart)."""
 
 
 def publish(job_id: str, queue: str) -> None:
@@ -72,6 +75,9 @@ def pending(queue: str) -> int:
 def _start_maintenance(**_: Any) -> None:
     settings = get_settings()
     isolation_state(settings.job_isolation)  # probed and logged at start, not at the first job
+    PRESTART.remove_leftovers(settings.home / "work")
+    if settings.prestart_children:
+        PRESTART.start(settings.home / "work", child_limits("cpu", settings), settings.home)
     threading.Thread(
         target=maintenance_loop, args=(settings, publish, pending, _maintenance_stop), name="maintenance", daemon=True
     ).start()
@@ -107,21 +113,35 @@ def execute(job_id: str, settings: Settings) -> None:
     store = open_store(settings)
     workdir = settings.home / "work" / job_id / f"attempt-{claim.attempt}"
     shutil.rmtree(workdir, ignore_errors=True)
-    workdir.mkdir(parents=True)
+    limits = child_limits(JobSpec.model_validate(claim.spec).device, settings)
+    prestarted = PRESTART.claim(workdir, limits)
+    if prestarted is None:
+        workdir.mkdir(parents=True)
     try:
         with Heartbeat(settings, job_id, claim.fence) as heartbeat:
-            outcome = _run(claim, settings, store, workdir, heartbeat)
+            outcome = _run(claim, settings, store, workdir, heartbeat, limits, prestarted)
         _record(claim, settings, store, workdir, outcome)
     except Exception as exc:  # our own bug or the store failing: the job must not stay running
         log.exception("job %s failed in the worker", job_id)
         message = f"the worker failed while handling the job: {type(exc).__name__}: {exc}"
         _with_db_retry(settings, lambda s: transitions.end(s, job_id, claim.fence, "failed", "internal_error", message))
     finally:
+        if prestarted is not None and prestarted.returncode is None:  # the job ended before it was handed over
+            kill_group(prestarted)
         shutil.rmtree(workdir, ignore_errors=True)
         if not any(workdir.parent.iterdir()):
             workdir.parent.rmdir()
     notify_job_ended(job_id, settings)
     advance_search(claim.search_id, url)
+    if settings.prestart_children and _shutdown_deadline is None:
+        PRESTART.start(settings.home / "work", limits, settings.home)  # the next job's child
+
+
+def child_limits(device: str, settings: Settings) -> ChildLimits:
+    """A CUDA job's child has no address-space limit: the driver reserves far more than it uses."""
+    return ChildLimits(
+        None if device == "cuda" else settings.job_memory_bytes, settings.job_threads, settings.job_isolation
+    )
 
 
 def advance_search(search_id: str | None, url: str) -> None:
@@ -131,13 +151,21 @@ def advance_search(search_id: str | None, url: str) -> None:
         _best_effort(url, lambda s: searches.advance(s, search_id))
 
 
-def _run(claim: transitions.Claim, settings: Settings, store: Store, workdir: Path, heartbeat: Heartbeat) -> Outcome:
+def _run(
+    claim: transitions.Claim,
+    settings: Settings,
+    store: Store,
+    workdir: Path,
+    heartbeat: Heartbeat,
+    limits: ChildLimits,
+    prestarted: subprocess.Popen[bytes] | None,
+) -> Outcome:
     url = settings.effective_database_url
     store.get_file(claim.model["storage_key"], workdir / "upload")
     datasets = _fetch_datasets(claim, settings, store, workdir)
     if isinstance(datasets, Outcome):
         return datasets
-    task = child_task(claim, datasets, settings)
+    task = child_task(claim, datasets, settings, prestarted is not None)
     (workdir / "task.json").write_text(task.model_dump_json())
     if original_cache.fetch(store, original_cache.cache_key(task, claim.tenant, original_cache.fingerprint()), workdir):
         log.info("job %s: the original's figures were measured by an earlier job on this machine", claim.job_id)
@@ -166,18 +194,19 @@ def _run(claim: transitions.Claim, settings: Settings, store: Store, workdir: Pa
     return run_child(
         workdir,
         timeout_s=settings.job_timeout_s,
-        memory_bytes=None if JobSpec.model_validate(claim.spec).device == "cuda" else settings.job_memory_bytes,
-        threads=settings.job_threads,
+        limits=limits,
         on_event=on_event,
         should_stop=should_stop,
+        squeeze_home=settings.home,
+        prestarted=prestarted,
         on_start=on_start,
         poll_s=settings.cancel_poll_s,
-        isolation=settings.job_isolation,
-        squeeze_home=settings.home,
     )
 
 
-def child_task(claim: transitions.Claim, datasets: dict[str, DatasetRecord], settings: Settings) -> ChildTask:
+def child_task(
+    claim: transitions.Claim, datasets: dict[str, DatasetRecord], settings: Settings, prestarted: bool = False
+) -> ChildTask:
     """task.json. A job submitted before plans were stored is planned now, from its stored spec."""
     spec = JobSpec.model_validate(claim.spec)
     model = ModelRecord.model_validate({k: v for k, v in claim.model.items() if k != "storage_key"})
@@ -189,6 +218,7 @@ def child_task(claim: transitions.Claim, datasets: dict[str, DatasetRecord], set
         threads=settings.job_threads,
         max_unpacked_bytes=settings.max_upload_bytes * 4,
         floors=settings.fidelity_floors,
+        prestarted=prestarted,
     )
 
 

@@ -230,6 +230,17 @@ class Machine(_Open):
     platform: str | None = None
 
 
+class Startup(_Open):
+    """How the job's pipeline process started (workers.sandbox.Prestart)."""
+
+    prestarted: bool = Field(
+        description="the process was started before the job arrived, so the job did not wait for its libraries"
+    )
+    imports_s: float | None = Field(
+        None, description="seconds the process spent importing its libraries (torch, onnxruntime, the passes)"
+    )
+
+
 class Reproducibility(_Open):
     seeds: dict[str, int] = Field(default_factory=dict)
     input_sha256: str | None = None
@@ -251,6 +262,7 @@ class Report(_Open):
     constraints: Verdict
     versions: dict[str, str | None] = Field(default_factory=dict)
     machine: Machine = Field(default_factory=Machine)
+    startup: Startup | None = None
     reproducibility: Reproducibility = Field(default_factory=Reproducibility)
     wall_seconds: float | None = None
 

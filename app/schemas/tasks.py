@@ -66,6 +66,7 @@ class ChildTask(_Contract):
     threads: int = Field(ge=1)
     max_unpacked_bytes: int = Field(ge=1)
     floors: FidelityFloors
+    prestarted: bool = Field(False, description="the child was started before this job arrived")
 
     def fidelity_floor(self) -> float:
         """The floor of the result: the spec's `constraints.min_cosine`, else the lowest floor of the passes

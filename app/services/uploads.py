@@ -7,9 +7,11 @@ data comes as the .onnx in `file` and each data file in a `data` field (`-F file
 they are stored together as one zip, exactly as if the client had zipped them.
 """
 
+import contextlib
 import hashlib
 import os
 import re
+import time
 import uuid
 import zipfile
 from collections.abc import AsyncIterator
@@ -238,8 +240,16 @@ def declared_length(value: str | None) -> int | None:
     return int(digits)
 
 
-def remove_stale(tmp_dir: Path) -> None:
-    """Delete temporary uploads left by a crashed process (called at start-up)."""
+STALE_UPLOAD_S = 3600.0
+"""A temporary upload untouched this long was left by a crashed process: a live one is being written."""
+
+
+def remove_stale(tmp_dir: Path, now: float | None = None) -> None:
+    """Delete temporary uploads left by a crashed process (called at start-up). Only old ones: the API's
+    other processes (and replicas sharing the home) may be receiving uploads into the same folder."""
+    cutoff = (time.time() if now is None else now) - STALE_UPLOAD_S
     if tmp_dir.is_dir():
         for leftover in tmp_dir.glob("upload-*"):
-            os.unlink(leftover)
+            with contextlib.suppress(FileNotFoundError):  # another process removed it first
+                if leftover.stat().st_mtime < cutoff:
+                    os.unlink(leftover)
