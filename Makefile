@@ -5,7 +5,7 @@ BIN := $(VENV)/bin
 TORCH_VERSION ?= 2.13.0
 PORT ?= 8000
 
-.PHONY: install browser bwrap examples run test test-unit test-faults test-gpu lint bench soak upload-rss search-fanout status-load clean
+.PHONY: install browser bwrap examples run test test-unit test-faults test-gpu lint bench soak upload-rss search-fanout job-overhead status-load clean
 
 $(BIN)/.installed: pyproject.toml
 	test -x $(BIN)/python || $(PY) -m venv $(VENV)
@@ -68,6 +68,9 @@ soak: install
 
 upload-rss: install
 	$(BIN)/python -m bench.upload_rss
+
+job-overhead: install
+	$(BIN)/python -m bench.job_overhead
 
 search-fanout: install
 	$(BIN)/python -m bench.search_fanout

@@ -9,10 +9,11 @@ from pydantic import BaseModel, ConfigDict, Field
 Form = Literal["onnx", "torch"]
 """The two representations a model takes in the pipeline: an ONNX file, or a torch module."""
 Takes = Literal["onnx", "torch", "any"]
-Format = Literal["onnx", "torch", "pt2", "torchscript"]
-"""What the model is between steps: ONNX, a torch module in memory, or a torch module loaded back from
-the .pt2 / TorchScript file it was saved as (so that file is exactly this model)."""
-ArtifactFormat = Literal["onnx", "pt2", "torchscript"]
+Format = Literal["onnx", "torch", "pt2", "torchscript", "openvino", "tflite"]
+"""What the model is between steps: ONNX, a torch module in memory, a torch module loaded back from
+the .pt2 / TorchScript file it was saved as (so that file is exactly this model), or an OpenVINO IR or a
+TFLite flatbuffer (the end of a pipeline: no pass works on them)."""
+ArtifactFormat = Literal["onnx", "pt2", "torchscript", "openvino", "tflite"]
 
 
 def form_of(fmt: Format) -> Form:
@@ -39,6 +40,13 @@ class Part(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
 
+class CalibrationSet(Part):
+    """The samples a pass calibrates on: the first `samples` of a dataset of the model's inputs."""
+
+    dataset_id: str = Field(description="a dataset of the model's inputs (POST /v1/datasets)")
+    samples: int = Field(128, ge=1, le=100_000, description="the first N samples of the dataset are run")
+
+
 class PassConfig(BaseModel):
     """The base of every pass's config. A subclass sets `type` (a Literal equal to its folder's name) and,
     for method variants, `method`; it overrides the hooks below only where its pass differs. Fields named
@@ -52,6 +60,11 @@ class PassConfig(BaseModel):
     needs_gpu: ClassVar[str | None] = None
     """Set on a pass that runs only on an NVIDIA GPU: why, in words. A job with `device: cpu` that names it
     is refused at submit (422 needs_gpu)."""
+
+    def checks_conversion(self) -> bool:
+        """Whether the pipeline holds this step's outputs to those of the model it was given (a conversion
+        that keeps the function; a conversion that also quantizes is held to its fidelity floor instead)."""
+        return self.converts
 
     def takes(self) -> Takes:
         """The form this configured pass needs its model in; the planner converts to it automatically."""

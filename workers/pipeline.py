@@ -4,8 +4,9 @@ build the report. The plan (passes.planner) was made at submit; this module runs
 
 import shutil
 import time
+import zipfile
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
 
@@ -31,18 +32,29 @@ from workers.evaluation.footprint import footprint, weights
 from workers.evaluation.inputs import Feeds, make_batches, with_batch
 from workers.evaluation.latency import KnownTiming, LatencyComparison, compare_latency, measure_compiled
 from workers.evaluation.metrics import accuracy_report, top1
-from workers.runtime import ModelHandle, PassFailed, inline_weights, load_original, onnx_session, run
+from workers.runtime import ModelHandle, PassFailed, inline_weights, load_original, run, session_for
 
 Emit = Callable[[Progress], None]
 Outputs = list[list[np.ndarray]]
 """outputs[b][o]: output o of the model on evaluation batch b"""
-ARTIFACT_NAMES = {"onnx": "model.onnx", "pt2": "model.pt2", "torchscript": "model.torchscript.pt"}
+ARTIFACT_NAMES = {
+    "onnx": "model.onnx",
+    "pt2": "model.pt2",
+    "torchscript": "model.torchscript.pt",
+    "openvino": "model.openvino.zip",
+    "tflite": "model.tflite",
+}
 GENERATED_SAMPLES = 32
 HOW_TO_LOAD = {
     "onnx": "onnxruntime.InferenceSession('model.onnx', providers=[...])",
     "pt2": "torch.export.load('model.pt2').module() (a model of GPU kernels loads on a CUDA machine and takes "
     "its float32 inputs on the GPU; any other on the CPU)",
     "torchscript": "torch.jit.load('model.torchscript.pt')",
+    "openvino": "unzip model.openvino.zip (model.xml, model.bin); openvino.Core().compile_model('model.xml', 'CPU', "
+    "{'INFERENCE_PRECISION_HINT': 'f32'}) (measured so; without the hint OpenVINO computes a float32 model in bf16 "
+    "on CPUs with AMX or AVX512-BF16)",
+    "tflite": "ai_edge_litert.interpreter.Interpreter(model_path='model.tflite').get_signature_runner()(**inputs): "
+    "image inputs channels-last (see result.input_layout)",
 }
 
 
@@ -145,7 +157,7 @@ def prepare_inputs(task: ChildTask, handle: ModelHandle, workdir: Path) -> Input
 
 
 def outputs_of(handle: ModelHandle, inputs: Inputs) -> Outputs:
-    session = onnx_session(handle.path, threads=1) if handle.kind == "onnx" else None
+    session = session_for(handle, threads=1) if handle.kind != "torch" else None
     return [run(handle, batch, session) for batch in inputs.batches]
 
 
@@ -168,8 +180,8 @@ def known_or_measured(
 def original_outputs(handle: ModelHandle, inputs: Inputs) -> Outputs:
     """The upload's own outputs: a TensorFlow upload's from TensorFlow (its handle is the tf2onnx conversion,
     checked against them in canonical_form), any other's from its handle."""
-    if handle.source is not None:
-        return [handle.source.run(batch) for batch in inputs.batches]
+    if handle.tensorflow is not None:
+        return [handle.tensorflow.run(batch) for batch in inputs.batches]
     return outputs_of(handle, inputs)
 
 
@@ -204,7 +216,7 @@ def from_tensorflow(original: ModelHandle, reference: Outputs, inputs: Inputs, t
     check_conversion(
         f"converting the {task.model.format} upload to ONNX", checked, task.spec.evaluate.min_conversion_cosine
     )
-    return {"format": task.model.format, "tools": original.source.converter, "fidelity": checked}
+    return {"format": task.model.format, "tools": original.tensorflow.converter, "fidelity": checked}
 
 
 def canonical_form(
@@ -215,7 +227,7 @@ def canonical_form(
     is checked against TensorFlow first, and the report keeps that check as `source_conversion`."""
     if original.kind != "onnx" or original.path is None:
         return Current(original, reference), None
-    source = from_tensorflow(original, reference, inputs, task) if original.source is not None else None
+    source = from_tensorflow(original, reference, inputs, task) if original.tensorflow is not None else None
     path = workdir / "canonical.onnx"
     section = canonicalise(original.path, path)
     handle = original.with_onnx(path)
@@ -269,7 +281,7 @@ def apply_step(
         "fidelity": fidelity(names, reference, outputs, inputs.batches),
         "accuracy": accuracy_of(outputs, inputs),
     }
-    if config.converts:
+    if config.checks_conversion():
         own = (
             step["fidelity"]
             if current.outputs is reference
@@ -292,9 +304,10 @@ def check_conversion(what: str, own: dict[str, Any], threshold: float) -> None:
 
 
 def handle_format(handle: ModelHandle) -> str:
-    """onnx; pt2 or torchscript for a torch model loaded back from its exported file; else torch."""
-    if handle.kind == "onnx":
-        return "onnx"
+    """onnx, openvino or tflite; pt2 or torchscript for a torch model loaded back from its exported file; else
+    torch."""
+    if handle.kind != "torch":
+        return handle.kind
     if handle.path is not None:
         return "pt2" if handle.path.suffix == ".pt2" else "torchscript"
     return "torch"
@@ -308,6 +321,11 @@ def finish_artifact(handle: ModelHandle, fmt: str, workdir: Path) -> ArtifactFil
     (workdir / "out").mkdir(exist_ok=True)
     target = workdir / "out" / name
     if fmt == "onnx" and inline_weights(handle.path, target) == target:
+        return ArtifactFile(path=f"out/{name}", name=name, kind="model", format=fmt)
+    if fmt == "openvino":  # the .xml and its .bin, in one archive
+        with zipfile.ZipFile(target, "w", zipfile.ZIP_DEFLATED) as archive:
+            archive.write(handle.path, "model.xml")
+            archive.write(handle.path.with_suffix(".bin"), "model.bin")
         return ArtifactFile(path=f"out/{name}", name=name, kind="model", format=fmt)
     shutil.copyfile(handle.path, target)
     return ArtifactFile(path=f"out/{name}", name=name, kind="model", format=fmt)  # type: ignore[arg-type]
@@ -326,7 +344,12 @@ class Delivered:
 def deliver(handle: ModelHandle, artifact: Path, inputs: Inputs) -> Delivered:
     """An ONNX result is the downloaded file itself (out/model.onnx), loaded the way a user loads it: an
     InferenceSession with default options, not the pipeline's fixed-thread one. A torch result is the module
-    loaded back from the file it was saved as, which finish_artifact copied."""
+    loaded back from the file it was saved as, which finish_artifact copied. An OpenVINO result is the IR
+    unpacked from the downloaded zip; a TFLite result the downloaded file."""
+    if handle.kind in ("openvino", "tflite"):
+        path = unpacked_openvino(artifact) if handle.kind == "openvino" else artifact
+        delivered = replace(handle, path=path)
+        return Delivered(artifact, delivered, outputs_of(delivered, inputs))
     if handle.kind != "onnx":
         return Delivered(artifact, handle, outputs_of(handle, inputs))
     import onnxruntime as ort
@@ -334,6 +357,14 @@ def deliver(handle: ModelHandle, artifact: Path, inputs: Inputs) -> Delivered:
     delivered = handle.with_onnx(artifact)
     session = ort.InferenceSession(str(artifact), providers=["CPUExecutionProvider"])
     return Delivered(artifact, delivered, [run(delivered, batch, session) for batch in inputs.batches])
+
+
+def unpacked_openvino(artifact: Path) -> Path:
+    """The IR's .xml, unpacked from the artifact beside it (the archive is ours, written by finish_artifact)."""
+    folder = artifact.parent.parent / "delivered-openvino"
+    with zipfile.ZipFile(artifact) as archive:
+        archive.extractall(folder)
+    return folder / "model.xml"
 
 
 def measure_result(
@@ -362,6 +393,7 @@ def measure_result(
         "size_ratio": task.model.size_bytes / size if size else None,
         "size_zstd_bytes": zstd_size(delivered.path),
         "how_to_load": HOW_TO_LOAD[task.plan.artifact_format],
+        "input_layout": input_layout(handle, inputs),
         "fidelity": fidelity(handle.output_names, reference, delivered.outputs, inputs.batches),
         "accuracy": accuracy,
         "accuracy_drop": (
@@ -387,6 +419,19 @@ def measure_result(
             figures["latency_compiled"] = measure_compiled(model, inputs.timing, lat.runs, lat.warmup, task.threads)
     result["speedup_p50"] = reporting.speedups(original["latency"], result["latency"])
     return result, timing
+
+
+def input_layout(handle: ModelHandle, inputs: Inputs) -> dict[str, Any] | None:
+    """A TFLite result's inputs and outputs that are laid out otherwise than the original's: the axes order
+    from the original's layout to the artifact's (what a user feeding original-layout arrays transposes by)."""
+    if handle.kind != "tflite":
+        return None
+    return {
+        "inputs": {n: handle.input_transposes.get(n) for n in handle.input_names},
+        "outputs_to_original": {n: handle.output_transposes.get(n) for n in handle.output_names},
+        "note": "null: the original's layout; else numpy.transpose(array, axes) takes the original's array to the "
+        "artifact's (inputs) or the artifact's output back to the original's",
+    }
 
 
 def original_timing(timing: LatencyComparison) -> dict[str, list[dict[str, Any]]]:

@@ -1,12 +1,15 @@
 """A model in the pipeline, in either representation, and how to load and run it.
 
-A ModelHandle is an ONNX file on disk or a torch module in memory, plus its input/output names and
-which input axes are dynamic (kept through exports). `run` gives the same numpy outputs either way,
-so evaluation compares any two handles.
+A ModelHandle is an ONNX file on disk, a torch module in memory, or a deployment artifact (an OpenVINO IR, a
+TFLite flatbuffer) made from an ONNX file, plus its input/output names and which input axes are dynamic (kept
+through exports). `run` gives the same numpy outputs, in the original's layout, whatever the kind, so
+evaluation compares any two handles.
 """
 
 import json
 import os
+import re
+from collections.abc import Collection
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any, Literal
@@ -33,9 +36,12 @@ class PassFailed(Exception):
         self.message = message
 
 
+Kind = Literal["onnx", "torch", "openvino", "tflite"]
+
+
 @dataclass
 class ModelHandle:
-    kind: Literal["onnx", "torch"]
+    kind: Kind
     input_names: list[str]
     output_names: list[str]
     dynamic_axes: dict[str, list[int]]
@@ -44,19 +50,31 @@ class ModelHandle:
     vocab_size: int | None = None
     origin: str = "onnx"
     details: dict[str, Any] = field(default_factory=dict)
-    source: Any = None
+    source: Path | None = None
+    """an OpenVINO or TFLite model: the ONNX file it was converted from (its weights and compute are counted
+    there)"""
+    input_transposes: dict[str, list[int]] = field(default_factory=dict)
+    """a TFLite model: the axes order of each input that is laid out otherwise than the original's (NCHW ->
+    NHWC is [0, 2, 3, 1]): `run` transposes the original's inputs to it"""
+    output_transposes: dict[str, list[int]] = field(default_factory=dict)
+    """a TFLite model: the axes order that turns each such output back into the original's layout"""
+    tensorflow: Any = None
     """A TensorFlow upload's loaded model (workers.conversion.tensorflow.TensorFlowSource), which this ONNX
     handle was converted from at load: the original's outputs are its outputs. None on every later handle."""
 
     def with_onnx(self, path: Path, output_names: list[str] | None = None) -> "ModelHandle":
         return replace(
-            self, kind="onnx", path=path, module=None, output_names=output_names or self.output_names, source=None
+            self, kind="onnx", path=path, module=None, output_names=output_names or self.output_names, tensorflow=None
         )
 
     def with_torch(self, module: Any, path: Path | None = None) -> "ModelHandle":
         """A torch module; `path` only when the module was loaded back from an exported file (pt2,
         TorchScript) that is still exactly this model."""
-        return replace(self, kind="torch", module=module, path=path, source=None)
+        return replace(self, kind="torch", module=module, path=path, tensorflow=None)
+
+    def with_deployment(self, kind: Kind, path: Path, source: Path) -> "ModelHandle":
+        """An OpenVINO IR (`path`: its .xml) or TFLite model converted from the ONNX file `source`."""
+        return replace(self, kind=kind, path=path, module=None, source=source)
 
 
 def _dynamic(inputs: list[dict[str, Any]]) -> dict[str, list[int]]:
@@ -114,7 +132,7 @@ def load_original(upload: Path, model: ModelRecord, workdir: Path, max_unpacked:
         load = tensorflow.load_keras if fmt == "keras" else tensorflow.load_saved_model
         source = load(upload, model, workdir, max_unpacked)
         path = tensorflow.to_onnx(source, model, workdir / "original.onnx")
-        return ModelHandle("onnx", names_in, names_out, dynamic, path=path, origin=fmt, source=source)
+        return ModelHandle("onnx", names_in, names_out, dynamic, path=path, origin=fmt, tensorflow=source)
     raise PassFailed(JobErrorCode.unsupported_model_format, f"the worker cannot load format {fmt!r}")
 
 
@@ -210,10 +228,14 @@ def torch_inputs(handle: ModelHandle, feeds: Feeds) -> list[torch.Tensor]:
 
 
 def run(handle: ModelHandle, feeds: Feeds, session: Any = None) -> list[np.ndarray]:
-    """Outputs of the model on one batch, as numpy arrays in output order."""
+    """Outputs of the model on one batch, as numpy arrays in output order (and the original's layout). For an
+    ONNX, OpenVINO or TFLite model, `session` is what `session_for` made (one is made when it is None)."""
     if handle.kind == "onnx":
         sess = session or onnx_session(handle.path, threads=1)
         return [np.asarray(o) for o in sess.run(None, {n: feeds[n] for n in handle.input_names})]
+    if handle.kind != "torch":
+        sess = session or session_for(handle, threads=1)
+        return original_layout(handle, sess(laid_out(handle, feeds)))
     with torch.inference_mode():
         result = handle.module(*torch_inputs(handle, feeds))
     tensors = result if isinstance(result, list | tuple) else [result]
@@ -233,3 +255,80 @@ def onnx_session(path: Path | None, threads: int, device: str = "cpu") -> Any:
     if device == "cuda" and "CUDAExecutionProvider" in ort.get_available_providers():
         providers.insert(0, "CUDAExecutionProvider")
     return ort.InferenceSession(str(path), options, providers=providers)
+
+
+def session_for(handle: ModelHandle, threads: int, device: str = "cpu") -> Any:
+    """What runs a file-backed model, as `run` takes it: an onnxruntime session, or for an OpenVINO or
+    TFLite model a call from its inputs (by name, in its own layout) to its outputs in order."""
+    if handle.kind == "openvino":
+        return OpenVinoSession(handle.path, threads)
+    if handle.kind == "tflite":
+        return LiteRtSession(handle.path, threads)
+    return onnx_session(handle.path, threads, device)
+
+
+def laid_out(handle: ModelHandle, feeds: Feeds) -> Feeds:
+    """The model's inputs, by name, each in the model's own layout (a TFLite model's may be channels-last)."""
+    return {
+        n: np.ascontiguousarray(feeds[n].transpose(handle.input_transposes[n]))
+        if n in handle.input_transposes
+        else feeds[n]
+        for n in handle.input_names
+    }
+
+
+def original_layout(handle: ModelHandle, outputs: list[np.ndarray]) -> list[np.ndarray]:
+    """A TFLite model's outputs, each in the original's layout."""
+    return [
+        out.transpose(handle.output_transposes[name]) if name in handle.output_transposes else out
+        for name, out in zip(handle.output_names, outputs, strict=True)
+    ]
+
+
+OPENVINO_CONFIG = {"INFERENCE_PRECISION_HINT": "f32"}
+"""OpenVINO's CPU plugin otherwise computes a float32 model in bf16 on CPUs with AMX or AVX512-BF16: the IR
+is measured as converted (an int8 IR's quantized ops stay int8)"""
+
+
+class OpenVinoSession:
+    """An OpenVINO IR compiled for the CPU with one infer request, at a fixed thread count."""
+
+    def __init__(self, xml: Path | None, threads: int) -> None:
+        import openvino as ov
+
+        config: dict[str, Any] = {**OPENVINO_CONFIG, "INFERENCE_NUM_THREADS": threads}
+        self.compiled = ov.Core().compile_model(str(xml), "CPU", config)
+        self.request = self.compiled.create_infer_request()
+
+    def __call__(self, feeds: Feeds) -> list[np.ndarray]:
+        results = self.request.infer(feeds)
+        return [np.array(results[output]) for output in self.compiled.outputs]
+
+
+class LiteRtSession:
+    """A TFLite model in the LiteRT interpreter (XNNPACK on the CPU), run through its signature, resized to
+    each batch's shapes."""
+
+    def __init__(self, path: Path | None, threads: int) -> None:
+        from ai_edge_litert.interpreter import Interpreter
+
+        self.interpreter = Interpreter(model_path=str(path), num_threads=threads)
+        self.runner = self.interpreter.get_signature_runner()
+
+        self.keys = set(self.runner.get_input_details())
+
+    def __call__(self, feeds: Feeds) -> list[np.ndarray]:
+        results = self.runner(**{signature_key(name, self.keys): array for name, array in feeds.items()})
+        return [np.array(results[key]) for key in sorted(results, key=signature_position)]
+
+
+def signature_key(name: str, keys: Collection[str]) -> str:
+    """The key of the ONNX model's input `name` among a TensorFlow signature's `keys`: the name itself, or as
+    TensorFlow spells it (`input.1` -> `input_1`)."""
+    return name if name in keys else re.sub(r"[^A-Za-z0-9_]", "_", name)
+
+
+def signature_position(key: str) -> tuple[int, str]:
+    """A TFLite signature names its outputs output_0, output_1, ... in the order the model returns them."""
+    suffix = key.rsplit("_", 1)[-1]
+    return (int(suffix), key) if suffix.isdigit() else (1 << 30, key)

@@ -46,8 +46,11 @@ MEDIA_TYPES = {
     "json": "application/json",
     "pt2": "application/zip",
     "torchscript": "application/zip",
+    "openvino": "application/zip",
+    "tflite": "application/octet-stream",
 }
-"""pt2 (ExportedProgram) and TorchScript files are zip archives"""
+"""pt2 (ExportedProgram) and TorchScript files are zip archives; an OpenVINO IR is delivered as a zip of its
+.xml and .bin"""
 T = TypeVar("T")
 
 _shutdown_deadline: float | None = None

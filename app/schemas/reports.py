@@ -14,7 +14,8 @@ class _Open(BaseModel):
 
 class LatencyRow(_Open):
     batch_size: int
-    runtime: str = Field(description="onnxruntime or torch")
+    runtime: str = Field(description="what timed it: onnxruntime, torch, openvino or litert")
+    runtime_version: str | None = Field(None, description="that runtime's version, e.g. 1.23.2")
     device: str = Field("cpu", description="cpu or cuda: where it ran")
     timer: str = Field("perf_counter", description="perf_counter (wall clock) or cuda_events")
     threads: int | None = Field(None, description="intra-op threads, fixed for the measurement")
@@ -99,6 +100,19 @@ class LatencyComparison(_Open):
     method: str
 
 
+class ArtifactLayout(_Open):
+    """How a TFLite artifact's tensors are laid out against the original's (onnx2tf moves channels last)."""
+
+    inputs: dict[str, list[int] | None] = Field(
+        description="per input, the axes order from the original's layout to the artifact's ([0, 2, 3, 1]: NCHW "
+        "-> NHWC), or null where it is the original's"
+    )
+    outputs_to_original: dict[str, list[int] | None] = Field(
+        description="per output, the axes order taking the artifact's output back to the original's layout"
+    )
+    note: str | None = None
+
+
 class ResultFigures(ModelFigures):
     size_ratio: float | None = Field(None, description="original size / result size")
     fidelity: Fidelity
@@ -111,6 +125,9 @@ class ResultFigures(ModelFigures):
     )
     artifact_id: str | None = None
     accuracy_drop: float | None = None
+    input_layout: ArtifactLayout | None = Field(
+        None, description="a TFLite result: the inputs (and outputs) laid out otherwise than the original's"
+    )
 
 
 class KeptNode(_Open):

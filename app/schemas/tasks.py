@@ -12,7 +12,7 @@ from app.schemas.errors import JobErrorCode
 from app.schemas.jobs import JobError, JobSpec
 from app.schemas.models import ModelFormat
 from app.schemas.reports import Report
-from passes.base import FidelityFloors
+from passes.base import ArtifactFormat, FidelityFloors
 from passes.planner import Plan
 
 
@@ -100,7 +100,7 @@ class ArtifactFile(_Contract):
     path: str = Field(description="relative to the child's working folder")
     name: str
     kind: Literal["model"]
-    format: Literal["onnx", "pt2", "torchscript"]
+    format: ArtifactFormat
 
 
 class ChildSucceeded(_Contract):

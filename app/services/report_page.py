@@ -8,7 +8,7 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from html import escape
 
-from app.schemas.reports import Comparison, JobSummary, ModelFigures, Report
+from app.schemas.reports import Comparison, JobSummary, LatencyRow, ModelFigures, Report
 from app.services.reports import headline, headline_speedup
 
 GREY, BLUE, ORANGE = "#94a3b8", "#2563eb", "#ea580c"
@@ -255,7 +255,7 @@ def charts(series: Sequence[Series], quality_label: str) -> str:
         if s.quality is not None and first is not None and (p50 := _latency_at(s.figures, first)[0])
     ]
     scatter = scatter_chart("Quality against latency", f"p50 latency at batch {first} (ms)", quality_label, points)
-    devices = sorted({f"{r.runtime} on {r.device}" for s in series for r in s.figures.latency})
+    devices = sorted({f"{runtime_name(r)} on {r.device}" for s in series for r in s.figures.latency})
     return (
         '<div class="charts">'
         + _card("Size on disk", size, series)
@@ -398,12 +398,17 @@ def _constraints(report: Report) -> str:
     )
 
 
+def runtime_name(row: LatencyRow) -> str:
+    """What timed a row, with its version: `openvino 2026.4.0-...`, or the runtime alone in an older report."""
+    return f"{row.runtime} {row.runtime_version}" if row.runtime_version else row.runtime
+
+
 def _latency_table(report: Report) -> str:
     rows = []
     for name, figures in (("original", report.original), ("result", report.result)):
         for r in figures.latency:
             rows.append(
-                f"<tr><td>{name}</td><td>{r.batch_size}</td><td>{escape(r.runtime)} / {escape(r.device)}"
+                f"<tr><td>{name}</td><td>{r.batch_size}</td><td>{escape(runtime_name(r))} / {escape(r.device)}"
                 f"</td><td>{_num(r.p50_ms)}</td><td>{_num(r.p90_ms)}</td><td>{_num(r.p99_ms)}</td>"
                 f"<td>{_num(r.mean_ms)} ± {_num(r.std_ms, 2)}</td><td>{_num(r.throughput_per_s)}</td>"
                 f"<td>{_bytes(r.peak_memory_bytes)}</td><td>{r.runs}</td></tr>"

@@ -1,6 +1,7 @@
 """convert: a torch model (ExportedProgram, TorchScript, Hugging Face) to ONNX with torch.onnx's
 dynamo exporter, keeping dynamic axes dynamic; an ONNX model to another opset; an ONNX model to torch
-(our converter, real layers holding the weights); a torch model to a .pt2 ExportedProgram or TorchScript."""
+(our converter, real layers holding the weights); a torch model to a .pt2 ExportedProgram or TorchScript;
+an ONNX model to OpenVINO IR or TFLite (passes.convert.deployment)."""
 
 import contextlib
 import inspect
@@ -13,6 +14,7 @@ from onnx import version_converter
 
 from app.schemas.errors import JobErrorCode
 from passes.convert.config import Config
+from passes.convert.deployment import to_openvino, to_tflite
 from passes.convert.transformer_export import export_form
 from workers.context import PassContext
 from workers.runtime import ModelHandle, PassFailed, device_of
@@ -140,6 +142,10 @@ def export_torch_artifact(handle: ModelHandle, ctx: PassContext, to: str) -> Mod
 
 
 def run(config: Config, handle: ModelHandle, ctx: PassContext) -> ModelHandle:
+    if config.to == "openvino":
+        return to_openvino(config, handle, ctx)
+    if config.to == "tflite":
+        return to_tflite(config, handle, ctx)
     if config.to != "onnx":
         if handle.kind == "onnx":
             handle = onnx_to_torch_handle(handle, ctx)

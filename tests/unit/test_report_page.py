@@ -111,3 +111,11 @@ def test_nodes_kept_in_float_are_listed_with_each_attempt() -> None:
     assert "<h2>Kept in float</h2>" in html and "head&lt;b&gt;" in html, "the node is named, escaped"
     assert "adds relative error 0.631" in html and "0.498" in html and "0.99993" in html, "why, before and after"
     assert "Kept in float" not in render_report(report(None)), "no section for a step not held to a floor"
+
+
+def test_each_latency_row_names_its_runtime_and_version() -> None:
+    held = report(None).model_dump(mode="json")
+    held["result"]["latency"] = [{**row, "runtime": "openvino", "runtime_version": "2026.4.1"} for row in latency(1.0)]
+    html = render_report(Report.model_validate(held))
+    assert "<td>openvino 2026.4.1 / cpu</td>" in html, "the result's rows say OpenVINO timed them, and which"
+    assert "<td>onnxruntime / cpu</td>" in html, "a row from an older report, without a version, still shows"

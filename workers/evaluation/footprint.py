@@ -220,11 +220,21 @@ def torch_weights(module: Any) -> dict[str, Any]:
     }
 
 
+def deployment_size(handle: Any) -> int:
+    """Size on disk of an OpenVINO IR (its .xml and .bin) or a TFLite file."""
+    files = [handle.path, handle.path.with_suffix(".bin")] if handle.kind == "openvino" else [handle.path]
+    return sum(f.stat().st_size for f in files)
+
+
 def weights(handle: Any) -> dict[str, Any]:
     """Size on disk, parameter count and sparsity of a pipeline handle: the one place each is computed. A
-    torch module loaded back from its exported file (pt2, TorchScript) has that file's size."""
+    torch module loaded back from its exported file (pt2, TorchScript) has that file's size; an OpenVINO or
+    TFLite model its own files' size, and the parameters of the ONNX it was converted from (a conversion
+    keeps them)."""
     if handle.kind == "onnx":
         return onnx_weights(handle.path)
+    if handle.kind in ("openvino", "tflite"):
+        return {**onnx_weights(handle.source), "size_bytes": deployment_size(handle)}
     figures = torch_weights(handle.module)
     figures["size_bytes"] = handle.path.stat().st_size if handle.path is not None else None
     return figures
@@ -234,7 +244,7 @@ def footprint(handle: Any, shapes: dict[str, list[int]], example: Feeds) -> dict
     """Weights and compute of a pipeline handle (ONNX file or torch module). Compute is counted at the
     example batch's own shapes for both forms (a text batch's sequence length is its own, not the one in
     `shapes`), so an original and its result are counted at the same shapes."""
-    if handle.kind == "onnx":
+    if handle.kind != "torch":  # an OpenVINO or TFLite model is counted on the ONNX it was converted from
         at = {**shapes, **{name: list(array.shape) for name, array in example.items() if name in shapes}}
-        return {**weights(handle), **onnx_compute(handle.path, at)}
+        return {**weights(handle), **onnx_compute(handle.source or handle.path, at)}
     return {**weights(handle), **torch_compute(handle.module, example, handle.input_names)}

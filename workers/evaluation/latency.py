@@ -11,8 +11,11 @@ to fp32 ONNX and timed on onnxruntime beside them, and that like-for-like ratio 
 ONNX models run on onnxruntime's CPU provider, or its CUDA provider for a `cuda` measurement where
 onnxruntime has one (session.run blocks, so the wall clock times it); torch modules run on torch, on the CPU
 or, for a `cuda` measurement, on the GPU timed with CUDA events after synchronisation, eager and again under
-torch.compile (`measure_compiled`, compile time apart). Every row says what ran it
-(runtime, device, timer) so a reader knows what a figure means.
+torch.compile (`measure_compiled`, compile time apart). An OpenVINO IR runs on the OpenVINO runtime's CPU
+plugin (one infer request, float32 inference precision), a TFLite model on the LiteRT interpreter (XNNPACK),
+each at the job's thread count and fed in its own input layout (a TFLite model's channels-last inputs are
+transposed before the clock starts). Every row says what ran it (runtime and its version, device, timer) so a
+reader knows what a figure means.
 """
 
 import copy
@@ -26,7 +29,7 @@ from typing import Any
 import numpy as np
 import torch
 
-from workers.runtime import Feeds, ModelHandle, PassFailed, onnx_session
+from workers.runtime import Feeds, ModelHandle, PassFailed, laid_out, session_for
 
 log = logging.getLogger(__name__)
 _CLEAR_REFS = Path("/proc/self/clear_refs")
@@ -141,10 +144,14 @@ class Runner:
     module: Any = None
 
     def call(self, feeds: Feeds) -> Call:
-        if self.session is not None:
+        if self.session is not None and self.handle.kind == "onnx":
             inputs = {n: feeds[n] for n in self.handle.input_names}
             session = self.session
             return lambda: session.run(None, inputs)
+        if self.session is not None:  # OpenVINO or LiteRT, fed in the model's own layout (transposed untimed)
+            laid = laid_out(self.handle, feeds)
+            deployed = self.session
+            return lambda: deployed(laid)
         where = "cuda" if self.on_cuda else "cpu"
         tensors = [torch.from_numpy(feeds[n]).to(where) for n in self.handle.input_names]
         module = self.module
@@ -167,18 +174,42 @@ class Runner:
             torch.cuda.empty_cache()
 
 
+RUNTIMES = {"onnx": "onnxruntime", "torch": "torch", "openvino": "openvino", "tflite": "litert"}
+"""what times each kind of model: onnxruntime, torch, the OpenVINO runtime, the LiteRT interpreter"""
+
+
+def runtime_version(runtime: str) -> str:
+    """The version of the library that timed a row."""
+    if runtime == "onnxruntime":
+        import onnxruntime
+
+        return str(onnxruntime.__version__)
+    if runtime == "openvino":
+        import openvino
+
+        return str(openvino.get_version())
+    if runtime == "litert":
+        from importlib.metadata import version
+
+        return version("ai-edge-litert")
+    return str(torch.__version__)
+
+
 def runner(handle: ModelHandle, threads: int, device: str, warmup: int) -> Runner:
-    """onnxruntime (CPU) for ONNX; torch for a torch module, on CUDA when `device` is cuda and a GPU is
-    present, else on the CPU."""
+    """onnxruntime (CPU) for ONNX; the OpenVINO runtime (CPU) for an OpenVINO IR; the LiteRT interpreter
+    (CPU) for a TFLite model; torch for a torch module, on CUDA when `device` is cuda and a GPU is present,
+    else on the CPU."""
     torch.set_num_threads(threads)
     on_cuda = device == "cuda" and handle.kind == "torch" and torch.cuda.is_available()
-    session = onnx_session(handle.path, threads, device) if handle.kind == "onnx" else None
+    session = session_for(handle, threads, device) if handle.kind != "torch" else None
     module = None if session is not None else (copy.deepcopy(handle.module).to("cuda") if on_cuda else handle.module)
-    ort_cuda = session is not None and session.get_providers()[0] == "CUDAExecutionProvider"
+    provider = session.get_providers()[0] if handle.kind == "onnx" and session is not None else None
+    runtime = RUNTIMES[handle.kind]
     describe = {
-        "runtime": "onnxruntime" if session is not None else "torch",
-        "device": "cuda" if on_cuda or ort_cuda else "cpu",
-        "provider": session.get_providers()[0] if session is not None else None,
+        "runtime": runtime,
+        "runtime_version": runtime_version(runtime),
+        "device": "cuda" if on_cuda or provider == "CUDAExecutionProvider" else "cpu",
+        "provider": provider,
         "timer": "cuda_events" if on_cuda else "perf_counter",
         "threads": threads,
         "warmup": warmup,
@@ -340,9 +371,10 @@ def _comparison(
 def original_timers(
     original: ModelHandle, result: ModelHandle, example: Feeds, threads: int, device: str, warmup: int, workdir: Path
 ) -> dict[str, Runner]:
-    """The original on its own runtime and, with a torch original and an ONNX result, exported to ONNX."""
+    """The original on its own runtime and, with a torch original and a result that is not (ONNX, OpenVINO,
+    TFLite), exported to ONNX."""
     timers = {"original": runner(original, threads, device, warmup)}
-    if result.kind == "onnx" and original.kind != "onnx":
+    if result.kind != "torch" and original.kind == "torch":
         exported = onnx_baseline(original, example, workdir)
         if exported is not None:
             timers["original_as_onnx"] = runner(exported, threads, device, warmup)

@@ -175,11 +175,11 @@ def latency_notes(device: str, original: list[dict[str, Any]], result: list[dict
     notes = []
     for name, rows in (("original", original), ("result", result)):
         if rows and device == "cuda" and rows[0]["device"] != "cuda":
-            why = (
-                "onnxruntime here has no CUDA provider"
-                if rows[0]["runtime"] == "onnxruntime"
-                else "no CUDA device was available"
-            )
+            why = {
+                "onnxruntime": "onnxruntime here has no CUDA provider",
+                "openvino": "an OpenVINO IR is measured on OpenVINO's CPU plugin",
+                "litert": "a TFLite model is measured on the LiteRT interpreter's CPU kernels",
+            }.get(rows[0]["runtime"], "no CUDA device was available")
             notes.append(f"the {name} was timed on the CPU with {rows[0]['runtime']}: {why}")
         elif rows:
             notes.append(f"the {name} was timed with {rows[0]['runtime']} on {rows[0]['device']} ({rows[0]['timer']})")
