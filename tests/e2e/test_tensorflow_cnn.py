@@ -259,3 +259,72 @@ def test_worker_refuses_a_lambda_layer_again(tmp_path: Path) -> None:
         load_keras(tmp_path / "upload", record, tmp_path, 1 << 30)
     assert refused.value.code == "unsafe_model_format" and "Lambda" in refused.value.message
     assert not canary.exists(), "the worker ran the Lambda layer"
+
+
+@pytest.fixture(scope="module")
+def keras_id(stack: Stack, uploads: dict[str, Path]) -> str:
+    with stack.client() as client:
+        return str(upload(client, uploads["keras"])["id"])
+
+
+def test_keras_upload_static_int8_as_openvino_ir(
+    client: httpx.Client,
+    stack: Stack,
+    keras_id: str,
+    datasets: dict[str, str],
+    digits: Digits,
+    keras_accuracy: float,
+    tmp_path: Path,
+) -> None:
+    """Quantized static int8 by onnxruntime, delivered as an OpenVINO IR and run here by OpenVINO."""
+    from tests.e2e.test_deployment_formats import openvino_model
+
+    spec = {
+        "model_id": keras_id,
+        "evaluate": {"dataset_id": datasets["test"], "latency": LATENCY},
+        "passes": [
+            {"type": "quantize", "method": "static", "calibration": {"dataset_id": datasets["train"], "samples": 128}},
+            {"type": "convert", "to": "openvino"},
+        ],
+    }
+    report, listing, artifact = run_job(client, stack, spec)
+    assert listing["format"] == "openvino"
+    compiled = openvino_model(artifact, tmp_path)
+    accuracy = float((compiled(nhwc(digits.x_test))[0].argmax(1) == digits.y_test).mean())
+    assert keras_accuracy - accuracy <= 0.01, f"accuracy {keras_accuracy:.4f} -> {accuracy:.4f}"
+    assert report["result"]["latency"][0]["runtime"] == "openvino"
+    print(
+        f"\nkeras -> static int8 -> OpenVINO IR ({len(artifact)} bytes zipped): accuracy {keras_accuracy:.4f} -> "
+        f"{accuracy:.4f}, p50 at batch 32 {report['result']['latency'][0]['p50_ms']:.3f} ms on openvino "
+        f"(original {report['original']['latency'][0]['p50_ms']:.3f} ms on onnxruntime)"
+    )
+
+
+def test_keras_upload_as_tflite_int8(
+    client: httpx.Client, stack: Stack, keras_id: str, datasets: dict[str, str], digits: Digits, keras_accuracy: float
+) -> None:
+    """int8 TFLite (the calibration digits as the representative dataset), run here in the LiteRT interpreter in
+    the input layout the report names."""
+    from ai_edge_litert.interpreter import Interpreter
+
+    calibration = {"dataset_id": datasets["train"], "samples": 128}
+    spec = {
+        "model_id": keras_id,
+        "evaluate": {"dataset_id": datasets["test"], "latency": LATENCY},
+        "passes": [{"type": "convert", "to": "tflite", "precision": "int8", "calibration": calibration}],
+    }
+    report, listing, artifact = run_job(client, stack, spec)
+    assert listing["format"] == "tflite"
+    layout = (report["result"].get("input_layout") or {}).get("inputs", {}).get("x")
+    x = nhwc(digits.x_test)
+    runner = Interpreter(model_content=artifact).get_signature_runner()
+    logits = next(iter(runner(x=np.ascontiguousarray(x.transpose(layout)) if layout else x).values()))
+    accuracy = float((logits.argmax(1) == digits.y_test).mean())
+    assert keras_accuracy - accuracy <= 0.01, f"accuracy {keras_accuracy:.4f} -> {accuracy:.4f}"
+    types = {d["dtype"] for d in Interpreter(model_content=artifact).get_tensor_details()}
+    assert np.int8 in types, f"the TFLite model is int8: {types}"
+    assert report["result"]["latency"][0]["runtime"] == "litert"
+    print(
+        f"\nkeras -> TFLite int8 ({len(artifact)} bytes, input layout {layout}): accuracy {keras_accuracy:.4f} -> "
+        f"{accuracy:.4f}, p50 at batch 32 {report['result']['latency'][0]['p50_ms']:.3f} ms on litert"
+    )
