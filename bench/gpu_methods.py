@@ -4,8 +4,9 @@ model, on CUDA.
     python -m bench.gpu_methods [--layers 12] [--hidden 1024] [--seq 512] [--batch 32] [--runs 50]
 
 A BertModel from a transformers config (random initialisation: speed does not depend on the weights),
-sequence `--seq`. At `--batch`: bf16 (the plain library call: `model.to(torch.bfloat16)`), quantize fp8 and
-prune semi_structured_2_4, each timed with CUDA events eager and under torch.compile (compile time printed
+sequence `--seq`. At `--batch`: bf16 (the plain library call: `model.to(torch.bfloat16)`), quantize fp8
+(dynamic per-row scales, and static per-tensor activation scales calibrated on two sequences) and prune
+semi_structured_2_4, each timed with CUDA events eager and under torch.compile (compile time printed
 apart), with the speedup over bf16, peak CUDA memory and the cosine of the outputs to fp32. At batch 1:
 bf16, int8 and int4 weight-only, with the weights' bytes on the GPU against bf16. Needs a CUDA GPU.
 """
@@ -84,6 +85,7 @@ def speed_rows(fp32: ModelHandle, args: argparse.Namespace, workdir: Path) -> di
     ctx = PassContext(workdir=workdir, step=0, device="cuda", example=small)
     for label, config in (
         ("fp8", parse(type="quantize", method="fp8")),
+        ("fp8 static", parse(type="quantize", method="fp8", activations="static", scaling="per_tensor")),
         ("2:4", parse(type="prune", method="semi_structured_2_4")),
     ):
         result = apply(config, fp32, ctx)
@@ -145,7 +147,7 @@ def main() -> None:
     )
     for label, row in speed.items():
         print(
-            f"{label:>5} eager {row['eager_p50_ms']:.2f} ms ({row['speedup_eager']:.2f}x), compiled "
+            f"{label:>10} eager {row['eager_p50_ms']:.2f} ms ({row['speedup_eager']:.2f}x), compiled "
             f"{row.get('compiled_p50_ms', float('nan')):.2f} ms ({row.get('speedup_compiled', float('nan')):.2f}x), "
             f"cosine {row['cosine_to_fp32']:.4f}"
         )

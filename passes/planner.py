@@ -15,9 +15,12 @@ START: dict[str, Format] = {
     "pt2": "torch",
     "torchscript": "torch",
     "hf_folder": "torch",
+    "keras": "onnx",
+    "savedmodel": "onnx",
 }
 """What each upload format is when the pipeline starts: a torch upload is loaded into a module, so a job
-that delivers it as .pt2 or TorchScript exports it again (what is checked is what is downloaded)."""
+that delivers it as .pt2 or TorchScript exports it again (what is checked is what is downloaded); a
+TensorFlow upload is converted to ONNX as it loads (tf2onnx, checked against TensorFlow's outputs)."""
 
 
 class PlanError(ValueError):

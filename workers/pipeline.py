@@ -191,8 +191,16 @@ def known_or_measured(
     if known is not None:
         entry, reference = known
         return reference, {**entry.figures, "reused": original_cache.reused(entry)}
-    reference = outputs_of(handle, inputs)
+    reference = original_outputs(handle, inputs)
     return reference, measure_original(task, handle, inputs, reference)
+
+
+def original_outputs(handle: ModelHandle, inputs: Inputs) -> Outputs:
+    """The upload's own outputs: a TensorFlow upload's from TensorFlow (its handle is the tf2onnx conversion,
+    checked against them in canonical_form), any other's from its handle."""
+    if handle.tensorflow is not None:
+        return [handle.tensorflow.run(batch) for batch in inputs.batches]
+    return outputs_of(handle, inputs)
 
 
 def measure_original(task: ChildTask, handle: ModelHandle, inputs: Inputs, reference: Outputs) -> dict[str, Any]:
@@ -218,19 +226,34 @@ def interim_of(step: dict[str, Any], original_figures: dict[str, Any]) -> Interi
     )
 
 
+def from_tensorflow(original: ModelHandle, reference: Outputs, inputs: Inputs, task: ChildTask) -> dict[str, Any]:
+    """A TensorFlow upload's conversion to ONNX (done as it loaded), checked against TensorFlow's outputs like
+    any conversion: the job fails with conversion_mismatch when tf2onnx changed them."""
+    converted = outputs_of(original, inputs)
+    checked = fidelity(original.output_names, reference, converted, inputs.batches)
+    check_conversion(
+        f"converting the {task.model.format} upload to ONNX", checked, task.spec.evaluate.min_conversion_cosine
+    )
+    return {"format": task.model.format, "tools": original.tensorflow.converter, "fidelity": checked}
+
+
 def canonical_form(
     original: ModelHandle, reference: Outputs, inputs: Inputs, task: ChildTask, workdir: Path
 ) -> tuple[Current, dict[str, Any] | None]:
     """An ONNX upload in canonical form (workers.conversion.canonical), checked against the upload like any
-    conversion, with what changed for the report; a torch upload as it is."""
+    conversion, with what changed for the report; a torch upload as it is. A TensorFlow upload's ONNX form
+    is checked against TensorFlow first, and the report keeps that check as `source_conversion`."""
     if original.kind != "onnx" or original.path is None:
         return Current(original, reference), None
+    source = from_tensorflow(original, reference, inputs, task) if original.tensorflow is not None else None
     path = workdir / "canonical.onnx"
     section = canonicalise(original.path, path)
     handle = original.with_onnx(path)
     outputs = outputs_of(handle, inputs)
     section["fidelity"] = fidelity(handle.output_names, reference, outputs, inputs.batches)
     check_conversion("canonicalising the upload", section["fidelity"], task.spec.evaluate.min_conversion_cosine)
+    if source is not None:
+        section["source_conversion"] = source
     return Current(handle, outputs), section
 
 
@@ -541,9 +564,20 @@ def evaluation_section(
             "device": spec.device,
             "batch_sizes": list(inputs.timing),
             "notes": reporting.latency_notes(spec.device, original["latency"], result["latency"])
-            + reuse_notes(original),
+            + reuse_notes(original)
+            + source_notes(task),
         },
     }
+
+
+def source_notes(task: ChildTask) -> list[str]:
+    """A TensorFlow upload runs as TensorFlow only for its outputs: what was timed is its ONNX conversion."""
+    if task.model.format not in ("keras", "savedmodel"):
+        return []
+    return [
+        f"the original ({task.model.format}) was timed as its tf2onnx conversion in onnxruntime; its outputs and "
+        "accuracy are TensorFlow's"
+    ]
 
 
 def reuse_notes(original: dict[str, Any]) -> list[str]:

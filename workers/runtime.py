@@ -82,14 +82,19 @@ class ModelHandle:
     NHWC is [0, 2, 3, 1]): `run` transposes the original's inputs to it"""
     output_transposes: dict[str, list[int]] = field(default_factory=dict)
     """a TFLite model: the axes order that turns each such output back into the original's layout"""
+    tensorflow: Any = None
+    """A TensorFlow upload's loaded model (workers.conversion.tensorflow.TensorFlowSource), which this ONNX
+    handle was converted from at load: the original's outputs are its outputs. None on every later handle."""
 
     def with_onnx(self, path: Path, output_names: list[str] | None = None) -> "ModelHandle":
-        return replace(self, kind="onnx", path=path, module=None, output_names=output_names or self.output_names)
+        return replace(
+            self, kind="onnx", path=path, module=None, output_names=output_names or self.output_names, tensorflow=None
+        )
 
     def with_torch(self, module: Any, path: Path | None = None) -> "ModelHandle":
         """A torch module; `path` only when the module was loaded back from an exported file (pt2,
         TorchScript) that is still exactly this model."""
-        return replace(self, kind="torch", module=module, path=path, kv_cache=None)
+        return replace(self, kind="torch", module=module, path=path, kv_cache=None, tensorflow=None)
 
     def with_deployment(self, kind: Kind, path: Path, source: Path) -> "ModelHandle":
         """An OpenVINO IR (`path`: its .xml) or TFLite model converted from the ONNX file `source`."""
@@ -104,8 +109,10 @@ def _dynamic(inputs: list[dict[str, Any]]) -> dict[str, list[int]]:
 
 def load_original(upload: Path, model: ModelRecord, workdir: Path, max_unpacked: int) -> ModelHandle:
     """Open an uploaded model in the child. Never unpickles: ONNX is protobuf, a Hugging Face folder loads
-    safetensors only and never remote code. TorchScript runs code of the upload's own (its `__setstate__`
-    runs inside torch.jit.load), so it loads only in an isolated child; an uploaded .pt2 never loads."""
+    safetensors only and never remote code, a TensorFlow upload loads in Keras's safe mode or as a SavedModel
+    whose graph was checked (workers.conversion.tensorflow) and is converted to ONNX as it loads. TorchScript
+    runs code of the upload's own (its `__setstate__` runs inside torch.jit.load), so it loads only in an
+    isolated child; an uploaded .pt2 never loads."""
     fmt, details = model.format, model.details
     inputs, _ = model.signature()
     names_in = [i.name for i in model.inputs]
@@ -143,6 +150,13 @@ def load_original(upload: Path, model: ModelRecord, workdir: Path, max_unpacked:
         return ModelHandle(
             "torch", names_in, names_out, dynamic, module=module, origin=fmt, vocab_size=details.get("vocab_size")
         )
+    if fmt in ("keras", "savedmodel"):
+        from workers.conversion import tensorflow
+
+        load = tensorflow.load_keras if fmt == "keras" else tensorflow.load_saved_model
+        source = load(upload, model, workdir, max_unpacked)
+        path = tensorflow.to_onnx(source, model, workdir / "original.onnx")
+        return ModelHandle("onnx", names_in, names_out, dynamic, path=path, origin=fmt, tensorflow=source)
     raise PassFailed(JobErrorCode.unsupported_model_format, f"the worker cannot load format {fmt!r}")
 
 

@@ -9,7 +9,7 @@ from app.schemas.common import TensorInfo
 
 CAUSAL_LM_TYPES = {"llama", "qwen2", "mistral", "gpt2"}
 """decoder-only model types whose causal-LM class transformers ships (loaded without remote code)"""
-ModelFormat = Literal["onnx", "onnx_zip", "pt2", "torchscript", "hf_folder"]
+ModelFormat = Literal["onnx", "onnx_zip", "pt2", "torchscript", "hf_folder", "keras", "savedmodel"]
 
 
 class ModelOut(BaseModel):

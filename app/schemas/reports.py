@@ -183,6 +183,14 @@ class VersionChange(BaseModel):
     after: int
 
 
+class SourceConversion(_Open):
+    """A TensorFlow upload's conversion to ONNX as it loaded (workers.conversion.tensorflow)."""
+
+    format: str = Field(description="the upload's format: keras or savedmodel")
+    tools: str = Field(description="what loaded and converted it, with versions")
+    fidelity: Fidelity = Field(description="the ONNX conversion against TensorFlow's outputs, on the evaluation inputs")
+
+
 class Canonical(_Open):
     """What canonicalising an ONNX upload changed before the first step (workers.conversion.canonical)."""
 
@@ -197,6 +205,9 @@ class Canonical(_Open):
     notes: list[str] = Field(default_factory=list, description="what could not be done, and why")
     tools: list[str] = Field(default_factory=list, description="the libraries that did the work, with versions")
     fidelity: Fidelity = Field(description="the canonical model against the upload, on the evaluation inputs")
+    source_conversion: SourceConversion | None = Field(
+        None, description="a TensorFlow upload: its tf2onnx conversion, checked against TensorFlow"
+    )
 
 
 class Accuracy(_Open):

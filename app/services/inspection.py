@@ -27,10 +27,13 @@ from app.archives import UnsafeArchive, check_zip
 from app.errors import FormatMismatch, ModelLimitsExceeded, UnsafeModelFormat, UnsupportedModelFormat
 from app.schemas.models import is_causal_lm
 from app.services.onnx_skeleton import MAX_SKELETON_BYTES, Skeleton, SkeletonError, SkeletonTooLarge, read_skeleton
+from app.services.saved_model_graph import GraphFormatError
+from app.services.tf_inspection import H5_HELP, HDF5_MAGIC, TensorFlowModel, inspect_keras, inspect_saved_model
 
 SAFE_FORMATS = (
-    "ONNX (.onnx from torch.onnx.export, or a .zip of the .onnx with its external data), or a Hugging Face "
-    "model folder zipped with *.safetensors weights"
+    "ONNX (.onnx from torch.onnx.export, or a .zip of the .onnx with its external data), a Hugging Face "
+    "model folder zipped with *.safetensors weights, a Keras 3 .keras file, or a TensorFlow SavedModel folder "
+    "zipped"
 )
 PICKLE_HELP = (
     "Loading a pickle runs whatever code it carries, so Squeeze never unpickles an upload. Upload instead: "
@@ -68,6 +71,7 @@ PARSE_ERRORS = (
     zipfile.LargeZipFile,
     EOFError,
     NotImplementedError,  # zipfile: an unsupported compression method
+    GraphFormatError,  # saved_model.pb
 )
 """What parsing a hostile archive or header can raise: the upload is malformed, not our bug."""
 
@@ -75,7 +79,13 @@ _SAFETENSORS_DTYPES = {"F64", "F32", "F16", "BF16", "I64", "I32", "I16", "I8", "
 
 
 # What a file name's extension claims; a file whose bytes are another format is refused (422).
-CLAIMED_FORMATS = {".onnx": {"onnx"}, ".zip": {"onnx_zip", "hf_folder", "torchscript"}}
+CLAIMED_FORMATS = {
+    ".onnx": {"onnx"},
+    ".zip": {"onnx_zip", "hf_folder", "torchscript", "savedmodel", "keras"},
+    ".keras": {"keras"},
+}
+MAX_SAVED_MODEL_PB_BYTES = 64 << 20
+"""The largest saved_model.pb read (its graph and functions; weights are in variables/, constants may not be)."""
 
 
 @dataclass(frozen=True)
@@ -110,6 +120,8 @@ def inspect_model(
     refuse ONNX graphs past them. The bytes decide the format; a name claiming another one is a 422."""
     with path.open("rb") as fh:
         head = fh.read(8)
+    if head == HDF5_MAGIC or PurePosixPath(filename.lower()).suffix in (".h5", ".hdf5"):
+        raise UnsafeModelFormat(f"{filename!r} is a legacy Keras HDF5 file. {H5_HELP}")
     if _looks_like_pickle(head):
         raise UnsafeModelFormat(f"{filename!r} is a Python pickle. {PICKLE_HELP}")
     if PurePosixPath(filename.lower()).suffix == ".pt2":
@@ -271,6 +283,11 @@ def _inspect_zip(path: Path, filename: str, max_unpacked_bytes: int, limits: Gra
             raise UnsafeModelFormat(f"{filename!r} is a torch.export archive (.pt2). {PT2_HELP}")
         if "data.pkl" in leaves and "constants.pkl" in leaves and "code" in parts:
             return _inspect_torchscript(zf, names)
+        if {"config.json", "metadata.json", "model.weights.h5"} <= set(names):
+            return _model_info(inspect_keras(_read_json(zf, "config.json"), filename))
+        saved = [n for n in names if PurePosixPath(n).name == "saved_model.pb"]
+        if len(saved) == 1:
+            return _inspect_saved_model(zf, saved[0], filename)
         if "config.json" in leaves:
             return _inspect_hf(zf, names, filename)
         onnx_files = [n for n in names if n.endswith(".onnx")]
@@ -279,6 +296,23 @@ def _inspect_zip(path: Path, filename: str, max_unpacked_bytes: int, limits: Gra
         if "data.pkl" in leaves:
             raise UnsafeModelFormat(f"{filename!r} is a torch.save checkpoint (a zipped pickle). {PICKLE_HELP}")
     raise UnsupportedModelFormat(f"{filename!r} is a zip, but not one Squeeze recognises. Accepted: {SAFE_FORMATS}.")
+
+
+def _model_info(found: TensorFlowModel) -> ModelInfo:
+    """A TensorFlow model's signature; its weights are counted in the worker, from the converted graph."""
+    return ModelInfo(found.format, found.inputs, found.outputs, None, found.details)
+
+
+def _inspect_saved_model(zf: zipfile.ZipFile, member: str, filename: str) -> ModelInfo:
+    """A zipped SavedModel folder: its graph read without tensorflow, refused when it uses a denied op."""
+    if zf.getinfo(member).file_size > MAX_SAVED_MODEL_PB_BYTES:
+        raise ModelLimitsExceeded(
+            f"{member!r} in {filename!r} is larger than {MAX_SAVED_MODEL_PB_BYTES} bytes; keep the weights in "
+            "variables/ (tf.saved_model.save does) rather than as constants in the graph"
+        )
+    with zf.open(member) as fh:
+        data = fh.read(MAX_SAVED_MODEL_PB_BYTES + 1)
+    return _model_info(inspect_saved_model(data, filename, str(PurePosixPath(member).parent)))
 
 
 def _inspect_onnx_zip(zf: zipfile.ZipFile, member: str, filename: str, limits: GraphLimits | None) -> ModelInfo:

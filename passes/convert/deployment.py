@@ -4,6 +4,7 @@ float16, or int8 with the calibration samples as its representative dataset)."""
 
 import contextlib
 import io
+import sys
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -42,14 +43,27 @@ def to_openvino(config: Config, handle: ModelHandle, ctx: PassContext) -> ModelH
     return handle.with_deployment("openvino", path, handle.path or path)
 
 
+@contextlib.contextmanager
+def recursion_limit_kept() -> Iterator[None]:
+    """onnx2tf sets the interpreter's recursion limit to C's INT_MAX when imported (for deep graphs): the
+    process gets its own limit back afterwards, so deeply nested input elsewhere raises RecursionError
+    instead of overflowing the C stack."""
+    limit = sys.getrecursionlimit()
+    try:
+        yield
+    finally:
+        sys.setrecursionlimit(limit)
+
+
 def to_tflite(config: Config, handle: ModelHandle, ctx: PassContext) -> ModelHandle:
     """The ONNX model as a TFLite flatbuffer, laid out as onnx2tf lays it out (NCHW inputs become NHWC), with
     the transposes that take the original's inputs and outputs to it recorded on the handle."""
-    import onnx2tf
     import tensorflow as tf
 
     folder = ctx.path("saved_model")
-    with converter_failure("onnx2tf"), contextlib.redirect_stdout(io.StringIO()):
+    with recursion_limit_kept(), converter_failure("onnx2tf"), contextlib.redirect_stdout(io.StringIO()):
+        import onnx2tf
+
         onnx2tf.convert(
             input_onnx_file_path=str(handle.path),
             output_folder_path=str(folder),

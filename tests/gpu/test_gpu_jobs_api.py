@@ -24,6 +24,13 @@ from tests.conftest import ROOT, backend_env, create_api_key, start_api_process,
 pytestmark = pytest.mark.gpu
 JOBS = {
     "fp8": {"type": "quantize", "method": "fp8"},
+    "fp8_static": {
+        "type": "quantize",
+        "method": "fp8",
+        "activations": "static",
+        "scaling": "per_tensor",
+        "calibration": {"dataset_id": "TRAIN", "samples": 64},
+    },
     "int8_weight_only": {"type": "quantize", "method": "int8_weight_only"},
     "int4_weight_only": {"type": "quantize", "method": "int4_weight_only", "group_size": 64},
     "semi_structured_2_4": {"type": "prune", "method": "semi_structured_2_4", "importance": "wanda"},

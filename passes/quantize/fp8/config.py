@@ -1,11 +1,12 @@
 """quantize fp8: Linear layers (attention projections included) in fp8 e4m3 on the GPU's tensor cores, weights
-scaled per output row (or per tensor), activations scaled dynamically at run time; the rest of the model in
-bf16. Needs compute capability 8.9 or newer (Ada, Hopper)."""
+scaled per output row (or per tensor), activations scaled dynamically at run time or by scales calibrated
+once (static); the rest of the model in bf16. Needs compute capability 8.9 or newer (Ada, Hopper)."""
 
 from typing import Literal
 
 from pydantic import Field
 
+from passes.base import CalibrationSet
 from passes.gpu import GpuModulePass
 
 
@@ -18,6 +19,15 @@ class Fp8(GpuModulePass):
         "per_row",
         description="per_row: one scale per weight row and per activation row (closer outputs); per_tensor: one "
         "scale each for the weight and the activation",
+    )
+    activations: Literal["dynamic", "static"] = Field(
+        "dynamic",
+        description="dynamic: each activation's scale from its own max at run time; static: one scale per layer "
+        "from the largest input seen on the calibration samples (no max at run time: under torch.compile the "
+        "cast fuses into the op before, as NVIDIA Model Optimizer's fp8 does)",
+    )
+    calibration: CalibrationSet | None = Field(
+        None, description="static activations: the samples the scales come from (default: the evaluation batches)"
     )
     modules_to_exclude: list[str] = Field(
         default_factory=list, description="Linear layers (module names, e.g. `classifier`) left in bf16"

@@ -3,12 +3,15 @@ it (`input.1`) and whose output is an image too: TFLite takes and gives channels
 handle so `run` feeds and reads it in the original's layout; an OpenVINO IR with float16 weights computes what
 the ONNX did."""
 
+import subprocess
+import sys
 from pathlib import Path
 
 import numpy as np
 import pytest
 import torch
 
+from tests.conftest import ROOT
 from tests.pass_runs import apply, parse
 from workers.context import PassContext
 from workers.runtime import ModelHandle, run
@@ -57,3 +60,15 @@ def test_openvino_float16_weights_compute_what_the_onnx_did(conv_onnx: Path, tmp
     assert ir.kind == "openvino" and ir.path is not None and ir.path.with_suffix(".bin").is_file()
     want, got = run(original, {"input.1": x})[0], run(ir, {"input.1": x})[0]
     assert float(np.abs(want - got).max()) < 1e-2, "fp16 weights stay close to the float32 ones"
+
+
+def test_importing_onnx2tf_leaves_the_recursion_limit_alone() -> None:
+    """onnx2tf sets the limit to C's INT_MAX on import: kept, deeply nested input anywhere else in the process
+    (a crafted JSON header) would overflow the C stack instead of raising RecursionError."""
+    probe = (
+        "import sys\nfrom passes.convert.deployment import recursion_limit_kept\nbefore = sys.getrecursionlimit()\n"
+        "with recursion_limit_kept():\n    import onnx2tf\nprint(before, sys.getrecursionlimit())"
+    )
+    done = subprocess.run([sys.executable, "-c", probe], cwd=ROOT, capture_output=True, text=True, timeout=300)
+    before, after = done.stdout.split()[-2:]
+    assert after == before, f"the recursion limit went from {before} to {after}: {done.stderr[-500:]}"

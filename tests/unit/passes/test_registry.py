@@ -28,12 +28,12 @@ def test_every_run_has_a_config() -> None:
     assert runs == sorted(configs()), "a run.py without a config.py would be a pass no spec can reach"
 
 
-def test_importing_the_api_leaves_torch_and_onnxruntime_out() -> None:
+def test_importing_the_api_leaves_torch_onnxruntime_and_tensorflow_out() -> None:
     code = (
         "import sys, app.main; app.main.create_app().openapi(); "
         "from passes.registry import configs; configs(); "
-        "heavy = [m for m in ('torch', 'onnxruntime', 'transformers', 'openvino', 'nncf', 'tensorflow', 'onnx2tf') "
-        "if m in sys.modules]; "
+        "heavy = [m for m in ('torch', 'onnxruntime', 'transformers', 'openvino', 'nncf', 'tensorflow', 'onnx2tf', "
+        "'keras', 'tf2onnx') if m in sys.modules]; "
         "print(','.join(heavy))"
     )
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True, cwd=ROOT.parent)
