@@ -4,7 +4,7 @@
 
 The model is a Hugging Face causal-LM folder (default: the tiny Llama of tests.llm_models, trained first,
 about 90 s). It is exported to ONNX with its KV cache by the convert pass, then quantized by int8_blocks and
-int4 (rtn, hqq, gptq; blocks of 128, embeddings float) as the quantize pass does. For each: perplexity on
+int4 (rtn, hqq; blocks of 128, embeddings float) as the quantize pass does. For each: perplexity on
 48 held-out documents of the grammar (95% bootstrap interval), the weights' bytes, time to first token and
 decode tokens/s on the cache, each against the plain library call (the transformers model in torch).
 """
@@ -31,13 +31,6 @@ METHODS: dict[str, dict[str, Any]] = {
     "int8_blocks": {"method": "int8_blocks"},
     "int4 rtn": {"method": "int4", "block_size": 128, "embeddings": False},
     "int4 hqq": {"method": "int4", "algorithm": "hqq", "block_size": 128, "embeddings": False},
-    "int4 gptq": {
-        "method": "int4",
-        "algorithm": "gptq",
-        "block_size": 128,
-        "embeddings": False,
-        "calibration": {"dataset_id": "text", "samples": 32},
-    },
 }
 
 

@@ -32,7 +32,6 @@ from onnxruntime.quantization import (
     quantize_static,
 )
 from onnxruntime.quantization.matmul_nbits_quantizer import (
-    GPTQWeightOnlyQuantConfig,
     HQQWeightOnlyQuantConfig,
     MatMulNBitsQuantizer,
     WeightOnlyQuantConfig,
@@ -46,7 +45,7 @@ from passes.quantize.config import Bf16, Config, Dynamic, Fp16, Int4, Int8Blocks
 from passes.quantize.sensitivity import PREPROCESSED, within_floor
 from workers.context import PassContext
 from workers.datasets import batches
-from workers.runtime import Feeds, ModelHandle, PassFailed, session_feeds
+from workers.runtime import Feeds, ModelHandle, PassFailed
 
 log = logging.getLogger(__name__)
 CALIBRATION = {
@@ -110,7 +109,7 @@ def quantized(config: Config, handle: ModelHandle, ctx: PassContext) -> ModelHan
         fp16(config, handle.path, path, ctx)  # checks its own output: it retries with Transposes in float32
         return handle.with_onnx(path)
     if isinstance(config, Int4):
-        int4(config, handle.path, path, handle, ctx)
+        int4(config, handle.path, path)
     elif isinstance(config, Int8Blocks):
         int8_blocks(config, handle.path, path)
     elif isinstance(config, Static):
@@ -215,16 +214,16 @@ def dynamic(config: Dynamic, source: Path, target: Path) -> None:
         )
 
 
-def int4(config: Int4, source: Path, target: Path, handle: ModelHandle, ctx: PassContext) -> None:
+def int4(config: Int4, source: Path, target: Path) -> None:
     """4-bit blocks for MatMul (and embedding Gather) weights, on the model brought to opset 21 first: the
     int4 type needs it, and the quantizer only relabels the opset, which leaves older operators invalid.
-    gptq and hqq round the MatMul weights; the embedding tables are then rounded to nearest."""
+    hqq rounds the MatMul weights; the embedding tables are then rounded to nearest."""
     model = at_opset(onnx.load(str(source)), INT4_OPSET)
     with library_refusal(f"int4 {config.algorithm}"):
         if config.algorithm == "rtn":
             model = matmul_nbits(config, model, 4, ("MatMul", "Gather") if config.embeddings else ("MatMul",))
         else:
-            model = matmul_nbits(config, model, 4, ("MatMul",), algorithm_config(config, handle, ctx))
+            model = matmul_nbits(config, model, 4, ("MatMul",), hqq(config))
             if config.embeddings:
                 model = matmul_nbits(config, model, 4, ("Gather",))
     if not any(n.op_type in ("MatMulNBits", "GatherBlockQuantized") for n in model.graph.node):
@@ -272,15 +271,8 @@ def matmul_nbits(
     return quantizer.model.model
 
 
-def algorithm_config(config: Int4, handle: ModelHandle, ctx: PassContext) -> WeightOnlyQuantConfig:
-    """GPTQ fed the calibration documents one at a time (a causal LM's with an empty cache), or HQQ."""
-    if config.algorithm == "hqq":
-        return HQQWeightOnlyQuantConfig(block_size=config.block_size, bits=4, op_types_to_quantize=("MatMul",))
-    assert config.calibration is not None  # the config refuses gptq without it
-    data = ctx.datasets[config.calibration.dataset_id]
-    cut = batches(data, handle.input_names, 1, config.calibration.samples, per_batch_padding=True)
-    feeds = [session_feeds(handle, f) for f, _ in cut]
-    return GPTQWeightOnlyQuantConfig(calibration_data_reader=DatasetReader(feeds), op_types_to_quantize=("MatMul",))
+def hqq(config: Int4) -> WeightOnlyQuantConfig:
+    return HQQWeightOnlyQuantConfig(block_size=config.block_size, bits=4, op_types_to_quantize=("MatMul",))
 
 
 def at_opset(model: onnx.ModelProto, opset: int) -> onnx.ModelProto:

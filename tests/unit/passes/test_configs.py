@@ -10,7 +10,6 @@ STATIC = {"type": "quantize", "method": "static", "calibration": {"dataset_id": 
 EVERY_METHOD = [
     STATIC,
     {"type": "quantize", "method": "int4", "block_size": 64},
-    {"type": "quantize", "method": "int4", "algorithm": "gptq", "calibration": {"dataset_id": "ds_t"}},
     {"type": "quantize", "method": "int4", "algorithm": "hqq", "block_size": 128},
     {"type": "quantize", "method": "int8_blocks", "block_size": 64},
     {"type": "prune", "method": "depth", "ratio": 0.25, "dataset_id": "ds_t"},
@@ -50,12 +49,7 @@ def test_a_stored_spec_validates_again_as_it_did_at_submit(config: dict) -> None
         ({"type": "lowrank", "method": "tucker", "energy": 0.9, "rank_ratio": 0.5}, "tucker.energy", "Extra"),
         ({"type": "lowrank", "method": "svd"}, "svd", "exactly one of rank_ratio or energy"),
         ({"type": "squash"}, "passes.0", "must name a pass: one of 'convert'"),
-        ({"type": "quantize", "method": "int4", "algorithm": "gptq"}, "quantize.int4", "needs calibration data"),
-        (
-            {"type": "quantize", "method": "int4", "algorithm": "hqq", "calibration": {"dataset_id": "ds_t"}},
-            "quantize.int4",
-            "'gptq' only",
-        ),
+        ({"type": "quantize", "method": "int4", "algorithm": "gptq"}, "quantize.int4.algorithm", "'rtn' or 'hqq'"),
         ({"type": "prune", "method": "depth", "ratio": 0.25}, "depth.dataset_id", "Field required"),
     ],
 )
