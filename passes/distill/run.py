@@ -15,6 +15,7 @@ from torch import nn
 from app.schemas.errors import JobErrorCode
 from passes.distill.config import Config
 from workers.context import PassContext
+from workers.evaluation.causal_lm import is_causal_lm
 from workers.layers import deepest_stack, keep_layers
 from workers.runtime import ModelHandle
 from workers.training import Loss, dataset, fit, is_logits, predict
@@ -36,9 +37,11 @@ def drop_layers(module: nn.Module) -> tuple[nn.Module, list[int], int]:
     return student, kept, depth
 
 
-def distill_loss(teacher: torch.Tensor, labels: torch.Tensor | None, config: Config, device: str) -> Loss:
+def distill_loss(
+    teacher: torch.Tensor, labels: torch.Tensor | None, config: Config, device: str, token_logits: bool
+) -> Loss:
     temperature = config.temperature
-    if is_token_logits(teacher):
+    if token_logits:
         return token_kl(teacher, temperature, device)
     if is_logits(teacher):
         soft = F.softmax(teacher / temperature, dim=1)
@@ -67,9 +70,11 @@ def distill_loss(teacher: torch.Tensor, labels: torch.Tensor | None, config: Con
     return mse
 
 
-def is_token_logits(output: torch.Tensor) -> bool:
-    """A language model's next-token logits at every position: [batch, sequence, vocab]."""
-    return output.dim() == 3 and output.shape[-1] > 1
+def is_token_logits(teacher: ModelHandle, output: torch.Tensor) -> bool:
+    """A causal LM's next-token logits at every position, [batch, sequence, vocab]; an encoder's [batch,
+    sequence, hidden] states are matched as embeddings (embedding_loss)."""
+    causal = is_causal_lm(teacher) or teacher.kv_cache is not None
+    return causal and output.dim() == 3 and output.shape[-1] > 1
 
 
 def token_kl(teacher: torch.Tensor, temperature: float, device: str) -> Loss:
@@ -100,10 +105,11 @@ def run(config: Config, handle: ModelHandle, ctx: PassContext) -> ModelHandle:
         student = copy.deepcopy(handle.module)
     targets = predict(teacher, data, config.batch_size, ctx.device)
     labels = torch.from_numpy(data["labels"]).long() if "labels" in data else None
-    loss = distill_loss(targets, labels, config, ctx.device)
+    token_logits = is_token_logits(teacher, targets)
+    loss = distill_loss(targets, labels, config, ctx.device, token_logits)
     metrics["loss"] = (
         "kl per token"
-        if is_token_logits(targets)
+        if token_logits
         else "kl" + ("+alpha*ce" if labels is not None else "")
         if is_logits(targets)
         else config.embedding_loss
