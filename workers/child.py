@@ -21,6 +21,7 @@ from pydantic import ValidationError
 from app.schemas.errors import JobErrorCode
 from app.schemas.tasks import ChildFailed, ChildResult, ChildTask, Progress
 from workers.runtime import PassFailed
+from workers.sandbox import STARTED
 
 OUT_OF_MEMORY = ("Failed to allocate memory", "bad_alloc", "bad allocation")
 PROGRAMMING_ERRORS = (
@@ -92,6 +93,7 @@ def load_libraries() -> float:
 def main() -> int:
     logging.basicConfig(level=logging.WARNING, stream=sys.stderr)
     workdir = Path(sys.argv[1])
+    (workdir / STARTED).touch()
     outcome: ChildResult
     try:
         imports_s = load_libraries()

@@ -35,6 +35,8 @@ from workers.isolation import JOB_DIR, bwrap_command, make_undumpable
 log = logging.getLogger(__name__)
 ROOT = Path(__file__).resolve().parents[1]
 RESULT: TypeAdapter[ChildResult] = TypeAdapter(ChildResult)
+STARTED = ".child-started"
+"""The child writes this first thing in its working folder: inside bubblewrap, proof the folder is mounted."""
 
 
 @dataclass
@@ -143,6 +145,19 @@ def hand_over(proc: subprocess.Popen[bytes]) -> None:
         proc.stdin.close()
 
 
+def _mounted(proc: subprocess.Popen[bytes], folder: Path, wait_s: float = 5.0) -> bool:
+    """Whether the child runs with its folder mounted (it wrote workers.child.STARTED there), waiting a little
+    for one still starting: renaming the folder before bubblewrap has bound it would leave it nothing to bind."""
+    deadline = time.monotonic() + wait_s
+    while proc.poll() is None:
+        if (folder / STARTED).exists():
+            return True
+        if time.monotonic() > deadline:
+            return False
+        time.sleep(0.02)
+    return False
+
+
 class Prestart:
     """The next job's child, started while the worker waits: a fresh interpreter in a sandbox of its own
     as ever, with the libraries already imported (seconds of every job's start). Isolated children only:
@@ -167,7 +182,7 @@ class Prestart:
         if self._child is None:
             return None
         proc, folder, started_with = self._child
-        if proc.poll() is not None or started_with != limits:
+        if started_with != limits or not _mounted(proc, folder):
             self.discard()
             return None
         self._child = None

@@ -117,11 +117,12 @@ def execute(job_id: str, settings: Settings) -> None:
     workdir = settings.home / "work" / job_id / f"attempt-{claim.attempt}"
     shutil.rmtree(workdir, ignore_errors=True)
     limits = child_limits(JobSpec.model_validate(claim.spec).device, settings)
-    prestarted = PRESTART.claim(workdir, limits)
-    if prestarted is None:
-        workdir.mkdir(parents=True)
+    prestarted = None
     try:
-        with Heartbeat(settings, job_id, claim.fence) as heartbeat:
+        with Heartbeat(settings, job_id, claim.fence) as heartbeat:  # the lease is renewed from here on
+            prestarted = PRESTART.claim(workdir, limits)
+            if prestarted is None:
+                workdir.mkdir(parents=True)
             outcome = _run(claim, settings, store, workdir, heartbeat, limits, prestarted)
         _record(claim, settings, store, workdir, outcome)
     except Exception as exc:  # our own bug or the store failing: the job must not stay running
