@@ -31,10 +31,19 @@ from workers.evaluation.causal_lm import causal_lm_section, is_causal_lm, losses
 from workers.evaluation.fidelity import fidelity
 from workers.evaluation.footprint import footprint, weights
 from workers.evaluation.inputs import Feeds, make_batches, with_batch
-from workers.evaluation.latency import KnownTiming, LatencyComparison, compare_latency, measure_compiled
+from workers.evaluation.latency import KnownTiming, LatencyComparison, compare_latency, measure, measure_compiled
 from workers.evaluation.metrics import accuracy_report, top1
 from workers.evaluation.perplexity import perplexity
-from workers.runtime import ModelHandle, PassFailed, inline_weights, load_original, run, session_for
+from workers.runtime import (
+    CompiledPackage,
+    ModelHandle,
+    PassFailed,
+    device_of,
+    inline_weights,
+    load_original,
+    run,
+    session_for,
+)
 
 Emit = Callable[[Progress], None]
 Outputs = list[list[np.ndarray]]
@@ -46,6 +55,8 @@ ARTIFACT_NAMES = {
     "openvino": "model.openvino.zip",
     "tflite": "model.tflite",
 }
+PACKAGE_NAME = "model.aoti.pt2"
+"""the AOTInductor package a convert to pt2 can deliver beside model.pt2"""
 GENERATED_SAMPLES = 32
 HOW_TO_LOAD = {
     "onnx": "onnxruntime.InferenceSession('model.onnx', providers=[...])",
@@ -57,6 +68,11 @@ HOW_TO_LOAD = {
     "on CPUs with AMX or AVX512-BF16)",
     "tflite": "ai_edge_litert.interpreter.Interpreter(model_path='model.tflite').get_signature_runner()(**inputs): "
     "image inputs channels-last (see result.input_layout)",
+    "aoti": "torch._inductor.aoti_load_package('model.aoti.pt2')(*inputs): kernels compiled for the device in "
+    "result.aoti.device (a GPU package for that GPU architecture) by the torch version in its latency rows, which "
+    "is the one that loads it; float32 inputs on that device, as for the .pt2, laid out row-major: the kernels "
+    "take the traced strides as given, so pass x.clone(memory_format=torch.contiguous_format) where a view may "
+    "have others (even on an axis of size 1, as numpy's x[:, None] makes)",
 }
 
 
@@ -108,11 +124,18 @@ def run_pipeline(task: ChildTask, workdir: Path, emit: Emit, imports_s: float | 
         emit(Progress(progress=(2 + planned.index) / total, current=planned.label, interim=done))
     emit(Progress(progress=(total - 1) / total, current="evaluate result"))
     artifact = finish_artifact(current.handle, task.plan.artifact_format, workdir)
+    artifacts = [artifact]
     delivered = deliver(current.handle, workdir / artifact.path, inputs)
     timing = KnownTiming(known[0].latency, known[0].samples) if known is not None else None
     result, measured = measure_result(
         task, original, delivered, reference, steps[-1], original_figures, inputs, workdir, timing
     )
+    package = finish_package(current.handle, workdir)
+    if package is not None:
+        artifacts.append(package)
+        result["aoti"] = package_figures(task, delivered.handle, workdir / package.path, reference, inputs, steps)
+    elif aoti_error := next((s["metrics"]["aoti"] for s in reversed(steps) if "aoti" in s["metrics"]), None):
+        result["aoti"] = aoti_error
     if known is None:
         original_cache.save(workdir, original_figures, original_timing(measured), measured.samples, reference)
     llm = causal_lm_figures(task, original, delivered, reference, inputs) if is_causal_lm(original) else None
@@ -130,7 +153,7 @@ def run_pipeline(task: ChildTask, workdir: Path, emit: Emit, imports_s: float | 
         llm,
     )
     emit(Progress(progress=0.99, current="store"))
-    return ChildSucceeded(artifacts=[artifact], report=report)
+    return ChildSucceeded(artifacts=artifacts, report=report)
 
 
 def prepare_inputs(task: ChildTask, handle: ModelHandle, workdir: Path) -> Inputs:
@@ -349,6 +372,35 @@ def finish_artifact(handle: ModelHandle, fmt: str, workdir: Path) -> ArtifactFil
         return ArtifactFile(path=f"out/{name}", name=name, kind="model", format=fmt)
     shutil.copyfile(handle.path, target)
     return ArtifactFile(path=f"out/{name}", name=name, kind="model", format=fmt)  # type: ignore[arg-type]
+
+
+def finish_package(handle: ModelHandle, workdir: Path) -> ArtifactFile | None:
+    """Copy the AOTInductor package compiled with the .pt2 (if any) to out/, a second artifact of the job."""
+    if handle.package is None:
+        return None
+    shutil.copyfile(handle.package, workdir / "out" / PACKAGE_NAME)
+    return ArtifactFile(path=f"out/{PACKAGE_NAME}", name=PACKAGE_NAME, kind="model", format="aoti")
+
+
+def package_figures(
+    task: ChildTask, pt2: ModelHandle, path: Path, reference: Outputs, inputs: Inputs, steps: list[dict[str, Any]]
+) -> dict[str, Any]:
+    """The AOTInductor package as a server runs it, loaded from the delivered file: its outputs against the
+    original's, its latency on the job's device, and its compile time (from the step that made it)."""
+    package = pt2.with_torch(CompiledPackage(path, device_of(pt2.module)))
+    outputs = [run(package, batch) for batch in inputs.batches]
+    lat = task.spec.evaluate.latency
+    rows = measure(package, inputs.timing, lat.runs, lat.warmup, task.threads, task.spec.device)
+    made = next(s["metrics"]["aoti"] for s in reversed(steps) if "aoti" in s["metrics"])
+    return {
+        **made,
+        "format": "aoti",
+        "size_bytes": path.stat().st_size,
+        "sha256": sha256_file(path),
+        "how_to_load": HOW_TO_LOAD["aoti"],
+        "fidelity": fidelity(pt2.output_names, reference, outputs, inputs.batches),
+        "latency": [{**row, "compiled": "aotinductor"} for row in rows],
+    }
 
 
 @dataclass

@@ -85,20 +85,30 @@ class ModelHandle:
     tensorflow: Any = None
     """A TensorFlow upload's loaded model (workers.conversion.tensorflow.TensorFlowSource), which this ONNX
     handle was converted from at load: the original's outputs are its outputs. None on every later handle."""
+    package: Path | None = None
+    """a .pt2 model: the AOTInductor package compiled from the same program (model.aoti.pt2), delivered beside
+    it; None once any later step changes the model"""
 
     def with_onnx(self, path: Path, output_names: list[str] | None = None) -> "ModelHandle":
         return replace(
-            self, kind="onnx", path=path, module=None, output_names=output_names or self.output_names, tensorflow=None
+            self,
+            kind="onnx",
+            path=path,
+            module=None,
+            output_names=output_names or self.output_names,
+            tensorflow=None,
+            package=None,
         )
 
-    def with_torch(self, module: Any, path: Path | None = None) -> "ModelHandle":
+    def with_torch(self, module: Any, path: Path | None = None, package: Path | None = None) -> "ModelHandle":
         """A torch module; `path` only when the module was loaded back from an exported file (pt2,
-        TorchScript) that is still exactly this model."""
-        return replace(self, kind="torch", module=module, path=path, kv_cache=None, tensorflow=None)
+        TorchScript) that is still exactly this model, `package` when that .pt2 was also compiled by
+        AOTInductor."""
+        return replace(self, kind="torch", module=module, path=path, kv_cache=None, tensorflow=None, package=package)
 
     def with_deployment(self, kind: Kind, path: Path, source: Path) -> "ModelHandle":
         """An OpenVINO IR (`path`: its .xml) or TFLite model converted from the ONNX file `source`."""
-        return replace(self, kind=kind, path=path, module=None, source=source)
+        return replace(self, kind=kind, path=path, module=None, source=source, package=None)
 
 
 def _dynamic(inputs: list[dict[str, Any]]) -> dict[str, list[int]]:
@@ -245,6 +255,24 @@ def device_of(module: Any) -> torch.device:
     for tensor in (*module.parameters(), *module.buffers()):
         return torch.device(tensor.device)
     return torch.device("cpu")
+
+
+class CompiledPackage(torch.nn.Module):
+    """An AOTInductor package loaded back (torch._inductor.aoti_load_package), called like the module it was
+    compiled from: its inputs go to `device`, where its kernels run."""
+
+    def __init__(self, path: Path, device: torch.device) -> None:
+        from torch._inductor import aoti_load_package
+
+        super().__init__()
+        self.compiled = aoti_load_package(str(path))
+        self.register_buffer("device_marker", torch.empty(0, device=device), persistent=False)
+
+    def forward(self, *inputs: torch.Tensor) -> Any:
+        return self.compiled(*inputs)
+
+    def __deepcopy__(self, memo: dict[int, Any]) -> "CompiledPackage":
+        return self  # compiled kernels and constants, never changed: a copy may share them
 
 
 def torch_inputs(handle: ModelHandle, feeds: Feeds) -> list[torch.Tensor]:

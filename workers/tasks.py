@@ -45,6 +45,7 @@ MEDIA_TYPES = {
     "onnx": "application/octet-stream",
     "json": "application/json",
     "pt2": "application/zip",
+    "aoti": "application/zip",
     "torchscript": "application/zip",
     "openvino": "application/zip",
     "tflite": "application/octet-stream",
@@ -342,6 +343,8 @@ def _record_success(
     report.job_id = claim.job_id
     report.attempt = claim.attempt
     report.result.artifact_id = next((m["id"] for _, m in files if m["kind"] == "model"), None)
+    if report.result.aoti is not None:
+        report.result.aoti.artifact_id = next((m["id"] for _, m in files if m["format"] == "aoti"), None)
     report_path = workdir / "out" / "report.json"
     report_path.write_text(report.model_dump_json(indent=2))
     files.append((report_path, {"id": new_id("art"), "name": "report.json", "kind": "report", "format": "json"}))

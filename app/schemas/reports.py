@@ -33,7 +33,9 @@ class LatencyRow(_Open):
     baseline_memory_bytes: int | None = Field(None, description="memory in use when the measurement began")
     memory_kind: str | None = Field(None, description="rss_high_water (process RSS) or cuda_max_allocated")
     gpu: str | None = None
-    compiled: str | None = Field(None, description="torch.compile for a compiled row; null when eager")
+    compiled: str | None = Field(
+        None, description="torch.compile for a compiled row, aotinductor for an AOTInductor package's; null when eager"
+    )
     compile_seconds: float | None = Field(
         None, description="compiled rows: wall time of the first call (compilation), not in the timed runs"
     )
@@ -113,6 +115,25 @@ class ArtifactLayout(_Open):
     note: str | None = None
 
 
+class CompiledPackageFigures(_Open):
+    """A .pt2 result compiled ahead of time by AOTInductor (model.aoti.pt2), delivered as a second artifact."""
+
+    device: str = Field(description="cuda or cpu: what its kernels were compiled for")
+    error: str | None = Field(
+        None, description="why AOTInductor could not compile the program; then no package is delivered"
+    )
+    compile_seconds: float | None = None
+    format: Literal["aoti"] | None = None
+    size_bytes: int | None = None
+    sha256: str | None = None
+    how_to_load: str | None = None
+    fidelity: Fidelity | None = Field(
+        None, description="the package's outputs, loaded from its file, against the original's"
+    )
+    latency: list[LatencyRow] = Field(default_factory=list, description="the package timed on the job's device")
+    artifact_id: str | None = None
+
+
 class ResultFigures(ModelFigures):
     size_ratio: float | None = Field(None, description="original size / result size")
     fidelity: Fidelity
@@ -127,6 +148,9 @@ class ResultFigures(ModelFigures):
     accuracy_drop: float | None = None
     input_layout: ArtifactLayout | None = Field(
         None, description="a TFLite result: the inputs (and outputs) laid out otherwise than the original's"
+    )
+    aoti: CompiledPackageFigures | None = Field(
+        None, description="a .pt2 result's AOTInductor package (convert to pt2 with `aoti`; on by default on cuda)"
     )
 
 

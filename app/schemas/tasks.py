@@ -100,7 +100,7 @@ class ArtifactFile(_Contract):
     path: str = Field(description="relative to the child's working folder")
     name: str
     kind: Literal["model"]
-    format: ArtifactFormat
+    format: ArtifactFormat | Literal["aoti"]
 
 
 class ChildSucceeded(_Contract):

@@ -38,10 +38,21 @@ class Convert(PassConfig):
         description='`to: tflite` with `precision: int8`: the representative dataset, e.g. {"dataset_id": '
         '"ds_...", "samples": 128}',
     )
+    aoti: bool | None = Field(
+        None,
+        description="`to: pt2`: also compile the program ahead of time with AOTInductor into model.aoti.pt2, a "
+        "package of kernels for this worker's device (its GPU on a cuda job, else the CPU) that a server loads "
+        "with torch._inductor.aoti_load_package and runs with no model code and no compilation; default: on for "
+        "a `device: cuda` job (the job still succeeds, with the reason in the report, where the compiler "
+        "cannot take the model), off on the CPU (its C++ compile takes a minute); true: the job fails if it "
+        "cannot",
+    )
     converts = True
 
     @model_validator(mode="after")
     def _settings_for_target(self) -> "Convert":
+        if self.aoti is not None and self.to != "pt2":
+            raise ValueError(f"aoti applies to `to: pt2` only, not {self.to!r}")
         if self.opset is not None and self.to != "onnx":
             raise ValueError(f"opset applies to `to: onnx` only, not {self.to!r}")
         if self.precision is not None and self.to not in DEPLOYMENT_FORMATS:

@@ -6,7 +6,9 @@ an ONNX model to OpenVINO IR or TFLite (passes.convert.deployment)."""
 import contextlib
 import inspect
 import logging
+import time
 from dataclasses import replace
+from pathlib import Path
 from typing import Any
 
 import onnx
@@ -133,9 +135,10 @@ def onnx_to_torch_handle(handle: ModelHandle, ctx: PassContext) -> ModelHandle:
     return handle.with_torch(module)
 
 
-def export_torch_artifact(handle: ModelHandle, ctx: PassContext, to: str) -> ModelHandle:
-    """Save the torch model as a .pt2 ExportedProgram (dynamic axes kept) or as TorchScript (traced), and
-    continue with the module loaded back from that file, so what is checked is what is downloaded."""
+def export_torch_artifact(handle: ModelHandle, ctx: PassContext, to: str, aoti: bool | None) -> ModelHandle:
+    """Save the torch model as a .pt2 ExportedProgram (dynamic axes kept; with `aoti`, also compiled into an
+    AOTInductor package) or as TorchScript (traced), and continue with the module loaded back from that file,
+    so what is checked is what is downloaded."""
     args, shapes = _trace_args(handle, ctx)
     module = handle.module
     with contextlib.suppress(NotImplementedError):  # a module from torch.export keeps its exported mode
@@ -149,16 +152,45 @@ def export_torch_artifact(handle: ModelHandle, ctx: PassContext, to: str) -> Mod
                 shapes = (shapes,)
             program = torch.export.export(module, args, dynamic_shapes=shapes)
             torch.export.save(program, str(path))
-            return handle.with_torch(torch.export.load(str(path)).module(), path)
-        path = ctx.path("model.torchscript.pt")
-        with torch.no_grad():
-            traced = torch.jit.trace(module, args, check_trace=False)
-        torch.jit.save(traced, str(path))
-        return handle.with_torch(torch.jit.load(str(path), map_location="cpu").eval(), path)
+        else:
+            path = ctx.path("model.torchscript.pt")
+            with torch.no_grad():
+                traced = torch.jit.trace(module, args, check_trace=False)
+            torch.jit.save(traced, str(path))
+            return handle.with_torch(torch.jit.load(str(path), map_location="cpu").eval(), path)
     except Exception as exc:  # export and tracing raise many types; all mean "this model did not export"
         raise PassFailed(
             JobErrorCode.conversion_failed, f"export to {to} failed: {type(exc).__name__}: {str(exc)[:800]}"
         ) from exc
+    wanted = aoti or (aoti is None and ctx.device == "cuda")
+    package = compile_package(program, ctx, aoti, device_of(module).type) if wanted else None
+    return handle.with_torch(torch.export.load(str(path)).module(), path, package)
+
+
+def compile_package(
+    program: torch.export.ExportedProgram, ctx: PassContext, required: bool | None, device: str
+) -> Path | None:
+    """The program compiled ahead of time by AOTInductor for `device`, where its tensors are (model.aoti.pt2),
+    its compile time in the step's metrics. Where the compiler cannot take it: a failed job when the spec
+    asked for it (`required`), else None, with the reason in the metrics."""
+    from torch._inductor import aoti_compile_and_package
+
+    path = ctx.path("model.aoti.pt2")
+    started = time.perf_counter()
+    try:
+        aoti_compile_and_package(program, package_path=str(path))
+    except Exception as exc:  # inductor raises many types; all mean "this program did not compile"
+        reason = f"{type(exc).__name__}: {str(exc)[:800]}"
+        if required:
+            raise PassFailed(
+                JobErrorCode.conversion_failed,
+                f"AOTInductor could not compile the exported program: {reason}; convert to pt2 without aoti",
+            ) from exc
+        log.warning("AOTInductor could not compile the program; the .pt2 is delivered alone: %s", reason)
+        ctx.metrics["aoti"] = {"device": device, "error": reason}
+        return None
+    ctx.metrics["aoti"] = {"device": device, "compile_seconds": time.perf_counter() - started}
+    return path
 
 
 def run(config: Config, handle: ModelHandle, ctx: PassContext) -> ModelHandle:
@@ -169,7 +201,7 @@ def run(config: Config, handle: ModelHandle, ctx: PassContext) -> ModelHandle:
     if config.to != "onnx":
         if handle.kind == "onnx":
             handle = onnx_to_torch_handle(handle, ctx)
-        return handle if config.to == "torch" else export_torch_artifact(handle, ctx, config.to)
+        return handle if config.to == "torch" else export_torch_artifact(handle, ctx, config.to, config.aoti)
     if handle.kind == "torch":
         return export_to_onnx(handle, ctx, config.opset or DEFAULT_OPSET)
     return change_opset(handle, ctx, config.opset)

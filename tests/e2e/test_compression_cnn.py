@@ -222,6 +222,48 @@ def test_torchscript_artifact(
     assert float((logits.argmax(1) == digits.y_test).mean()) == pytest.approx(baseline)
 
 
+def test_aoti_package_beside_the_pt2(
+    client: httpx.Client, stack: Stack, ids: dict[str, str], digits: Digits, digits_cnn_onnx: Path
+) -> None:
+    """convert to pt2 with `aoti`: the job delivers the AOTInductor package too, compiled for this CPU; it is
+    downloaded and run here on another batch size than the one traced, as a server would load it."""
+    spec = {
+        "model_id": ids["onnx"],
+        "evaluate": {"dataset_id": ids["test"], "latency": LATENCY},
+        "passes": [{"type": "convert", "to": "pt2", "aoti": True}],
+    }
+    response = client.post("/v1/jobs", json=spec)
+    assert response.status_code == 202, response.text
+    job = stack.wait_for(client, response.json()["id"], timeout=600)
+    assert job["status"] == "succeeded", job["error"]
+    report = client.get(f"/v1/jobs/{job['id']}/report").json()
+    listings = {a["name"]: a for a in client.get(f"/v1/jobs/{job['id']}/artifacts").json()}
+    package = listings["model.aoti.pt2"]
+    assert "model.pt2" in listings and package["format"] == "aoti" and package["media_type"] == "application/zip"
+    aoti = report["result"]["aoti"]
+    assert aoti["artifact_id"] == package["id"] and aoti["device"] == "cpu" and aoti["compile_seconds"] > 0
+    assert "aoti_load_package" in aoti["how_to_load"] and aoti["sha256"] == package["sha256"]
+    assert aoti["fidelity"]["cosine_min"] > 0.9999, aoti["fidelity"]
+    (row,) = aoti["latency"]
+    assert row["compiled"] == "aotinductor" and row["batch_size"] == 32 and row["p50_ms"] > 0
+    path = Path(stack.home) / "downloaded.aoti.pt2"
+    path.write_bytes(client.get(package["download_url"]).content)
+    compiled = torch._inductor.aoti_load_package(str(path))
+    images = torch.from_numpy(digits.x_test[:77])  # strides (64, 1, 8, 1): x[:, None] from the 8x8 images
+    with torch.inference_mode():
+        logits = compiled(images.clone(memory_format=torch.contiguous_format)).numpy()
+    session = ort.InferenceSession(str(digits_cnn_onnx))
+    (original,) = session.run(None, {session.get_inputs()[0].name: digits.x_test[:77]})
+    assert np.array_equal(logits.argmax(1), original.argmax(1)), "the package computes what the upload does"
+    np.testing.assert_allclose(logits, original, atol=1e-4)
+    accuracy = float((logits.argmax(1) == digits.y_test[:77]).mean())
+    pt2 = report["result"]["latency"][0]["p50_ms"]
+    print(
+        f"\nAOTInductor package on the CPU: compiled in {aoti['compile_seconds']:.1f} s, {package['size_bytes']} B, "
+        f"batch 32 p50 {row['p50_ms']:.3f} ms vs the .pt2 {pt2:.3f} ms, accuracy on 77 digits {accuracy:.4f}"
+    )
+
+
 BAD: list[tuple[dict[str, Any], str]] = [
     ({"type": "prune", "method": "magnitude", "sparsity": 1.5}, "sparsity"),
     ({"type": "prune", "method": "magnitude"}, "sparsity"),
@@ -232,6 +274,7 @@ BAD: list[tuple[dict[str, Any], str]] = [
     ({"type": "distill", "dataset_id": "ds_x", "temperature": 0}, "temperature"),
     ({"type": "distill", "dataset_id": "ds_x", "student": "tiny"}, "student"),
     ({"type": "convert", "to": "pt2", "opset": 17}, "opset"),
+    ({"type": "convert", "to": "onnx", "aoti": True}, "aoti"),
     (
         {
             "type": "prune",
