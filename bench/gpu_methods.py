@@ -1,14 +1,15 @@
 """Benchmark: the GPU passes (fp8, 2:4, weight-only int8/int4) on a BERT-like encoder against the plain bf16
 model, on CUDA.
 
-    python -m bench.gpu_methods [--layers 12] [--hidden 1024] [--seq 512] [--batch 32] [--runs 50]
+    python -m bench.gpu_methods [--layers 12] [--hidden 1024] [--seq 512] [--batch 32] [--runs 50] [--no-batch1]
 
 A BertModel from a transformers config (random initialisation: speed does not depend on the weights),
 sequence `--seq`. At `--batch`: bf16 (the plain library call: `model.to(torch.bfloat16)`), quantize fp8
 (dynamic per-row scales, and static per-tensor activation scales calibrated on two sequences) and prune
-semi_structured_2_4, each timed with CUDA events eager and under torch.compile (compile time printed
-apart), with the speedup over bf16, peak CUDA memory and the cosine of the outputs to fp32. At batch 1:
-bf16, int8 and int4 weight-only, with the weights' bytes on the GPU against bf16. Needs a CUDA GPU.
+semi_structured_2_4 (bf16 on cuSPARSELt; fp8 on torchao's CUTLASS kernel), each timed with CUDA events
+eager and under torch.compile (compile time printed apart), with the speedup over bf16, peak CUDA memory and
+the cosine of the outputs to fp32. At batch 1: bf16, int8 and int4 weight-only, with the weights' bytes on
+the GPU against bf16. Needs a CUDA GPU.
 """
 
 import argparse
@@ -87,6 +88,7 @@ def speed_rows(fp32: ModelHandle, args: argparse.Namespace, workdir: Path) -> di
         ("fp8", parse(type="quantize", method="fp8")),
         ("fp8 static", parse(type="quantize", method="fp8", activations="static", scaling="per_tensor")),
         ("2:4", parse(type="prune", method="semi_structured_2_4")),
+        ("2:4 fp8", parse(type="prune", method="semi_structured_2_4", dtype="fp8")),
     ):
         result = apply(config, fp32, ctx)
         rows[label] = {**timed(result, batch, args.runs), "cosine_to_fp32": cosine(result, reference, small)}
@@ -131,14 +133,19 @@ def main() -> None:
     parser.add_argument("--batch", type=int, default=32)
     parser.add_argument("--seq-batch1", type=int, default=128, help="sequence length of the batch-1 rows")
     parser.add_argument("--runs", type=int, default=50)
+    parser.add_argument("--no-batch1", action="store_true", help="leave out the weight-only rows at batch 1")
     args = parser.parse_args()
     fp32 = encoder(args.layers, args.hidden)
     started = time.perf_counter()
     with TemporaryDirectory() as tmp:
         speed = speed_rows(fp32, args, Path(tmp))
-        weight_only = batch1_rows(fp32, args, Path(tmp))
+        weight_only = {} if args.no_batch1 else batch1_rows(fp32, args, Path(tmp))
     ratios(speed)
-    ratios(weight_only)
+    if weight_only:
+        ratios(weight_only)
+    speed["2:4 fp8"]["speedup_compiled_over_fp8_static"] = speed["fp8 static"].get(
+        "compiled_p50_ms", float("nan")
+    ) / speed["2:4 fp8"].get("compiled_p50_ms", float("nan"))
     print(f"{torch.cuda.get_device_name()}, torch {torch.__version__}, BERT {args.layers}x{args.hidden}")
     print(
         json.dumps(
@@ -156,6 +163,7 @@ def main() -> None:
             f"{label:>16} batch 1 eager {row['eager_p50_ms']:.2f} ms, compiled {row.get('compiled_p50_ms', 0):.2f} "
             f"ms, weights {row['weight_bytes'] / 2**20:.0f} MiB ({row['weight_bytes_ratio_to_bf16']:.2f}x smaller)"
         )
+    print(f"2:4 fp8 over dense fp8 static, compiled: {speed['2:4 fp8']['speedup_compiled_over_fp8_static']:.2f}x")
     print(f"wall {time.perf_counter() - started:.0f} s")
 
 

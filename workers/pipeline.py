@@ -136,6 +136,9 @@ def run_pipeline(task: ChildTask, workdir: Path, emit: Emit, imports_s: float | 
         result["aoti"] = package_figures(task, delivered.handle, workdir / package.path, reference, inputs, steps)
     elif aoti_error := next((s["metrics"]["aoti"] for s in reversed(steps) if "aoti" in s["metrics"]), None):
         result["aoti"] = aoti_error
+    for figures in (result, result.get("aoti", {})):
+        if "how_to_load" in figures:
+            figures["how_to_load"] = with_requirements(figures["how_to_load"], steps)
     if known is None:
         original_cache.save(workdir, original_figures, original_timing(measured), measured.samples, reference)
     llm = causal_lm_figures(task, original, delivered, reference, inputs) if is_causal_lm(original) else None
@@ -372,6 +375,12 @@ def finish_artifact(handle: ModelHandle, fmt: str, workdir: Path) -> ArtifactFil
         return ArtifactFile(path=f"out/{name}", name=name, kind="model", format=fmt)
     shutil.copyfile(handle.path, target)
     return ArtifactFile(path=f"out/{name}", name=name, kind="model", format=fmt)  # type: ignore[arg-type]
+
+
+def with_requirements(how_to_load: str, steps: list[dict[str, Any]]) -> str:
+    """How to load the artifact, after what its kernels need loaded first (a pass's `serving_requires`)."""
+    needs = [s["metrics"]["serving_requires"] for s in steps if "serving_requires" in s["metrics"]]
+    return f"{'; '.join(needs)}; then {how_to_load}" if needs else how_to_load
 
 
 def finish_package(handle: ModelHandle, workdir: Path) -> ArtifactFile | None:

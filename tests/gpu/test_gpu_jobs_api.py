@@ -1,7 +1,8 @@
 """The GPU passes as a user runs them: a small BERT (a Hugging Face folder) uploaded to the real API, jobs with
 `device: cuda` run by a real worker on the gpu queue (`squeeze worker --queues gpu`), each ending in a .pt2
-whose report times the original and the result on CUDA, eager and compiled, with peak CUDA memory per row.
-Run on the GPU machine: pytest -m gpu tests/gpu -s."""
+and its AOTInductor package, whose report times the original and the result on CUDA, eager, compiled and as
+the package, with peak CUDA memory per row. Both artifacts are downloaded and run here on CUDA. Run on the
+GPU machine: pytest -m gpu tests/gpu -s."""
 
 import io
 import json
@@ -34,6 +35,7 @@ JOBS = {
     "int8_weight_only": {"type": "quantize", "method": "int8_weight_only"},
     "int4_weight_only": {"type": "quantize", "method": "int4_weight_only", "group_size": 64},
     "semi_structured_2_4": {"type": "prune", "method": "semi_structured_2_4", "importance": "wanda"},
+    "semi_structured_2_4_fp8": {"type": "prune", "method": "semi_structured_2_4", "dtype": "fp8"},
     "semi_structured_2_4+finetune": {
         "type": "prune",
         "method": "semi_structured_2_4",
@@ -131,14 +133,27 @@ def test_gpu_jobs_through_the_api(gpu_api: httpx.Client, tmp_path: Path) -> None
         compiled = result["latency_compiled"]
         assert [r["batch_size"] for r in compiled] == [16], f"{name}: no compiled rows"
         assert all(r["compile_seconds"] > 0 and r["compiled"] == "torch.compile" for r in compiled)
-        artifact = next(a for a in gpu_api.get(f"/v1/jobs/{job_id}/artifacts").json() if a["kind"] == "model")
-        content = gpu_api.get(f"/v1/artifacts/{artifact['id']}/content").content
+        artifacts = {a["name"]: a for a in gpu_api.get(f"/v1/jobs/{job_id}/artifacts").json()}
+        if "fp8" in name and "semi_structured" in name:
+            assert result["how_to_load"].startswith("import torchao"), result["how_to_load"]
+            import torchao  # noqa: F401  (as how_to_load says: its kernels are torch ops once imported)
+        content = gpu_api.get(artifacts["model.pt2"]["download_url"]).content
         loaded = torch.export.load(io.BytesIO(content)).module()
         # a GPU program takes CUDA tensors; fp8 keeps _scaled_mm's rule that the rows (batch x sequence) be a
         # multiple of 16, so it is called at the job's batch
         ids = torch.randint(0, 2000, (16, 128), device="cuda")
-        out = loaded(ids, torch.zeros_like(ids), torch.ones_like(ids))  # the folder's inputs, in order
+        feeds = (ids, torch.zeros_like(ids), torch.ones_like(ids))  # the folder's inputs, in order
+        out = loaded(*feeds)
         assert out.shape == (16, 128, 256) and out.dtype == torch.float32
+        aoti = result["aoti"]
+        assert "error" not in aoti and aoti["device"] == "cuda", f"{name}: no AOTInductor package: {aoti}"
+        assert aoti["artifact_id"] == artifacts["model.aoti.pt2"]["id"] and aoti["fidelity"]["cosine_min"] > 0.99
+        assert [(r["compiled"], r["device"], r["batch_size"]) for r in aoti["latency"]] == [("aotinductor", "cuda", 16)]
+        package = tmp_path / f"{name}.aoti.pt2"
+        package.write_bytes(gpu_api.get(artifacts["model.aoti.pt2"]["download_url"]).content)
+        packaged = torch._inductor.aoti_load_package(str(package))(*feeds)
+        agreement = torch.nn.functional.cosine_similarity(packaged.flatten(), out.flatten(), dim=0)
+        assert float(agreement) > 0.999, f"{name}: the package does not compute what the .pt2 does: {agreement}"
         if "finetune" in name:
             finetune = report["steps"][0]["metrics"]["finetune"]
             assert finetune["device"] == "cuda" and finetune["epoch_losses"][-1] < finetune["epoch_losses"][0]
@@ -147,6 +162,8 @@ def test_gpu_jobs_through_the_api(gpu_api: httpx.Client, tmp_path: Path) -> None
             "eager_p50_ms": {r["batch_size"]: r["p50_ms"] for r in result["latency"]},
             "compiled_p50_ms": {r["batch_size"]: r["p50_ms"] for r in compiled},
             "compile_seconds": [r["compile_seconds"] for r in compiled],
+            "aoti_p50_ms": {r["batch_size"]: r["p50_ms"] for r in aoti["latency"]},
+            "aoti_compile_seconds": aoti["compile_seconds"],
             "peak_memory_bytes": {r["batch_size"]: r["peak_memory_bytes"] for r in result["latency"]},
             "original_eager_p50_ms": {r["batch_size"]: r["p50_ms"] for r in report["original"]["latency"]},
             "memory_bytes": (report["original"].get("memory_bytes"), result.get("memory_bytes")),

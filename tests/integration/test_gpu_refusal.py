@@ -14,6 +14,7 @@ GPU_ONLY = [
     {"type": "quantize", "method": "int8_weight_only"},
     {"type": "quantize", "method": "int4_weight_only", "group_size": 64},
     {"type": "prune", "method": "semi_structured_2_4", "importance": "wanda"},
+    {"type": "prune", "method": "semi_structured_2_4", "dtype": "fp8"},
 ]
 
 
