@@ -105,67 +105,69 @@ def small_bert(folder: Path) -> Path:
     return path
 
 
-def test_gpu_jobs_through_the_api(gpu_api: httpx.Client, tmp_path: Path) -> None:
-    model = upload(gpu_api, small_bert(tmp_path))
-    train = upload_tokens(gpu_api)
+@pytest.fixture(scope="module")
+def uploaded(gpu_api: httpx.Client, tmp_path_factory: pytest.TempPathFactory) -> dict[str, str]:
+    """The BERT folder and the token training set, uploaded once for every job."""
+    model = upload(gpu_api, small_bert(tmp_path_factory.mktemp("bert")))
+    return {"model": model["id"], "train": upload_tokens(gpu_api)}
+
+
+@pytest.mark.parametrize("name", list(JOBS))
+def test_gpu_job_through_the_api(name: str, gpu_api: httpx.Client, uploaded: dict[str, str], tmp_path: Path) -> None:
     spec = {
-        "model_id": model["id"],
+        "model_id": uploaded["model"],
         "device": "cuda",
         "input_shapes": {"input_ids": [16, 128]},
         "evaluate": {"latency": {"batch_sizes": [16], "runs": 20, "warmup": 3}},
+        "passes": [json.loads(json.dumps(JOBS[name]).replace("TRAIN", uploaded["train"]))],
     }
-    submitted = {}
-    for name, config in JOBS.items():
-        config = json.loads(json.dumps(config).replace("TRAIN", train))
-        response = gpu_api.post("/v1/jobs", json={**spec, "passes": [config]})
-        assert response.status_code == 202, response.text
-        submitted[name] = response.json()["id"]
-    figures = {}
-    for name, job_id in submitted.items():
-        job = wait_for(gpu_api, job_id)
-        assert job["status"] == "succeeded", f"{name}: {job.get('error')}"
-        report = gpu_api.get(f"/v1/jobs/{job_id}/report").json()
-        result = report["result"]
-        assert result["format"] == "pt2" and "torch.export.load" in result["how_to_load"]
-        for row in result["latency"] + report["original"]["latency"]:
-            assert (row["device"], row["timer"], row["memory_kind"]) == ("cuda", "cuda_events", "cuda_max_allocated")
-            assert row["peak_memory_bytes"] > 0
-        compiled = result["latency_compiled"]
-        assert [r["batch_size"] for r in compiled] == [16], f"{name}: no compiled rows"
-        assert all(r["compile_seconds"] > 0 and r["compiled"] == "torch.compile" for r in compiled)
-        artifacts = {a["name"]: a for a in gpu_api.get(f"/v1/jobs/{job_id}/artifacts").json()}
-        if "fp8" in name and "semi_structured" in name:
-            assert result["how_to_load"].startswith("import torchao"), result["how_to_load"]
-            import torchao  # noqa: F401  (as how_to_load says: its kernels are torch ops once imported)
-        content = gpu_api.get(artifacts["model.pt2"]["download_url"]).content
-        loaded = torch.export.load(io.BytesIO(content)).module()
-        # a GPU program takes CUDA tensors; fp8 keeps _scaled_mm's rule that the rows (batch x sequence) be a
-        # multiple of 16, so it is called at the job's batch
-        ids = torch.randint(0, 2000, (16, 128), device="cuda")
-        feeds = (ids, torch.zeros_like(ids), torch.ones_like(ids))  # the folder's inputs, in order
-        out = loaded(*feeds)
-        assert out.shape == (16, 128, 256) and out.dtype == torch.float32
-        aoti = result["aoti"]
-        assert "error" not in aoti and aoti["device"] == "cuda", f"{name}: no AOTInductor package: {aoti}"
-        assert aoti["artifact_id"] == artifacts["model.aoti.pt2"]["id"] and aoti["fidelity"]["cosine_min"] > 0.99
-        assert [(r["compiled"], r["device"], r["batch_size"]) for r in aoti["latency"]] == [("aotinductor", "cuda", 16)]
-        package = tmp_path / f"{name}.aoti.pt2"
-        package.write_bytes(gpu_api.get(artifacts["model.aoti.pt2"]["download_url"]).content)
-        packaged = torch._inductor.aoti_load_package(str(package))(*feeds)
-        agreement = torch.nn.functional.cosine_similarity(packaged.flatten(), out.flatten(), dim=0)
-        assert float(agreement) > 0.999, f"{name}: the package does not compute what the .pt2 does: {agreement}"
-        if "finetune" in name:
-            finetune = report["steps"][0]["metrics"]["finetune"]
-            assert finetune["device"] == "cuda" and finetune["epoch_losses"][-1] < finetune["epoch_losses"][0]
-        figures[name] = {
-            "cosine": result["fidelity"]["cosine_mean"],
-            "eager_p50_ms": {r["batch_size"]: r["p50_ms"] for r in result["latency"]},
-            "compiled_p50_ms": {r["batch_size"]: r["p50_ms"] for r in compiled},
-            "compile_seconds": [r["compile_seconds"] for r in compiled],
-            "aoti_p50_ms": {r["batch_size"]: r["p50_ms"] for r in aoti["latency"]},
-            "aoti_compile_seconds": aoti["compile_seconds"],
-            "peak_memory_bytes": {r["batch_size"]: r["peak_memory_bytes"] for r in result["latency"]},
-            "original_eager_p50_ms": {r["batch_size"]: r["p50_ms"] for r in report["original"]["latency"]},
-            "memory_bytes": (report["original"].get("memory_bytes"), result.get("memory_bytes")),
-        }
-    print(json.dumps(figures, indent=1))
+    response = gpu_api.post("/v1/jobs", json=spec)
+    assert response.status_code == 202, response.text
+    job_id = response.json()["id"]
+    job = wait_for(gpu_api, job_id)
+    assert job["status"] == "succeeded", f"{name}: {job.get('error')}"
+    report = gpu_api.get(f"/v1/jobs/{job_id}/report").json()
+    result = report["result"]
+    assert result["format"] == "pt2" and "torch.export.load" in result["how_to_load"]
+    for row in result["latency"] + report["original"]["latency"]:
+        assert (row["device"], row["timer"], row["memory_kind"]) == ("cuda", "cuda_events", "cuda_max_allocated")
+        assert row["peak_memory_bytes"] > 0
+    compiled = result["latency_compiled"]
+    assert [r["batch_size"] for r in compiled] == [16], f"{name}: no compiled rows"
+    assert all(r["compile_seconds"] > 0 and r["compiled"] == "torch.compile" for r in compiled)
+    artifacts = {a["name"]: a for a in gpu_api.get(f"/v1/jobs/{job_id}/artifacts").json()}
+    if "fp8" in name and "semi_structured" in name:
+        assert result["how_to_load"].startswith("import torchao"), result["how_to_load"]
+        import torchao  # noqa: F401  (as how_to_load says: its kernels are torch ops once imported)
+    content = gpu_api.get(artifacts["model.pt2"]["download_url"]).content
+    loaded = torch.export.load(io.BytesIO(content)).module()
+    # a GPU program takes CUDA tensors; fp8 keeps _scaled_mm's rule that the rows (batch x sequence) be a
+    # multiple of 16, so it is called at the job's batch
+    ids = torch.randint(0, 2000, (16, 128), device="cuda")
+    feeds = (ids, torch.zeros_like(ids), torch.ones_like(ids))  # the folder's inputs, in order
+    out = loaded(*feeds)
+    assert out.shape == (16, 128, 256) and out.dtype == torch.float32
+    aoti = result["aoti"]
+    assert aoti.get("error") is None and aoti["device"] == "cuda", f"{name}: no AOTInductor package: {aoti}"
+    assert aoti["artifact_id"] == artifacts["model.aoti.pt2"]["id"] and aoti["fidelity"]["cosine_min"] > 0.99
+    assert [(r["compiled"], r["device"], r["batch_size"]) for r in aoti["latency"]] == [("aotinductor", "cuda", 16)]
+    package = tmp_path / f"{name}.aoti.pt2"
+    package.write_bytes(gpu_api.get(artifacts["model.aoti.pt2"]["download_url"]).content)
+    packaged = torch._inductor.aoti_load_package(str(package))(*feeds)
+    agreement = torch.nn.functional.cosine_similarity(packaged.flatten(), out.flatten(), dim=0)
+    assert float(agreement) > 0.999, f"{name}: the package does not compute what the .pt2 does: {agreement}"
+    if "finetune" in name:
+        finetune = report["steps"][0]["metrics"]["finetune"]
+        assert finetune["device"] == "cuda" and finetune["epoch_losses"][-1] < finetune["epoch_losses"][0]
+    figures = {
+        "cosine": result["fidelity"]["cosine_mean"],
+        "eager_p50_ms": {r["batch_size"]: r["p50_ms"] for r in result["latency"]},
+        "compiled_p50_ms": {r["batch_size"]: r["p50_ms"] for r in compiled},
+        "compile_seconds": [r["compile_seconds"] for r in compiled],
+        "aoti_p50_ms": {r["batch_size"]: r["p50_ms"] for r in aoti["latency"]},
+        "aoti_compile_seconds": aoti["compile_seconds"],
+        "peak_memory_bytes": {r["batch_size"]: r["peak_memory_bytes"] for r in result["latency"]},
+        "original_eager_p50_ms": {r["batch_size"]: r["p50_ms"] for r in report["original"]["latency"]},
+        "memory_bytes": (report["original"].get("memory_bytes"), result.get("memory_bytes")),
+    }
+    print(json.dumps({name: figures}, indent=1))
