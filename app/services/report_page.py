@@ -403,10 +403,20 @@ def runtime_name(row: LatencyRow) -> str:
     return f"{row.runtime} {row.runtime_version}" if row.runtime_version else row.runtime
 
 
+def _timed_forms(report: Report) -> list[tuple[str, list[LatencyRow]]]:
+    """Every form that was timed, by label: eager, under torch.compile (a cuda job), the AOTInductor package."""
+    o, r = report.original, report.result
+    forms = [("original", o.latency), ("original, torch.compile", o.latency_compiled), ("result", r.latency)]
+    forms.append(("result, torch.compile", r.latency_compiled))
+    if r.aoti is not None:
+        forms.append(("result, AOTInductor package", r.aoti.latency))
+    return [(name, rows) for name, rows in forms if rows]
+
+
 def _latency_table(report: Report) -> str:
     rows = []
-    for name, figures in (("original", report.original), ("result", report.result)):
-        for r in figures.latency:
+    for name, timed in _timed_forms(report):
+        for r in timed:
             rows.append(
                 f"<tr><td>{name}</td><td>{r.batch_size}</td><td>{escape(runtime_name(r))} / {escape(r.device)}"
                 f"</td><td>{_num(r.p50_ms)}</td><td>{_num(r.p90_ms)}</td><td>{_num(r.p99_ms)}</td>"
@@ -419,6 +429,21 @@ def _latency_table(report: Report) -> str:
         "<th>runs</th></tr>"
         "</thead><tbody>" + "".join(rows) + "</tbody></table>"
     )
+
+
+def _how_to_load(report: Report) -> str:
+    """Each delivered file with how to load it; an AOTInductor package that could not be made, with why."""
+    r = report.result
+    files = [(r.format, (r.model_extra or {}).get("how_to_load"))]
+    if r.aoti is not None and r.aoti.error is None:
+        files.append(("aoti", r.aoti.how_to_load))
+    rows = "".join(
+        f'<tr><td>{escape(fmt)}</td><td class="mono" style="text-align:left;white-space:normal">{escape(how)}</td></tr>'
+        for fmt, how in files
+        if how
+    )
+    missing = f'<p class="note">No AOTInductor package: {escape(r.aoti.error)}</p>' if r.aoti and r.aoti.error else ""
+    return f"<h2>How to load</h2><table><tbody>{rows}</tbody></table>{missing}" if rows or missing else ""
 
 
 def _steps_table(report: Report) -> str:
@@ -577,6 +602,7 @@ def render_report(report: Report) -> str:
         f"<h2>Summary</h2>{_summary_table(report)}"
         f"<h2>Charts</h2>{charts(series, label)}"
         f"<h2>Latency</h2>{_latency_table(report)}{notes}"
+        f"{_how_to_load(report)}"
         f"<h2>Steps</h2>{_steps_table(report)}"
         f"{_kept_in_float(report)}"
         f"{_causal_lm(report)}"

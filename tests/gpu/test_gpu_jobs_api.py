@@ -43,6 +43,12 @@ JOBS = {
     },
 }
 
+NO_PACKAGE = {
+    "semi_structured_2_4_fp8": "AOTInductor compiles it, but its proxy executor fails to run torchao's CUTLASS op "
+    "(torch 2.11, H200: 'run_func_(...) API call failed')"
+}
+"""jobs whose AOTInductor package does not run: the job delivers the .pt2 alone, with the reason in result.aoti"""
+
 
 @pytest.fixture(scope="module")
 def gpu_api(tmp_path_factory: pytest.TempPathFactory) -> Iterator[httpx.Client]:
@@ -148,8 +154,13 @@ def test_gpu_job_through_the_api(name: str, gpu_api: httpx.Client, uploaded: dic
     out = loaded(*feeds)
     assert out.shape == (16, 128, 256) and out.dtype == torch.float32
     aoti = result["aoti"]
-    assert aoti.get("error") is None and aoti["device"] == "cuda", f"{name}: no AOTInductor package: {aoti}"
-    assert aoti["artifact_id"] == artifacts["model.aoti.pt2"]["id"] and aoti["fidelity"]["cosine_min"] > 0.99
+    if aoti.get("error"):  # the job says why and delivers the .pt2 alone
+        assert name in NO_PACKAGE and aoti["device"] == "cuda", f"{name}: no AOTInductor package: {aoti}"
+        assert "model.aoti.pt2" not in artifacts
+        print(json.dumps({name: {"aoti_error": aoti["error"][:300]}}))
+        return
+    assert aoti["device"] == "cuda" and aoti["artifact_id"] == artifacts["model.aoti.pt2"]["id"]
+    assert aoti["fidelity"]["cosine_min"] > 0.99, aoti["fidelity"]
     assert [(r["compiled"], r["device"], r["batch_size"]) for r in aoti["latency"]] == [("aotinductor", "cuda", 16)]
     package = tmp_path / f"{name}.aoti.pt2"
     package.write_bytes(gpu_api.get(artifacts["model.aoti.pt2"]["download_url"]).content)

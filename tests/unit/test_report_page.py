@@ -148,3 +148,26 @@ def test_each_latency_row_names_its_runtime_and_version() -> None:
     html = render_report(Report.model_validate(held))
     assert "<td>openvino 2026.4.1 / cpu</td>" in html, "the result's rows say OpenVINO timed them, and which"
     assert "<td>onnxruntime / cpu</td>" in html, "a row from an older report, without a version, still shows"
+
+
+def test_compiled_rows_and_the_aoti_package_are_listed_with_how_to_load_each() -> None:
+    held = report(None).model_dump(mode="json")
+    held["spec"]["device"] = "cuda"
+    cuda = [{**row, "runtime": "torch", "device": "cuda"} for row in latency(1.0)]
+    held["result"] |= {
+        "format": "pt2",
+        "how_to_load": "torch.export.load('model.pt2').module()",
+        "latency_compiled": [{**row, "compiled": "torch.compile"} for row in cuda],
+        "aoti": {
+            "device": "cuda",
+            "how_to_load": "torch._inductor.aoti_load_package('model.aoti.pt2')",
+            "latency": [{**row, "compiled": "aotinductor", "p50_ms": 0.25} for row in cuda],
+        },
+    }
+    html = render_report(Report.model_validate(held))
+    assert html.count("<td>result, torch.compile</td>") == 2 and "<td>result, AOTInductor package</td>" in html
+    assert "<td>0.25</td>" in html, "the package's own p50"
+    assert "torch.export.load(&#x27;model.pt2&#x27;)" in html and "aoti_load_package" in html
+    held["result"]["aoti"] = {"device": "cuda", "error": "RuntimeError: run_func_ failed"}
+    html = render_report(Report.model_validate(held))
+    assert "No AOTInductor package: RuntimeError: run_func_ failed" in html and "AOTInductor package</td>" not in html
