@@ -246,6 +246,8 @@ def test_aoti_package_beside_the_pt2(
     assert aoti["fidelity"]["cosine_min"] > 0.9999, aoti["fidelity"]
     (row,) = aoti["latency"]
     assert row["compiled"] == "aotinductor" and row["batch_size"] == 32 and row["p50_ms"] > 0
+    page = client.get(f"/v1/jobs/{job['id']}/report.html").text
+    assert "<td>result, AOTInductor package</td>" in page and "aoti_load_package" in page
     path = Path(stack.home) / "downloaded.aoti.pt2"
     path.write_bytes(client.get(package["download_url"]).content)
     compiled = torch._inductor.aoti_load_package(str(path))
