@@ -48,3 +48,17 @@ def test_the_budget_caps_the_space_and_small_budgets_mix_families(budget: int) -
     assert any("beyond the budget" in n for n in notes), notes
     if budget >= 2:
         assert any(p["type"] == "prune" for c in candidates for p in c.passes), "a small budget tried no pruning"
+
+
+def test_a_cuda_search_proposes_the_gpu_methods_as_valid_cuda_jobs() -> None:
+    gpu = spec(device="cuda", calibration_dataset_id="ds_cal", train_dataset_id="ds_train")
+    candidates, _ = propose(gpu, {"op_types": ["MatMul"]})
+    methods = {p.get("method") for c in candidates for p in c.passes}
+    assert {"fp8", "int8_weight_only", "int4_weight_only", "semi_structured_2_4"} <= methods, methods
+    for c in candidates:
+        JobSpec.model_validate({"model_id": "mdl_x", "device": "cuda", "passes": c.passes})
+    sparse = next(c for c in candidates if c.label == "2:4 fp8 + finetune")
+    assert sparse.passes[0]["finetune"]["dataset_id"] == "ds_train" and sparse.passes[0]["dtype"] == "fp8"
+    static = next(c for c in candidates if c.label == "fp8 static")
+    assert static.passes[0]["calibration"]["dataset_id"] == "ds_cal"
+    assert not {"fp8", "semi_structured_2_4"} & {p.get("method") for c in propose(spec(), {})[0] for p in c.passes}
