@@ -276,12 +276,15 @@ def test_keras_upload_static_int8_as_openvino_ir(
     keras_accuracy: float,
     tmp_path: Path,
 ) -> None:
-    """Quantized static int8 by onnxruntime, delivered as an OpenVINO IR and run here by OpenVINO."""
+    """Quantized static int8 by onnxruntime, delivered as an OpenVINO IR and run here by OpenVINO. The
+    conversion check compares OpenVINO's int8 kernels with onnxruntime's on the same QDQ graph, which round
+    differently (min cosine 0.988 to above 0.99 from one in-session training to another), so it is held to
+    0.98 here instead of the default 0.99."""
     from tests.e2e.test_deployment_formats import openvino_model
 
     spec = {
         "model_id": keras_id,
-        "evaluate": {"dataset_id": datasets["test"], "latency": LATENCY},
+        "evaluate": {"dataset_id": datasets["test"], "latency": LATENCY, "min_conversion_cosine": 0.98},
         "passes": [
             {"type": "quantize", "method": "static", "calibration": {"dataset_id": datasets["train"], "samples": 128}},
             {"type": "convert", "to": "openvino"},
