@@ -16,7 +16,7 @@ from transformers import AutoModel, AutoTokenizer
 from tests.conftest import Stack, upload
 from tests.e2e.test_compression_cnn import run_job, upload_dataset
 
-pytestmark = pytest.mark.e2e
+pytestmark = [pytest.mark.e2e, pytest.mark.numerics]
 SUBJECTS = [
     "The committee",
     "A small robot",

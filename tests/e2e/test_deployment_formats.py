@@ -24,7 +24,7 @@ from tests.e2e.test_quantize_datasets import SENTENCES, _dataset
 from tests.e2e.test_search_cnn import run_search
 from workers.examples import Digits
 
-pytestmark = pytest.mark.e2e
+pytestmark = [pytest.mark.e2e, pytest.mark.numerics]
 
 
 @pytest.fixture(scope="module")

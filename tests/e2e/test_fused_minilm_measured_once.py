@@ -16,7 +16,7 @@ from tests.conftest import Stack, upload
 from tests.e2e.test_minilm import _mean_pool
 from tests.e2e.test_quantize_datasets import SENTENCES, _dataset, _run
 
-pytestmark = pytest.mark.e2e
+pytestmark = [pytest.mark.e2e, pytest.mark.numerics]
 
 
 @pytest.fixture(scope="module")

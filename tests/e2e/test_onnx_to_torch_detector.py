@@ -15,7 +15,7 @@ from tests.conftest import Stack, upload
 from tests.conversion_models import Detector, export
 from tests.e2e.test_compression_cnn import run_job, upload_dataset
 
-pytestmark = pytest.mark.e2e
+pytestmark = [pytest.mark.e2e, pytest.mark.numerics]
 RNG = np.random.default_rng(0)
 
 

@@ -12,7 +12,7 @@ from tests.conftest import Stack, upload
 from tests.e2e.test_compression_cnn import upload_dataset
 from workers.examples import Digits
 
-pytestmark = pytest.mark.e2e
+pytestmark = [pytest.mark.e2e, pytest.mark.numerics]
 LATENCY = {"runs": 5, "batch_sizes": [32]}
 PRUNINGS = [{"method": "magnitude", "sparsity": 0.7}, {"method": "structured", "ratio": 0.5}]
 

@@ -19,7 +19,7 @@ import pytest
 from tests.conftest import Stack, upload
 from workers.examples import Digits
 
-pytestmark = pytest.mark.e2e
+pytestmark = [pytest.mark.e2e, pytest.mark.numerics]
 
 SENTENCES = [
     "The committee approved the budget after a long debate.",

@@ -19,7 +19,7 @@ import pytest
 from tests.conftest import Stack, upload
 from tests.outlier_models import probability_map, probability_map_inputs
 
-pytestmark = pytest.mark.e2e
+pytestmark = [pytest.mark.e2e, pytest.mark.numerics]
 SAMPLES, BATCH = 64, 32
 
 

@@ -23,7 +23,7 @@ os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
 import keras  # noqa: E402 (the formats extra: make install puts it in; a missing one fails, never skips)
 import tensorflow as tf  # noqa: E402
 
-pytestmark = pytest.mark.e2e
+pytestmark = [pytest.mark.e2e, pytest.mark.numerics]
 LATENCY = {"batch_sizes": [32], "runs": 20, "warmup": 3}
 
 

@@ -21,8 +21,10 @@ import pytest
 
 from tests.conftest import ISOLATED, Stack, _free_port, start_api_process, start_worker, upload
 
+# A 10 s lease renewed every second: short enough to keep take-overs quick, long enough that a loaded
+# 2-core CI machine (a job's torch threads on both cores) does not lapse a live lease by starving its renewal.
 FAST_LEASES = {
-    "LEASE_S": "5",
+    "LEASE_S": "10",
     "HEARTBEAT_S": "1",
     "REAPER_INTERVAL_S": "1",
     "MAX_ATTEMPTS": "3",
@@ -223,9 +225,20 @@ class Cluster:
             if ready(row):
                 return row
             assert time.monotonic() < deadline, (
-                f"job {job_id} never got {what or 'there'}: {row['status']}, attempt {row['attempts']}"
+                f"job {job_id} never got {what or 'there'}: {row['status']}, attempt {row['attempts']}\n"
+                + self.worker_lines(job_id)
             )
             time.sleep(0.1)
+
+    def worker_lines(self, job_id: str) -> str:
+        """What the workers logged about the job (claims, lease losses, outcomes), for a failing wait."""
+        lines = [
+            f"{log.stem}: {line}"
+            for log in sorted(self.logs.glob("*.log"))
+            for line in log.read_text(errors="replace").splitlines()
+            if job_id in line
+        ]
+        return "\n".join(lines[-30:])
 
     def wait_running(self, job_id: str, attempt: int = 1, timeout: float = 120) -> dict[str, Any]:
         """Until `attempt` runs its pipeline process; returns the row with its child_pid."""

@@ -1,4 +1,4 @@
-"""Pipeline processes and workers dying mid-job (PostgreSQL + Redis, real processes, 5 s leases):
+"""Pipeline processes and workers dying mid-job (PostgreSQL + Redis, real processes, 10 s leases):
 no job lost, none recorded twice, a crash loop ends in a failed job, the worker lives on."""
 
 import os

@@ -1,4 +1,4 @@
-"""A worker killed mid-search (PostgreSQL + Redis, real processes, 5 s leases): the reaper re-queues its
+"""A worker killed mid-search (PostgreSQL + Redis, real processes, 10 s leases): the reaper re-queues its
 candidate, another worker finishes it, no candidate is lost or recorded twice, and the search completes."""
 
 import time
