@@ -1,7 +1,8 @@
 """`squeeze submit` and `squeeze search`: the command-line client a person or a CI job uses against a running
 Squeeze (`search` is at the end of this module).
 
-Uploads a model (or takes an existing model id), submits a spec, follows the job with progress bars
+Uploads a model (an .onnx with external data goes with the data files beside it that its graph names, as the
+API's `data` fields), or takes an existing model id, submits a spec, follows the job with progress bars
 (upload bytes, then job progress and current pass, each change long-polled with `?wait=30`), downloads
 the artifacts and prints the report's headline numbers (the verdict, its warnings, the speedup with its
 interval). Exit status, for a CI step: 0 the job succeeded and its verdict is pass; 1 it failed, or
@@ -10,6 +11,7 @@ detail are printed), or the command line was wrong; 3 it succeeded with warnings
 the original); 4 the server could not be reached.
 """
 
+import contextlib
 import io
 import time
 from collections.abc import Iterator
@@ -17,6 +19,8 @@ from pathlib import Path
 from typing import IO, Any, cast
 
 import httpx
+import onnx
+from google.protobuf.message import DecodeError
 from rich.console import Console
 from rich.live import Live
 from rich.progress import (
@@ -31,6 +35,8 @@ from rich.progress import (
 )
 from rich.table import Table
 from rich.text import Text
+
+from app.services.onnx_skeleton import SkeletonError, SkeletonTooLarge, read_skeleton
 
 TERMINAL = ("succeeded", "failed", "cancelled")
 WAIT_S = 30.0
@@ -83,12 +89,43 @@ def _checked(response: httpx.Response) -> Any:
     return response.json()
 
 
+def external_data_files(path: Path) -> list[Path]:
+    """The files beside an .onnx model that its initializers keep their data in (torch 2.13's exporter writes
+    `model.onnx.data`), read from the graph without its weights. A location outside the model's folder, a
+    missing file or bytes that are not ONNX give nothing to attach: the server's refusal then says what is
+    wrong with the upload."""
+    if path.suffix.lower() != ".onnx":
+        return []
+    try:
+        with path.open("rb") as fh:
+            model = read_skeleton(fh, path.stat().st_size).model
+    except (SkeletonError, SkeletonTooLarge, DecodeError):
+        return []
+    locations = {
+        entry.value
+        for tensor in model.graph.initializer
+        if tensor.data_location == onnx.TensorProto.EXTERNAL
+        for entry in tensor.external_data
+        if entry.key == "location"
+    }
+    folder = path.parent.resolve()
+    found = [(folder / location).resolve() for location in sorted(locations)]
+    return [file for file in found if file.parent == folder and file.is_file()]
+
+
 def _upload(client: httpx.Client, path: Path, progress: Progress) -> dict[str, Any]:
-    task = progress.add_task(f"upload {path.name}", total=path.stat().st_size, unit="bytes")
-    with path.open("rb") as fh:
-        reader = cast(IO[bytes], _ProgressReader(fh, progress, task))
-        body = _checked(client.post("/v1/models", files={"file": (path.name, reader)}))
-    progress.update(task, completed=path.stat().st_size)
+    """The model file, and its external data files in `data` fields of the same request."""
+    parts = [path, *external_data_files(path)]
+    total = sum(part.stat().st_size for part in parts)
+    label = path.name + (f" + {len(parts) - 1} data file(s)" if len(parts) > 1 else "")
+    task = progress.add_task(f"upload {label}", total=total, unit="bytes")
+    with contextlib.ExitStack() as stack:
+        files = [
+            (field, (part.name, cast(IO[bytes], _ProgressReader(stack.enter_context(part.open("rb")), progress, task))))
+            for field, part in zip(["file"] + ["data"] * (len(parts) - 1), parts, strict=True)
+        ]
+        body = _checked(client.post("/v1/models", files=files))
+    progress.update(task, completed=total)
     return dict(body)
 
 

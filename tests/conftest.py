@@ -364,6 +364,29 @@ def mlp_onnx(tmp_path_factory: pytest.TempPathFactory) -> Path:
 
 
 @pytest.fixture(scope="session")
+def external_onnx(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, Path]:
+    """The same MLP exported with its weights in an external data file beside it (torch 2.13's default)."""
+    import torch
+
+    torch.manual_seed(0)
+    model = torch.nn.Sequential(torch.nn.Linear(64, 256), torch.nn.ReLU(), torch.nn.Linear(256, 10)).eval()
+    path = tmp_path_factory.mktemp("external") / "mlp_ext.onnx"
+    torch.onnx.export(
+        model,
+        (torch.randn(2, 64),),
+        str(path),
+        input_names=["x"],
+        output_names=["logits"],
+        dynamo=True,
+        external_data=True,
+        dynamic_shapes=({0: torch.export.Dim("batch")},),
+    )
+    data = path.with_name(path.name + ".data")
+    assert data.is_file(), "the exporter wrote the weights beside the model"
+    return path, data
+
+
+@pytest.fixture(scope="session")
 def heavy_onnx(tmp_path_factory: pytest.TempPathFactory) -> Path:
     """A fixed-shape model slow enough (many timed runs) to be cancelled while it runs."""
     import torch

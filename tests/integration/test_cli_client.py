@@ -7,6 +7,7 @@ import subprocess
 import sys
 from pathlib import Path
 
+import numpy as np
 import onnxruntime as ort
 
 from tests.conftest import ROOT, Stack
@@ -42,6 +43,19 @@ def test_submit_uploads_follows_and_downloads(stack: Stack, mlp_onnx: Path, tmp_
     session = ort.InferenceSession(str(artifact))
     assert [i.name for i in session.get_inputs()] == ["x"], "the downloaded artifact is the runnable model"
     assert (tmp_path / "out" / "report.json").is_file(), "the report is downloaded beside the model"
+
+
+def test_submit_sends_an_onnx_models_external_data_with_it(
+    stack: Stack, external_onnx: tuple[Path, Path], tmp_path: Path
+) -> None:
+    model, data = external_onnx
+    spec = {"passes": [{"type": "quantize", "method": "dynamic"}], "input_shapes": {"x": [4, 64]}}
+    done = _submit(stack, str(model), "--spec", json.dumps(spec), "--out", str(tmp_path / "out"))
+    assert done.returncode in (0, 3), f"the client failed: {done.stderr}"
+    assert "upload mlp_ext.onnx + 1 data file(s)" in done.stderr, "the data file went with the model"
+    session = ort.InferenceSession(str(tmp_path / "out" / "model.onnx"))
+    (out,) = session.run(None, {"x": np.zeros((3, 64), np.float32)})
+    assert out.shape == (3, 10), "the quantized artifact of the two-file model runs"
 
 
 def test_submit_reports_a_refusal_with_its_code(stack: Stack, mlp_onnx: Path) -> None:

@@ -10,28 +10,6 @@ import pytest
 from tests.conftest import Stack
 
 
-@pytest.fixture(scope="module")
-def external_onnx(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, Path]:
-    import torch
-
-    torch.manual_seed(0)
-    model = torch.nn.Sequential(torch.nn.Linear(64, 256), torch.nn.ReLU(), torch.nn.Linear(256, 10)).eval()
-    path = tmp_path_factory.mktemp("external") / "mlp_ext.onnx"
-    torch.onnx.export(
-        model,
-        (torch.randn(2, 64),),
-        str(path),
-        input_names=["x"],
-        output_names=["logits"],
-        dynamo=True,
-        external_data=True,
-        dynamic_shapes=({0: torch.export.Dim("batch")},),
-    )
-    data = path.with_name(path.name + ".data")
-    assert data.is_file(), "the exporter wrote the weights beside the model"
-    return path, data
-
-
 @pytest.mark.parametrize(
     "passes",
     [[{"type": "quantize", "method": "dynamic"}], [{"type": "optimize"}], [{"type": "convert", "to": "onnx"}]],
