@@ -12,6 +12,7 @@ from app.services.isolation import isolation_state
 from app.services.uploads import ReceivedUpload
 from app.settings import Settings
 from app.storage import Store
+from app.storage.layout import original_cache_prefix
 
 
 async def create_model(
@@ -79,12 +80,14 @@ def list_models(session: Session, tenant: str, limit: int, cursor: str | None) -
 
 
 def delete_model(session: Session, store: Store, tenant: str, model_id: str) -> None:
-    """Delete a model with its finished jobs and their artifacts; refused while a job on it is active."""
+    """Delete a model with its finished jobs, their artifacts and (unless another of the tenant's models has the
+    same bytes) the cached figures of the original; refused while a job on it is active."""
     model = get_model(session, tenant, model_id)
     active = session.scalar(select(Job.id).where(Job.model_id == model_id, Job.status.in_(("queued", "running"))))
     if active:
         raise Conflict(f"model {model_id!r} is in use by job {active!r}; cancel it or wait, then delete")
     jobs = list(session.scalars(select(Job).where(Job.model_id == model_id)))
+    sha256 = model.sha256
     keys = [model.storage_key] + [
         a.storage_key for job in jobs for a in session.scalars(select(Artifact).where(Artifact.job_id == job.id))
     ]
@@ -95,3 +98,7 @@ def delete_model(session: Session, store: Store, tenant: str, model_id: str) -> 
     session.commit()
     for key in keys:
         store.delete(key)
+    twin = session.scalar(select(Model.id).where(Model.tenant == tenant, Model.sha256 == sha256))
+    if twin is None:  # the original's cached figures and outputs go with the tenant's last copy of these bytes
+        for key in store.list_keys(original_cache_prefix(tenant, sha256)):
+            store.delete(key)

@@ -3,10 +3,12 @@
 import hashlib
 import io
 import pickle
+import uuid
 import zipfile
 from pathlib import Path
 
 import httpx
+import onnx
 
 from tests.conftest import Stack, upload
 
@@ -78,6 +80,29 @@ def test_list_paginates_and_delete_removes(client: httpx.Client, mlp_onnx: Path,
     gone = client.get(f"/v1/models/{ids[0]}")
     assert gone.status_code == 404 and gone.json()["code"] == "not_found"
     assert stack.store().list_keys(f"models/{ids[0]}/") == [], "the stored file is deleted too"
+
+
+def test_deleting_a_models_last_copy_deletes_its_cached_original_figures(
+    client: httpx.Client, mlp_onnx: Path, stack: Stack, tmp_path: Path
+) -> None:
+    model = onnx.load(mlp_onnx)
+    model.metadata_props.add(key="copy", value=uuid.uuid4().hex)  # bytes of its own: no other test's model
+    path = tmp_path / "own.onnx"
+    onnx.save(model, path)
+    first, twin = upload(client, path), upload(client, path)
+    spec = {"model_id": first["id"], "passes": [{"type": "optimize"}], "input_shapes": {"x": [4, 64]}}
+    job = client.post("/v1/jobs", json={**spec, "evaluate": {"latency": {"runs": 3, "warmup": 0}}})
+    assert job.status_code == 202, job.text
+    assert stack.wait_for(client, job.json()["id"])["status"] == "succeeded"
+
+    def cached() -> list[str]:
+        return [k for k in stack.store().list_keys("cache/original/") if f"/{first['sha256']}/" in k]
+
+    assert cached(), "the job kept the original's figures (and its outputs on the evaluation inputs)"
+    assert client.delete(f"/v1/models/{first['id']}").status_code == 204
+    assert cached(), "a model of the tenant with the same bytes still uses them"
+    assert client.delete(f"/v1/models/{twin['id']}").status_code == 204
+    assert cached() == [], "deleted with the last copy: nothing measured on the model outlives it"
 
 
 def test_health_readiness_and_openapi(client: httpx.Client) -> None:

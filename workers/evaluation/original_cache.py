@@ -6,7 +6,9 @@ The key is a sha256 over the model's sha256, the evaluation settings (inputs, sa
 sizes, runs and warm-up, device, threads, the evaluation dataset's sha256, whether an ONNX result is timed
 against the original exported to ONNX) and the machine's fingerprint (CPU model, cores, memory, platform,
 the versions of the libraries that run the original): another machine, or an upgraded onnxruntime, is a
-different key, so a stale figure is never read. Entries live in the artifact store under `cache/original/`.
+different key, so a stale figure is never read. Entries live in the artifact store under
+`cache/original/{tenant}/{model sha256}/` (app.storage.layout), so deleting a model deletes its entries
+once no other model of the tenant has the same bytes.
 
 The worker fetches an entry into the child's folder before the run (the child never sees the store) and
 stores the one the child wrote after a recorded success. A reused figure says so in the report
@@ -27,6 +29,7 @@ from pydantic import BaseModel, ConfigDict
 
 from app.schemas.tasks import ChildTask
 from app.storage import Store
+from app.storage.layout import original_cache_prefix
 
 VERSION = 1
 """bumped when what an entry holds, or how a figure in it is computed, changes"""
@@ -86,7 +89,7 @@ def fingerprint() -> dict[str, Any]:
 
 
 def cache_key(task: ChildTask, tenant: str, machine: dict[str, Any]) -> str:
-    """The key of the original's figures for this task on this machine."""
+    """The key of the original's figures for this task on this machine, under its tenant and model bytes."""
     spec = task.spec
     evaluation = task.datasets.get(spec.evaluate.dataset_id) if spec.evaluate.dataset_id else None
     settings = {
@@ -102,11 +105,12 @@ def cache_key(task: ChildTask, tenant: str, machine: dict[str, Any]) -> str:
         "onnx_result_of_torch_original": task.plan.artifact_format == "onnx" and task.model.format != "onnx",
         "machine": machine,
     }
-    return hashlib.sha256(json.dumps(settings, sort_keys=True, default=str).encode()).hexdigest()
+    digest = hashlib.sha256(json.dumps(settings, sort_keys=True, default=str).encode()).hexdigest()
+    return original_cache_prefix(tenant, task.model.sha256) + digest
 
 
 def store_prefix(key: str) -> str:
-    return f"cache/original/{key}/"
+    return f"{key}/"
 
 
 def fetch(store: Store, key: str, workdir: Path) -> bool:
