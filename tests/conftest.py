@@ -342,14 +342,12 @@ def minilm_onnx(minilm_dir: Path, tmp_path_factory: pytest.TempPathFactory) -> P
     return path
 
 
-@pytest.fixture(scope="session")
-def mlp_onnx(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    """A small float model with a dynamic batch: fast jobs for the API and worker tests."""
+def _export_mlp(path: Path, external_data: bool) -> Path:
+    """The 64 -> 256 -> 10 MLP (seed 0) as ONNX with a dynamic batch, its weights inside or beside the file."""
     import torch
 
     torch.manual_seed(0)
     model = torch.nn.Sequential(torch.nn.Linear(64, 256), torch.nn.ReLU(), torch.nn.Linear(256, 10)).eval()
-    path = tmp_path_factory.mktemp("mlp") / "mlp.onnx"
     torch.onnx.export(
         model,
         (torch.randn(2, 64),),
@@ -357,30 +355,22 @@ def mlp_onnx(tmp_path_factory: pytest.TempPathFactory) -> Path:
         input_names=["x"],
         output_names=["logits"],
         dynamo=True,
-        external_data=False,
+        external_data=external_data,
         dynamic_shapes=({0: torch.export.Dim("batch")},),
     )
     return path
 
 
 @pytest.fixture(scope="session")
+def mlp_onnx(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A small float model with a dynamic batch: fast jobs for the API and worker tests."""
+    return _export_mlp(tmp_path_factory.mktemp("mlp") / "mlp.onnx", external_data=False)
+
+
+@pytest.fixture(scope="session")
 def external_onnx(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, Path]:
     """The same MLP exported with its weights in an external data file beside it (torch 2.13's default)."""
-    import torch
-
-    torch.manual_seed(0)
-    model = torch.nn.Sequential(torch.nn.Linear(64, 256), torch.nn.ReLU(), torch.nn.Linear(256, 10)).eval()
-    path = tmp_path_factory.mktemp("external") / "mlp_ext.onnx"
-    torch.onnx.export(
-        model,
-        (torch.randn(2, 64),),
-        str(path),
-        input_names=["x"],
-        output_names=["logits"],
-        dynamo=True,
-        external_data=True,
-        dynamic_shapes=({0: torch.export.Dim("batch")},),
-    )
+    path = _export_mlp(tmp_path_factory.mktemp("external") / "mlp_ext.onnx", external_data=True)
     data = path.with_name(path.name + ".data")
     assert data.is_file(), "the exporter wrote the weights beside the model"
     return path, data
